@@ -1,0 +1,91 @@
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from '../pipeline/config.ts';
+import { connectionsFromEnv } from '../streams/connections.ts';
+import { demo } from './demo.ts';
+import { produceFile } from './produce.ts';
+import { runCommand } from './run.ts';
+import { services } from './services.ts';
+import { sqlCommand } from './sql.ts';
+
+const USAGE = `flywheel — the data plane between rollout generators and trainers
+
+  flywheel up | down | status          start / stop / show the local Kafka and schema registry
+  flywheel run --config <file>         run a pipeline worker (Ctrl-C stops it cleanly)
+  flywheel produce --topic <t> --file <jsonl>
+                                       encode JSON lines as rollouts and send them
+  flywheel sql "<query>" [--config <file> | --path <dir>]
+                                       query the pipeline's ClickHouse store
+  flywheel demo [--groups N]           start the services, curate synthetic rollouts, print a summary
+
+Environment: KAFKA_BROKERS, SCHEMA_REGISTRY_URL, CLICKHOUSE_URL select running services
+instead of the local ones.`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string' },
+      topic: { type: 'string' },
+      file: { type: 'string' },
+      path: { type: 'string' },
+      groups: { type: 'string' },
+    },
+  });
+  const need = (name: keyof typeof values): string => {
+    const value = values[name];
+    if (typeof value !== 'string' || value === '') throw new UsageError(`${command} needs --${name}`);
+    return value;
+  };
+  switch (command) {
+    case 'up':
+    case 'down':
+    case 'status':
+      return services(command);
+    case 'run':
+      await runCommand(loadConfig(need('config')), connectionsFromEnv());
+      return 0;
+    case 'produce': {
+      const { sent, errors } = await produceFile(connectionsFromEnv(), need('topic'), need('file'));
+      console.log(`sent ${sent} rollouts${errors.length > 0 ? `; ${errors.length} lines rejected (see above)` : ''}`);
+      return errors.length > 0 ? 1 : 0;
+    }
+    case 'sql': {
+      const query = positionals.join(' ').trim();
+      if (query === '') throw new UsageError('sql needs a query, e.g. flywheel sql "SELECT count() FROM samples"');
+      const path = values.path ?? (values.config === undefined ? undefined : loadConfig(values.config).clickhouse.path);
+      process.stdout.write(await sqlCommand(query, connectionsFromEnv(), path));
+      return 0;
+    }
+    case 'demo': {
+      const connections = connectionsFromEnv();
+      if ((process.env.KAFKA_BROKERS === undefined || process.env.SCHEMA_REGISTRY_URL === undefined) && services('up') !== 0) {
+        throw new Error('the local services did not start (see above)');
+      }
+      const groups = Number(values.groups ?? 750);
+      if (!Number.isInteger(groups) || groups < 1) throw new UsageError('--groups takes a positive whole number');
+      await demo(connections, { groups, dataDir: '.flywheel/demo' });
+      return 0;
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+      console.log(USAGE);
+      return 0;
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+class UsageError extends Error {}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof UsageError) console.error(`flywheel: ${err.message}\n\n${USAGE}`);
+    else if (err instanceof ConfigError) console.error(err.message);
+    else console.error(`flywheel: ${(err as Error).stack ?? String(err)}`);
+    process.exit(err instanceof UsageError ? 2 : 1);
+  },
+);

@@ -1,0 +1,125 @@
+import type { Rollout } from '../streams/records.ts';
+
+/**
+ * Synthetic rollouts whose fate is known in advance, for the demo, the tests and benchmarks.
+ * Prompts are arithmetic questions answered by several samples each (one group per prompt).
+ * Some answers are wrong, some miss the "Answer:" format, some repeat an earlier sample of their
+ * group with only case and spacing changed, some are invalid rollouts, and some records are not
+ * rollouts at all (raw bytes).
+ */
+export type Fate = 'accept' | 'wrong' | 'unformatted' | 'duplicate' | 'invalid';
+
+export interface SyntheticOptions {
+  groups: number;
+  samplesPerGroup: number;
+  seed: number;
+  runId: string;
+  duplicateRate: number;
+  invalidRate: number;
+  /** How many raw non-rollout records to add. */
+  garbage: number;
+}
+
+export interface SyntheticData {
+  rollouts: Rollout[];
+  fates: Map<string, Fate>;
+  garbage: Buffer[];
+}
+
+export const syntheticDefaults: SyntheticOptions = {
+  groups: 500,
+  samplesPerGroup: 4,
+  seed: 7,
+  runId: 'synthetic',
+  duplicateRate: 0.06,
+  invalidRate: 0.01,
+  garbage: 5,
+};
+
+/** mulberry32: small, fast, and the same sequence on every machine. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const SKILLS = ['addition', 'multiplication', 'subtraction'] as const;
+const OPENERS = ['Let me work this out.', 'First, read the question.', 'Step by step:', 'We compute carefully.', 'Think about the numbers.'];
+
+export function syntheticRollouts(options: Partial<SyntheticOptions> = {}): SyntheticData {
+  const o = { ...syntheticDefaults, ...options };
+  const random = prng(o.seed);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+  const rollouts: Rollout[] = [];
+  const fates = new Map<string, Fate>();
+  const start = Date.UTC(2026, 10, 1);
+  for (let g = 0; g < o.groups; g++) {
+    const skill = SKILLS[g % SKILLS.length]!;
+    const a = 2 + Math.floor(random() * 97);
+    const b = 2 + Math.floor(random() * 97);
+    const [symbol, truth] = skill === 'addition' ? ['+', a + b] : skill === 'multiplication' ? ['*', a * b] : ['-', a - b];
+    const difficulty = skill === 'multiplication' ? 0.55 : 0.8;
+    const promptId = `${o.runId}-p${g}`;
+    const prompt = `What is ${a} ${symbol} ${b}?`;
+    const group: Rollout[] = [];
+    for (let s = 0; s < o.samplesPerGroup; s++) {
+      const id = `${promptId}-s${s}`;
+      const base: Rollout = {
+        id,
+        run_id: o.runId,
+        prompt_id: promptId,
+        prompt,
+        group_id: promptId,
+        response: null,
+        steps: [],
+        model_name: 'synthetic-policy',
+        model_version: 'v1',
+        rewards: {},
+        logprobs: null,
+        token_count: 0,
+        created_at: start + (g * o.samplesPerGroup + s) * 1000,
+        tags: { skill, source: 'synthetic' },
+      };
+      const earlier = group.filter((r) => fates.get(r.id) !== 'invalid');
+      if (earlier.length > 0 && random() < o.duplicateRate) {
+        const copy = pick(earlier);
+        const response = `  ${copy.response!.toUpperCase()}  `.replace(/ /g, '  ');
+        const rollout = { ...base, response, rewards: { ...copy.rewards }, token_count: copy.token_count };
+        group.push(rollout);
+        fates.set(id, 'duplicate');
+        continue;
+      }
+      const correct = random() < difficulty;
+      const formatted = random() < 0.9;
+      const answer = correct ? truth : truth + 1 + Math.floor(random() * 9);
+      const reasoning = `${pick(OPENERS)} Sample ${s} of ${promptId} computes ${a} ${symbol} ${b}.`;
+      const response = formatted ? `${reasoning}\nAnswer: ${answer}` : `${reasoning} I believe it is ${answer}.`;
+      const tokens = response.split(/\s+/).length;
+      const logprobs = Array.from({ length: Math.min(tokens, 16) }, () => -random() * (correct ? 0.3 : 1.5));
+      let rollout: Rollout = { ...base, response, rewards: { correct: correct ? 1 : 0 }, token_count: tokens, logprobs };
+      let fate: Fate = !correct ? 'wrong' : !formatted ? 'unformatted' : 'accept';
+      if (random() < o.invalidRate) {
+        rollout = random() < 0.5 ? { ...rollout, prompt: '' } : { ...rollout, rewards: { correct: Number.NaN } };
+        fate = 'invalid';
+      }
+      group.push(rollout);
+      fates.set(id, fate);
+    }
+    rollouts.push(...group);
+  }
+  const garbage = Array.from({ length: o.garbage }, (_, i) => Buffer.from(`{"not":"avro","n":${i}}`));
+  return { rollouts, fates, garbage };
+}
+
+/** The demo's and tests' operator chain: what each fate above leads to under it. */
+export const curatingOperators = [
+  { type: 'validate' },
+  { type: 'rule-score', name: 'rule', rewards: { correct: 1 }, format: { pattern: 'Answer:\\s*-?\\d+' } },
+  { type: 'exact-dedupe', scope: 'global' },
+  { type: 'threshold-filter', min: { rule: 1 } },
+] as const;

@@ -1,0 +1,209 @@
+// Flywheel's ClickHouse tables. One DDL for both backends, so it keeps to what ClickHouse 18.16
+// (Debian's clickhouse-server) accepts: no DateTime64/Map/Bool/JSON/LowCardinality, no TTL, skip
+// indexes or CODECs, one-argument ReplacingMergeTree.
+//
+// Exactly-once into ClickHouse: each row carries the sink topic/partition/offset it was read at,
+// and ReplacingMergeTree(sink_offset) keyed by the record collapses a re-delivered row (read with
+// FINAL, or argMax). On restart the sink resumes after sinkHighWater(): the offsets stored with
+// the data are the source of truth, not the consumer group's committed offsets.
+
+import type { ClickHouseStore } from './store.ts';
+import { ClickHouseStoreError, quoteIdent, quoteTable } from './sql.ts';
+
+export const SAMPLES_TABLE = 'samples';
+export const DEAD_LETTERS_TABLE = 'dead_letters';
+
+/** A row of `samples` as query() returns it (and insert() takes it; created_at may be a Date). */
+export interface SampleRow {
+  pipeline_run: string;
+  id: string;
+  rollout_run: string;
+  prompt_id: string;
+  prompt: string;
+  group_id: string;
+  response: string;
+  model_name: string;
+  model_version: string;
+  reward_names: string[];
+  reward_values: number[];
+  score_names: string[];
+  score_values: number[];
+  tag_keys: string[];
+  tag_values: string[];
+  token_count: number;
+  /** 'YYYY-MM-DD hh:mm:ss' (UTC); insert() also takes a Date. */
+  created_at: string;
+  duplicate_of: string;
+  dedupe_method: string;
+  reasons: string[];
+  decision: string;
+  reason: string;
+  config_hash: string;
+  scorer_version: string;
+  source_topic: string;
+  source_partition: number;
+  source_offset: number;
+  sink_topic: string;
+  sink_partition: number;
+  sink_offset: number;
+  inserted_at: string;
+}
+
+export interface DeadLetterRow {
+  pipeline_run: string;
+  source_topic: string;
+  source_partition: number;
+  source_offset: number;
+  stage: string;
+  reason: string;
+  payload_base64: string;
+  sink_topic: string;
+  sink_partition: number;
+  sink_offset: number;
+  inserted_at: string;
+}
+
+const SAMPLES_COLUMNS: [string, string][] = [
+  ['pipeline_run', 'String'],
+  ['id', 'String'],
+  ['rollout_run', 'String'],
+  ['prompt_id', 'String'],
+  ['prompt', 'String'],
+  ['group_id', 'String'],
+  ['response', 'String'],
+  ['model_name', 'String'],
+  ['model_version', 'String'],
+  ['reward_names', 'Array(String)'],
+  ['reward_values', 'Array(Float64)'],
+  ['score_names', 'Array(String)'],
+  ['score_values', 'Array(Float64)'],
+  ['tag_keys', 'Array(String)'],
+  ['tag_values', 'Array(String)'],
+  ['token_count', 'UInt32'],
+  ['created_at', 'DateTime'],
+  ['duplicate_of', 'String'],
+  ['dedupe_method', 'String'],
+  ['reasons', 'Array(String)'],
+  ['decision', 'String'],
+  ['reason', 'String'],
+  ['config_hash', 'String'],
+  ['scorer_version', 'String'],
+  ['source_topic', 'String'],
+  ['source_partition', 'UInt32'],
+  ['source_offset', 'UInt64'],
+  ['sink_topic', 'String'],
+  ['sink_partition', 'UInt32'],
+  ['sink_offset', 'UInt64'],
+  ['inserted_at', 'DateTime'],
+];
+
+const DEAD_LETTERS_COLUMNS: [string, string][] = [
+  ['pipeline_run', 'String'],
+  ['source_topic', 'String'],
+  ['source_partition', 'UInt32'],
+  ['source_offset', 'UInt64'],
+  ['stage', 'String'],
+  ['reason', 'String'],
+  ['payload_base64', 'String'],
+  ['sink_topic', 'String'],
+  ['sink_partition', 'UInt32'],
+  ['sink_offset', 'UInt64'],
+  ['inserted_at', 'DateTime'],
+];
+
+interface TableSpec {
+  name: string;
+  columns: [string, string][];
+  engine: string;
+  orderBy: string[];
+}
+
+export const TABLES: readonly TableSpec[] = [
+  {
+    name: SAMPLES_TABLE,
+    columns: SAMPLES_COLUMNS,
+    engine: 'ReplacingMergeTree(sink_offset)',
+    // One row per input record and run: a rollout re-sent under the same id is a second
+    // record (and a duplicate), not a replacement of the first.
+    orderBy: ['pipeline_run', 'source_topic', 'source_partition', 'source_offset'],
+  },
+  {
+    name: DEAD_LETTERS_TABLE,
+    columns: DEAD_LETTERS_COLUMNS,
+    engine: 'ReplacingMergeTree(sink_offset)',
+    orderBy: ['pipeline_run', 'source_topic', 'source_partition', 'source_offset'],
+  },
+];
+
+function qualified(table: string, database?: string): string {
+  return database ? `${quoteIdent(database)}.${quoteIdent(table)}` : quoteIdent(table);
+}
+
+/** The CREATE TABLE statement for one table (exported for docs and `flywheel sql`). */
+export function createTableSql(spec: TableSpec, database?: string): string {
+  const cols = spec.columns.map(([name, type]) =>
+    // Filled by ClickHouse when an INSERT omits it (the INSERT must name its columns on 18.16).
+    name === 'inserted_at' ? `    ${quoteIdent(name)} ${type} DEFAULT now()` : `    ${quoteIdent(name)} ${type}`,
+  );
+  return [
+    `CREATE TABLE IF NOT EXISTS ${qualified(spec.name, database)}`,
+    '(',
+    cols.join(',\n'),
+    ')',
+    `ENGINE = ${spec.engine}`,
+    `ORDER BY (${spec.orderBy.map(quoteIdent).join(', ')})`,
+  ].join('\n');
+}
+
+/**
+ * Creates Flywheel's tables if missing (and `database`, when given), then checks that existing
+ * tables have every expected column with the expected type, so a table left by an older
+ * Flywheel fails loudly here rather than on the first insert.
+ */
+export async function migrate(store: ClickHouseStore, database?: string): Promise<void> {
+  if (database) await store.command(`CREATE DATABASE IF NOT EXISTS ${quoteIdent(database)}`);
+  for (const spec of TABLES) {
+    await store.command(createTableSql(spec, database));
+    const actual = await store.query<{ name: string; type: string }>(
+      `SELECT name, type FROM system.columns
+       WHERE database = ${database ? '{db:String}' : 'currentDatabase()'} AND table = {t:String}`,
+      database ? { db: database, t: spec.name } : { t: spec.name },
+    );
+    const types = new Map(actual.map((c) => [c.name, c.type]));
+    const wrong = spec.columns
+      .filter(([name, type]) => types.get(name) !== type)
+      .map(([name, type]) => `${name} ${type} (found ${types.get(name) ?? 'nothing'})`);
+    if (wrong.length > 0) {
+      throw new ClickHouseStoreError(
+        store.kind,
+        `migrate ${spec.name}`,
+        `table ${database ? `${database}.` : ''}${spec.name} exists with a different schema: ${wrong.join('; ')}`,
+      );
+    }
+  }
+}
+
+/**
+ * Per sink partition, the highest sink offset stored in `table` for `sinkTopic`. The sink resumes
+ * after these offsets. `table` may be db-qualified.
+ */
+export async function sinkHighWater(
+  store: ClickHouseStore,
+  table: string,
+  sinkTopic: string,
+): Promise<Map<number, number>> {
+  quoteTable(table);
+  const rows = await store.query<{ p: number; o: number | bigint }>(
+    `SELECT sink_partition AS p, max(sink_offset) AS o FROM {t:Identifier}
+     WHERE sink_topic = {topic:String} GROUP BY sink_partition ORDER BY sink_partition`,
+    { t: table, topic: sinkTopic },
+  );
+  const out = new Map<number, number>();
+  for (const r of rows) {
+    if (typeof r.o === 'bigint') {
+      throw new ClickHouseStoreError(store.kind, `sinkHighWater ${table}`, `offset ${r.o} beyond 2^53 in partition ${r.p}`);
+    }
+    out.set(r.p, r.o);
+  }
+  return out;
+}

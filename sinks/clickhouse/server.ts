@@ -1,0 +1,194 @@
+// Server backend: @clickhouse/client over ClickHouse's HTTP interface. Works against Debian's
+// ClickHouse 18.16 as well as current servers, and against serveStore() of an embedded store.
+
+import { Readable } from 'node:stream';
+import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
+import type { ClickHouseStore, RawOptions, RawResult } from './store.ts';
+import {
+  ClickHouseStoreError,
+  assertNoFormat,
+  bindParams,
+  checkTable,
+  decodeJson,
+  encodeRows,
+  quoteIdent,
+  quoteTable,
+  storeError,
+  trimStatement,
+  type ParamValue,
+} from './sql.ts';
+
+// Quoted 64-bit integers: 18.16's default, set explicitly because 26.x's clickhouse-local and a
+// user's server may differ. decodeJson turns safe ones back into numbers (never a rounded one).
+const SETTINGS: ClickHouseSettings = { output_format_json_quote_64bit_integers: 1 };
+
+export interface ServerStoreOptions {
+  url: string;
+  database?: string;
+  /** Per-request timeout in ms (default 300 000: DDL and OPTIMIZE … FINAL can take a while). */
+  requestTimeoutMs?: number;
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+  return Buffer.concat(chunks);
+}
+
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
+export class ServerStore implements ClickHouseStore {
+  readonly kind = 'server' as const;
+  #closed = false;
+
+  constructor(
+    private readonly client: ClickHouseClient,
+    readonly url: string,
+    readonly database: string | undefined,
+    readonly version: string,
+  ) {}
+
+  #check(sql: string): void {
+    if (this.#closed) throw new ClickHouseStoreError('server', sql.split('\n')[0] ?? '', 'store is closed');
+  }
+
+  async command(sql: string): Promise<void> {
+    this.#check(sql);
+    try {
+      // wait_end_of_query: the status code then covers the whole statement, not just its start.
+      await this.client.command({ query: sql, clickhouse_settings: { wait_end_of_query: 1 } });
+    } catch (err) {
+      throw storeError('server', sql, err);
+    }
+  }
+
+  async query<T = Record<string, unknown>>(sql: string, params?: Record<string, ParamValue>): Promise<T[]> {
+    this.#check(sql);
+    let text: string;
+    let bound = sql;
+    try {
+      bound = trimStatement(bindParams(sql, params));
+      assertNoFormat(bound);
+      const rs = await this.client.query({ query: bound, format: 'JSON' });
+      text = await rs.text();
+    } catch (err) {
+      throw storeError('server', bound, err);
+    }
+    return decodeJson('server', bound, text) as T[];
+  }
+
+  async insert(table: string, rows: Record<string, unknown>[]): Promise<void> {
+    this.#check(`INSERT INTO ${table}`);
+    if (rows.length === 0) return;
+    let statement = `INSERT INTO ${table}`;
+    try {
+      const { columns, body } = encodeRows(rows);
+      statement = `INSERT INTO ${quoteTable(checkTable(table))} (${columns.map(quoteIdent).join(', ')}) FORMAT JSONEachRow`;
+      // exec, not client.insert: we send our own encoding (Dates as Unix seconds, bigints as
+      // strings), the same bytes the embedded backend parses.
+      const res = await this.client.exec({ query: statement, values: Readable.from([Buffer.from(body)]) });
+      await readAll(res.stream);
+    } catch (err) {
+      throw storeError('server', statement, err);
+    }
+  }
+
+  async raw(sql: string, opts: RawOptions = {}): Promise<RawResult> {
+    this.#check(sql);
+    const settings: Record<string, string | number> = { ...(opts.settings ?? {}) };
+    if (opts.format) settings['default_format'] = opts.format;
+    // Already in ClickHouse's escaped form, so they go onto the URL as they are.
+    for (const [k, v] of Object.entries(opts.params ?? {})) settings[`param_${k}`] = v;
+    try {
+      const db = opts.database;
+      if (db !== undefined && db !== (this.database ?? 'default')) {
+        // The client names its own database on every request; a second one would be ambiguous.
+        if (this.database !== undefined) {
+          throw new Error(`this store is bound to database ${this.database}; open another store for ${db}`);
+        }
+        settings['database'] = db;
+      }
+      const res =
+        opts.body !== undefined
+          ? await this.client.exec({
+              query: sql,
+              values: Readable.from([Buffer.from(opts.body)]),
+              clickhouse_settings: settings,
+            })
+          : await this.client.exec({ query: sql, clickhouse_settings: settings });
+      const body = await readAll(res.stream);
+      const format = res.response_headers['x-clickhouse-format'];
+      return {
+        body,
+        format: typeof format === 'string' ? format : opts.format,
+        readRows: Number(res.summary?.read_rows ?? NaN) || undefined,
+        readBytes: Number(res.summary?.read_bytes ?? NaN) || undefined,
+      };
+    } catch (err) {
+      throw storeError('server', sql, err);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.client.close();
+  }
+}
+
+export async function openServerStore(opts: ServerStoreOptions): Promise<ServerStore> {
+  const timeout = opts.requestTimeoutMs ?? 300_000;
+  const base = {
+    url: opts.url,
+    request_timeout: timeout,
+    clickhouse_settings: SETTINGS,
+    application: 'flywheel',
+    // Failures reach the caller as ClickHouseStoreError; the client's own logging would repeat
+    // each one on stderr (and warn about the long timeout, which suits a loopback server).
+    log: { level: ClickHouseLogLevel.OFF },
+  };
+  if (opts.database) {
+    quoteIdent(opts.database);
+    // The database has to exist before a client may name it: every request carries it.
+    const bootstrap = createClient(base);
+    try {
+      await bootstrap.command({ query: `CREATE DATABASE IF NOT EXISTS ${quoteIdent(opts.database)}` });
+    } catch (err) {
+      throw unreachable(opts.url, err);
+    } finally {
+      await bootstrap.close();
+    }
+  }
+  const client = createClient({ ...base, database: opts.database });
+  let version: string;
+  try {
+    const rs = await client.query({ query: 'SELECT version() AS v', format: 'JSONEachRow' });
+    const rows = (await rs.json()) as { v: string }[];
+    version = rows[0]?.v ?? 'unknown';
+  } catch (err) {
+    await client.close();
+    throw unreachable(opts.url, err);
+  }
+  return new ServerStore(client, opts.url, opts.database, version);
+}
+
+function unreachable(url: string, err: unknown): Error {
+  const msg = err instanceof Error ? err.message : String(err);
+  const refused = /ECONNREFUSED|ECONNRESET|ENOTFOUND|socket hang up/i.test(msg);
+  return new ClickHouseStoreError(
+    'server',
+    `connect ${redact(url)}`,
+    refused
+      ? `${msg} (is the server running? \`bash deploy/clickhouse-server.sh start\` runs one on 127.0.0.1:18123)`
+      : msg,
+    { cause: err },
+  );
+}

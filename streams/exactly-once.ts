@@ -1,0 +1,225 @@
+import type { Admin, Consumer, Kafka, KafkaMessage, Producer, TopicMessages, Transaction } from 'kafkajs';
+import { mergeMap, Subscription } from 'rxjs';
+import { restoreChangelog } from './changelog-restore.ts';
+import { kafkaBatches, type SourceBatch } from './source.ts';
+import { PartitionState } from './state-store.ts';
+
+/** What the processor knows of one input partition it owns. */
+export interface PartitionContext<L> {
+  partition: number;
+  state: PartitionState;
+  /** Built once per assignment over `state`, e.g. the partition's operator chain. */
+  local: L;
+}
+
+export interface ExactlyOnceOptions<L> {
+  kafka: Kafka;
+  /** Consumer group id; also the stem of the transactional ids. */
+  groupId: string;
+  inputTopic: string;
+  stores: readonly string[];
+  changelogTopic: (store: string) => string;
+  fromBeginning: boolean;
+  partitionsConsumedConcurrently: number;
+  maxBatchBytes: number;
+  /** Builds the partition-local part (e.g. operators) once its state is restored. */
+  assign: (partition: number, state: PartitionState) => L;
+  /** Turns a batch into output records. State writes go through `context.state` and are staged. */
+  process: (messages: KafkaMessage[], context: PartitionContext<L>) => Promise<TopicMessages[]>;
+  /** Called after each committed transaction. */
+  onCommit?: (info: { partition: number; records: number; nextOffset: bigint }) => void;
+}
+
+interface Owned<L> extends PartitionContext<L> {
+  producer: Producer;
+  /** The offset the next record to process has; anything before it is already committed. */
+  nextOffset: bigint;
+}
+
+/**
+ * Exactly-once consume → transform → produce on kafkajs.
+ *
+ * Per batch of one input partition, one Kafka transaction carries the outputs, the state
+ * changes (changelog records) and the consumed offsets; downstream readers use read_committed,
+ * so they see all of a batch or none of it.
+ *
+ * Fencing. kafkajs only speaks the old TxnOffsetCommit, which has no consumer-group-generation
+ * fencing, so each input partition gets its own transactional id (`<group>-<topic>-<partition>`,
+ * as Kafka Streams' "exactly_once" v1 did). Whenever a partition is assigned, the processor
+ * (1) creates that partition's producer, whose InitProducerId bumps the epoch: a zombie still
+ * holding the partition can no longer commit, and its open transaction is aborted; (2) only then
+ * reads the group's committed offset and (3) restores the partition's state from its changelog.
+ * Offsets and state therefore describe exactly the last committed transaction, and records before
+ * `nextOffset` that kafkajs still delivers (it may fetch from an offset read before the fence,
+ * see kafkajs#1046) are skipped.
+ *
+ * Failure. Any error in a batch aborts its transaction, drops its staged state, forgets the
+ * partition (the next batch re-fences, re-reads offsets and restores) and seeks back to the last
+ * committed offset; kafkajs then retries. A crash at any point leaves either a committed
+ * transaction or none.
+ */
+export class ExactlyOnceProcessor<L> {
+  private readonly consumer: Consumer;
+  private readonly admin: Admin;
+  private readonly owned = new Map<number, Owned<L>>();
+  /** Per-partition serialisation of assignment work and batch work. */
+  private readonly locks = new Map<number, Promise<unknown>>();
+  private subscription: Subscription | undefined;
+
+  constructor(private readonly options: ExactlyOnceOptions<L>) {
+    this.consumer = options.kafka.consumer({
+      groupId: options.groupId,
+      readUncommitted: false,
+      sessionTimeout: 30_000,
+      rebalanceTimeout: 60_000,
+      heartbeatInterval: 3_000,
+      maxBytesPerPartition: options.maxBatchBytes,
+    });
+    this.admin = options.kafka.admin();
+  }
+
+  /** Runs until `stop()`; the promise rejects if the consumer fails for good. */
+  async start(): Promise<{ stopped: Promise<void> }> {
+    await this.admin.connect();
+    await this.consumer.connect();
+    this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
+      const assigned = new Set(payload.memberAssignment[this.options.inputTopic] ?? []);
+      for (const partition of [...this.owned.keys()]) {
+        if (!assigned.has(partition)) void this.withLock(partition, () => this.release(partition));
+      }
+    });
+    const stopped = new Promise<void>((resolve, reject) => {
+      this.subscription = kafkaBatches(this.consumer, {
+        topics: [this.options.inputTopic],
+        fromBeginning: this.options.fromBeginning,
+        partitionsConsumedConcurrently: this.options.partitionsConsumedConcurrently,
+      })
+        .pipe(mergeMap((source) => this.handle(source)))
+        .subscribe({ error: reject, complete: resolve });
+    });
+    return { stopped };
+  }
+
+  async stop(): Promise<void> {
+    this.subscription?.unsubscribe();
+    await this.consumer.disconnect();
+    await Promise.all([...this.owned.keys()].map((p) => this.withLock(p, () => this.release(p))));
+    await this.admin.disconnect();
+  }
+
+  private async handle(source: SourceBatch): Promise<void> {
+    const { batch } = source;
+    try {
+      await this.withLock(batch.partition, () => this.processBatch(source));
+      source.settle();
+    } catch (err) {
+      // kafkajs crashes for good on errors marked non-retriable (a fenced producer's
+      // INVALID_PRODUCER_EPOCH among them); the batch is safe to retry, so hand back a plain Error.
+      source.settle(new Error(`partition ${batch.partition} batch at ${batch.firstOffset()} failed, retrying: ${(err as Error).message}`, { cause: err }));
+    }
+  }
+
+  private async processBatch({ batch, heartbeat }: SourceBatch): Promise<void> {
+    const owned = this.owned.get(batch.partition) ?? (await this.acquire(batch.partition, heartbeat));
+    const messages = batch.messages.filter((m) => BigInt(m.offset) >= owned.nextOffset);
+    if (messages.length === 0) return;
+    const nextOffset = BigInt(messages[messages.length - 1]!.offset) + 1n;
+    let transaction: Transaction | undefined;
+    try {
+      const outputs = await this.options.process(messages, owned);
+      const changelog = this.changelogMessages(owned);
+      transaction = await owned.producer.transaction();
+      const topicMessages = [...outputs, ...changelog];
+      if (topicMessages.length > 0) await transaction.sendBatch({ topicMessages });
+      await sendOffsets(transaction, {
+        consumerGroupId: this.options.groupId,
+        topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: nextOffset.toString() }] }],
+      });
+      await transaction.commit();
+    } catch (err) {
+      if (transaction?.isActive()) await transaction.abort().catch(() => undefined);
+      owned.state.abort();
+      await this.release(batch.partition);
+      // kafkajs may already hold a later position for this partition; rewind to what is committed.
+      this.consumer.seek({ topic: batch.topic, partition: batch.partition, offset: owned.nextOffset.toString() });
+      throw err;
+    }
+    owned.state.commit();
+    owned.nextOffset = nextOffset;
+    this.options.onCommit?.({ partition: batch.partition, records: messages.length, nextOffset });
+  }
+
+  private changelogMessages(owned: Owned<L>): TopicMessages[] {
+    const byTopic = new Map<string, TopicMessages>();
+    for (const change of owned.state.pendingChanges()) {
+      const topic = this.options.changelogTopic(change.store);
+      let entry = byTopic.get(topic);
+      if (entry === undefined) byTopic.set(topic, (entry = { topic, messages: [] }));
+      entry.messages.push({ key: change.key, value: change.value, partition: owned.partition });
+    }
+    return [...byTopic.values()];
+  }
+
+  /** Fence, then read the committed offset, then restore state — in that order (see above). */
+  private async acquire(partition: number, heartbeat: () => Promise<void>): Promise<Owned<L>> {
+    const { inputTopic, groupId, stores } = this.options;
+    const beat = setInterval(() => void heartbeat().catch(() => undefined), 3_000);
+    try {
+      const producer = this.options.kafka.producer({
+        transactionalId: `${groupId}-${inputTopic}-${partition}`,
+        idempotent: true,
+        maxInFlightRequests: 1,
+        transactionTimeout: 60_000,
+      });
+      await producer.connect();
+      // InitProducerId is sent lazily by kafkajs; an empty transaction forces it now, so the
+      // fence stands before offsets are read.
+      const fence = await producer.transaction();
+      await fence.abort();
+      const committed = await this.admin.fetchOffsets({ groupId, topics: [inputTopic] });
+      const offset = committed[0]?.partitions.find((p) => p.partition === partition)?.offset ?? '-1';
+      const nextOffset = BigInt(offset) >= 0n ? BigInt(offset) : 0n;
+      const state = new PartitionState(partition, stores);
+      for (const store of stores) {
+        const restored = await restoreChangelog(this.options.kafka, this.options.changelogTopic(store), [partition]);
+        state.restore(store, restored.get(partition)!);
+      }
+      const owned: Owned<L> = { partition, state, producer, nextOffset, local: this.options.assign(partition, state) };
+      this.owned.set(partition, owned);
+      return owned;
+    } finally {
+      clearInterval(beat);
+    }
+  }
+
+  private async release(partition: number): Promise<void> {
+    const owned = this.owned.get(partition);
+    if (owned === undefined) return;
+    this.owned.delete(partition);
+    await owned.producer.disconnect().catch(() => undefined);
+  }
+
+  private withLock<T>(partition: number, work: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(partition) ?? Promise.resolve();
+    const next = previous.then(work, work);
+    this.locks.set(partition, next.catch(() => undefined));
+    return next;
+  }
+}
+
+/**
+ * AddOffsetsToTxn can answer CONCURRENT_TRANSACTIONS while the coordinator is still completing
+ * the previous transaction; kafkajs does not retry it (kafkajs#430), so this does, briefly.
+ */
+async function sendOffsets(transaction: Transaction, offsets: Parameters<Transaction['sendOffsets']>[0]): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await transaction.sendOffsets(offsets);
+      return;
+    } catch (err) {
+      const type = (err as { type?: string }).type;
+      if (type !== 'CONCURRENT_TRANSACTIONS' || attempt >= 10) throw err;
+      await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
+    }
+  }
+}

@@ -1,0 +1,45 @@
+import {
+  AvroDeserializer,
+  AvroSerializer,
+  SchemaRegistryClient,
+  SerdeType,
+} from '@confluentinc/schemaregistry';
+import { decisionSchema, rolloutSchema, type Decision, type Rollout } from './records.ts';
+
+/** Encodes and decodes one record type on one topic in the registry's wire format. */
+export interface TopicSerde<T> {
+  readonly topic: string;
+  readonly schemaId: number;
+  serialize(value: T): Promise<Buffer>;
+  deserialize(payload: Buffer): Promise<T>;
+}
+
+export function registryClient(url: string): SchemaRegistryClient {
+  return new SchemaRegistryClient({ baseURLs: [url], maxRetries: 3, retriesWaitMs: 200, retriesMaxWaitMs: 2000 });
+}
+
+/**
+ * Registers `schema` under `<topic>-value` (idempotent: the registry returns the existing id)
+ * and pins the serializer to that id, so records are never encoded with a schema inferred
+ * from a value.
+ */
+export async function topicSerde<T>(client: SchemaRegistryClient, topic: string, schema: object): Promise<TopicSerde<T>> {
+  const subject = `${topic}-value`;
+  let schemaId: number;
+  try {
+    schemaId = await client.register(subject, { schemaType: 'AVRO', schema: JSON.stringify(schema) });
+  } catch (err) {
+    throw new Error(`schema registry: registering ${subject} failed: ${(err as Error).message}`);
+  }
+  const serializer = new AvroSerializer(client, SerdeType.VALUE, { useSchemaId: schemaId, autoRegisterSchemas: false });
+  const deserializer = new AvroDeserializer(client, SerdeType.VALUE, {});
+  return {
+    topic,
+    schemaId,
+    serialize: (value) => serializer.serialize(topic, value),
+    deserialize: (payload) => deserializer.deserialize(topic, payload) as Promise<T>,
+  };
+}
+
+export const rolloutSerde = (client: SchemaRegistryClient, topic: string) => topicSerde<Rollout>(client, topic, rolloutSchema);
+export const decisionSerde = (client: SchemaRegistryClient, topic: string) => topicSerde<Decision>(client, topic, decisionSchema);

@@ -1,0 +1,95 @@
+/**
+ * Partition-scoped key-value state for operators, backed by compacted changelog topics.
+ *
+ * Writes made while a batch is processed are staged: readers see them at once, but they reach
+ * the committed state only when the batch's Kafka transaction (which also carries them to the
+ * changelog) commits. An aborted batch leaves the state exactly as the changelog has it, so a
+ * retried batch sees what it saw the first time.
+ */
+
+/** The view an operator gets of one store for one input partition. */
+export interface KeyValueStore {
+  get(key: string): string | undefined;
+  put(key: string, value: string): void;
+  delete(key: string): void;
+  readonly size: number;
+}
+
+/** A store an operator declares it needs: its name names the changelog topic too. */
+export interface StoreSpec {
+  name: string;
+}
+
+export interface ChangelogRecord {
+  store: string;
+  key: string;
+  /** null is a tombstone: compaction removes the key. */
+  value: string | null;
+}
+
+export class PartitionState {
+  private readonly committed = new Map<string, Map<string, string>>();
+  private readonly staged = new Map<string, Map<string, string | null>>();
+
+  constructor(readonly partition: number, storeNames: readonly string[]) {
+    for (const name of storeNames) this.committed.set(name, new Map());
+  }
+
+  store(name: string): KeyValueStore {
+    const committed = this.committed.get(name);
+    if (committed === undefined) throw new Error(`state store "${name}" was not declared for this pipeline`);
+    const staged = () => {
+      let s = this.staged.get(name);
+      if (s === undefined) this.staged.set(name, (s = new Map()));
+      return s;
+    };
+    return {
+      get: (key) => {
+        const s = this.staged.get(name);
+        if (s?.has(key)) return s.get(key) ?? undefined;
+        return committed.get(key);
+      },
+      put: (key, value) => void staged().set(key, value),
+      delete: (key) => void staged().set(key, null),
+      get size() {
+        return committed.size;
+      },
+    };
+  }
+
+  /** The staged writes, in the form they take on the changelog. */
+  pendingChanges(): ChangelogRecord[] {
+    const out: ChangelogRecord[] = [];
+    for (const [store, writes] of this.staged) {
+      for (const [key, value] of writes) out.push({ store, key, value });
+    }
+    return out;
+  }
+
+  /** The batch's transaction committed: staged writes become the state. */
+  commit(): void {
+    for (const [store, writes] of this.staged) {
+      const target = this.committed.get(store)!;
+      for (const [key, value] of writes) {
+        if (value === null) target.delete(key);
+        else target.set(key, value);
+      }
+    }
+    this.staged.clear();
+  }
+
+  /** The batch's transaction aborted: forget its writes. */
+  abort(): void {
+    this.staged.clear();
+  }
+
+  /** Replaces a store's contents with what its changelog holds. */
+  restore(store: string, entries: Map<string, string>): void {
+    if (!this.committed.has(store)) throw new Error(`state store "${store}" was not declared for this pipeline`);
+    // Cleared and refilled in place: operators keep the views they were built with.
+    const target = this.committed.get(store)!;
+    target.clear();
+    for (const [key, value] of entries) target.set(key, value);
+    this.staged.delete(store);
+  }
+}

@@ -1,0 +1,83 @@
+import type { Admin, ITopicConfig } from 'kafkajs';
+
+/** Every topic a Flywheel deployment uses, under one namespace prefix. */
+export interface TopicCatalog {
+  rollouts: string;
+  /** Verified outcomes that arrive after the decision, keyed by rollout id. */
+  labels: string;
+  accepted: string;
+  decisions: string;
+  deadLetter: string;
+  modelUpdates: string;
+  control: string;
+}
+
+export function topicCatalog(prefix: string): TopicCatalog {
+  return {
+    rollouts: `${prefix}.rollouts`,
+    labels: `${prefix}.labels`,
+    accepted: `${prefix}.accepted`,
+    decisions: `${prefix}.decisions`,
+    deadLetter: `${prefix}.dead-letter`,
+    modelUpdates: `${prefix}.model-updates`,
+    control: `${prefix}.control`,
+  };
+}
+
+/** A state store's changelog: compacted, co-partitioned with the input it is derived from. */
+export function changelogTopic(prefix: string, application: string, store: string): string {
+  return `${prefix}.${application}.${store}-changelog`;
+}
+
+const WEEK_MS = String(7 * 24 * 3600 * 1000);
+
+/**
+ * The settings each topic is created with. Data topics share the input's partition count so
+ * keys (group ids) keep their partition end to end; the dead-letter topic keeps its records
+ * longer because nothing else holds them.
+ */
+export function catalogTopicConfigs(catalog: TopicCatalog, partitions: number): ITopicConfig[] {
+  const data = (topic: string, retentionMs = WEEK_MS): ITopicConfig => ({
+    topic,
+    numPartitions: partitions,
+    replicationFactor: -1,
+    configEntries: [{ name: 'retention.ms', value: retentionMs }],
+  });
+  return [
+    data(catalog.rollouts),
+    data(catalog.labels),
+    data(catalog.accepted),
+    data(catalog.decisions),
+    data(catalog.deadLetter, String(30 * 24 * 3600 * 1000)),
+    { topic: catalog.modelUpdates, numPartitions: 1, replicationFactor: -1, configEntries: [{ name: 'retention.ms', value: '-1' }] },
+    { topic: catalog.control, numPartitions: 1, replicationFactor: -1 },
+  ];
+}
+
+export function changelogTopicConfig(topic: string, partitions: number): ITopicConfig {
+  return {
+    topic,
+    numPartitions: partitions,
+    replicationFactor: -1,
+    configEntries: [
+      { name: 'cleanup.policy', value: 'compact' },
+      { name: 'min.compaction.lag.ms', value: '0' },
+      { name: 'segment.ms', value: String(3600 * 1000) },
+    ],
+  };
+}
+
+/** Creates the topics that do not exist yet; existing topics are left as they are. */
+export async function ensureTopics(admin: Admin, topics: ITopicConfig[]): Promise<void> {
+  const existing = new Set(await admin.listTopics());
+  const missing = topics.filter((t) => !existing.has(t.topic));
+  if (missing.length === 0) return;
+  try {
+    await admin.createTopics({ topics: missing, waitForLeaders: true });
+  } catch (err) {
+    // Another worker may have created them in between; only a still-missing topic is an error.
+    const now = new Set(await admin.listTopics());
+    const still = missing.filter((t) => !now.has(t.topic)).map((t) => t.topic);
+    if (still.length > 0) throw new Error(`could not create topics ${still.join(', ')}: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,64 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, configHash, loadConfig, parseConfig } from '../pipeline/config.ts';
+import { declaredStores } from '../pipeline/curators.ts';
+
+const minimal = { name: 'p', operators: [{ type: 'validate' }] };
+
+describe('pipeline config', () => {
+  it('fills defaults', () => {
+    const config = parseConfig(minimal);
+    expect(config.run).toBe('live');
+    expect(config.topics).toEqual({ prefix: 'flywheel', partitions: 3 });
+    expect(config.clickhouse.path).toBe('.flywheel/clickhouse');
+    expect(config.operators[0]).toEqual({ type: 'validate', maxChars: 200_000 });
+  });
+
+  it('names each wrong field and what is wrong with it', () => {
+    const bad = {
+      name: 'has space',
+      topics: { partitions: 0 },
+      operators: [{ type: 'rule-score', format: { pattern: '(' } }, { type: 'threshold-filter', min: { rule: 'high' } }, { type: 'nope' }],
+      extra: true,
+    };
+    let message = '';
+    try {
+      parseConfig(bad, 'bad.json');
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      message = (err as Error).message;
+    }
+    expect(message).toContain('bad.json is not a valid pipeline config');
+    expect(message).toMatch(/at name/);
+    expect(message).toMatch(/at topics\.partitions/);
+    expect(message).toMatch(/not a valid regular expression[\s\S]*at operators\[0\]\.format\.pattern/);
+    expect(message).toMatch(/at operators\[1\]\.min\.rule/);
+    expect(message).toMatch(/at operators\[2\]\.type/);
+    expect(message).toContain('Unrecognized key: "extra"');
+  });
+
+  it('reports unreadable and non-JSON files clearly', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flywheel-config-'));
+    const file = join(dir, 'c.json');
+    writeFileSync(file, '{ name: ');
+    expect(() => loadConfig(file)).toThrow(/is not valid JSON/);
+    expect(() => loadConfig(join(dir, 'missing.json'))).toThrow(/cannot read config file/);
+    writeFileSync(file, JSON.stringify(minimal));
+    expect(loadConfig(file).name).toBe('p');
+  });
+
+  it('hashes what decides: operators, not names', () => {
+    const a = parseConfig(minimal);
+    const b = parseConfig({ ...minimal, name: 'other', run: 'r2' });
+    const c = parseConfig({ ...minimal, operators: [{ type: 'validate', maxChars: 10 }] });
+    expect(configHash(a)).toBe(configHash(b));
+    expect(configHash(a)).not.toBe(configHash(c));
+  });
+
+  it('declares the state stores the operators need, once', () => {
+    const config = parseConfig({ name: 'p', operators: [{ type: 'exact-dedupe' }, { type: 'exact-dedupe', scope: 'group' }] });
+    expect(declaredStores(config.operators).map((s) => s.name)).toEqual(['exact-dedupe']);
+  });
+});

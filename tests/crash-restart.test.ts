@@ -1,0 +1,106 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { curatingOperators, syntheticRollouts } from '../cli/synthetic.ts';
+import { parseConfig } from '../pipeline/config.ts';
+import { openStore } from '../sinks/clickhouse/store.ts';
+import type { Decision, Rollout } from '../streams/records.ts';
+import { produceRollouts } from '../streams/rollout-producer.ts';
+import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
+import { catalogTopicConfigs, ensureTopics, topicCatalog } from '../streams/topics.ts';
+import { expectedOutcome } from './helpers/expected.ts';
+import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
+
+/** A pipeline worker as users run it: `flywheel run --config <file>` in its own process. */
+function startWorker(configFile: string, log: string[]): ChildProcess {
+  const child = spawn(process.execPath, ['bin/flywheel.js', 'run', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.on('data', (d: Buffer) => log.push(d.toString()));
+  child.stderr!.on('data', (d: Buffer) => log.push(d.toString()));
+  return child;
+}
+
+function exited(child: ChildProcess): Promise<number | null> {
+  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve(child.exitCode) : new Promise((r) => child.once('exit', (code) => r(code)));
+}
+
+describe('a worker killed with SIGKILL mid-stream and restarted', () => {
+  const prefix = uniquePrefix('crash');
+  const dir = mkdtempSync(join(tmpdir(), 'flywheel-crash-'));
+  const configFile = join(dir, 'pipeline.json');
+  const config = parseConfig({
+    name: 'crash',
+    run: prefix,
+    topics: { prefix, partitions: 3 },
+    // Small fetches: many transactions, so the kill lands between and inside them.
+    source: { maxBatchBytes: 8192 },
+    operators: curatingOperators,
+    clickhouse: { path: join(dir, 'clickhouse') },
+  });
+  writeFileSync(configFile, JSON.stringify(config));
+  const catalog = topicCatalog(prefix);
+  const kafka = testKafka('crash');
+  const data = syntheticRollouts({ groups: 400, runId: prefix, garbage: 3 });
+  const expected = expectedOutcome(data);
+  const log: string[] = [];
+  let worker: ChildProcess | undefined;
+
+  afterAll(async () => {
+    worker?.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('loses nothing, duplicates nothing, and restores its dedupe state', async () => {
+    const admin = kafka.admin();
+    await admin.connect();
+    await ensureTopics(admin, catalogTopicConfigs(catalog, 3));
+    await admin.disconnect();
+    const registry = registryClient(connections.schemaRegistryUrl);
+    const rollouts = await rolloutSerde(registry, catalog.rollouts);
+    const decisions = await decisionSerde(registry, catalog.decisions);
+    await produceRollouts(kafka, rollouts, data.rollouts, { raw: data.garbage });
+
+    worker = startWorker(configFile, log);
+    const total = expected.decided;
+    // Kill once about a third of the decisions are committed downstream.
+    const before = await consumeTopic(kafka, catalog.decisions, (m) => m.length >= total / 3, { settleMs: 0 });
+    worker.kill('SIGKILL');
+    await exited(worker);
+    expect(before.length, 'the kill must land mid-stream').toBeLessThan(total);
+
+    // Late duplicates of samples the killed worker accepted: only restored state can catch them.
+    const acceptedBefore = (await Promise.all(before.map((m) => decisions.deserialize(m.value!)))).filter((d) => d.decision === 'accepted');
+    expect(acceptedBefore.length).toBeGreaterThan(10);
+    const late: Rollout[] = acceptedBefore.slice(0, 40).map((d) => ({ ...d.rollout, id: `${d.rollout.id}-late`, response: ` ${d.rollout.response!.toLowerCase()} ` }));
+
+    worker = startWorker(configFile, log);
+    await produceRollouts(kafka, rollouts, late);
+    const all = await consumeTopic(kafka, catalog.decisions, (m) => m.length >= total + late.length, { settleMs: 3000 });
+    const decided: Decision[] = await Promise.all(all.map((m) => decisions.deserialize(m.value!)));
+
+    const ids = decided.map((d) => d.rollout.id);
+    expect(ids.length, 'no decision twice').toBe(new Set(ids).size);
+    expect(ids.length).toBe(total + late.length);
+    expect(new Set(decided.filter((d) => d.decision === 'accepted').map((d) => d.rollout.id))).toEqual(expected.accepted);
+    const lateDecisions = decided.filter((d) => d.rollout.id.endsWith('-late'));
+    expect(lateDecisions.map((d) => [d.reason, d.duplicate_of])).toEqual(late.map((r) => ['duplicate', r.id.replace(/-late$/, '')]));
+
+    const accepted = await consumeTopic(kafka, catalog.accepted, (m) => m.length >= expected.accepted.size);
+    expect(accepted.length).toBe(expected.accepted.size);
+
+    // Wait for the sink, stop the worker cleanly, and read its embedded store.
+    await waitUntil(() => log.join('').includes(`stored ${total + late.length} samples, ${expected.dead} dead letters`), 'the sink to catch up', 60_000);
+    worker.kill('SIGTERM');
+    expect(await exited(worker)).toBe(0);
+    const store = await openStore({ path: config.clickhouse.path });
+    try {
+      const [rows] = await store.query<{ rows: number; ids: number }>(`SELECT count() AS rows, uniqExact(id) AS ids FROM samples`);
+      expect(rows).toEqual({ rows: total + late.length, ids: total + late.length });
+      const [dead] = await store.query<{ rows: number }>(`SELECT count() AS rows FROM dead_letters`);
+      expect(dead!.rows).toBe(expected.dead);
+    } finally {
+      await store.close();
+    }
+  }, 240_000);
+});

@@ -1,0 +1,47 @@
+import { from, lastValueFrom, toArray } from 'rxjs';
+import type { Curator, Envelope, Sample } from '../../operators/envelope.ts';
+import type { Rollout } from '../../streams/records.ts';
+
+export function rollout(overrides: Partial<Rollout> = {}): Rollout {
+  return {
+    id: 'r1',
+    run_id: 'run',
+    prompt_id: 'p1',
+    prompt: 'What is 2 + 2?',
+    group_id: 'p1',
+    response: 'Two plus two.\nAnswer: 4',
+    steps: [],
+    model_name: 'policy',
+    model_version: 'v1',
+    rewards: { correct: 1 },
+    logprobs: null,
+    token_count: 5,
+    created_at: 1_700_000_000_000,
+    tags: {},
+    ...overrides,
+  };
+}
+
+let offset = 0;
+export function sample(overrides: Partial<Rollout> = {}, extra: Partial<Sample> = {}): Sample {
+  return {
+    kind: 'sample',
+    rollout: rollout(overrides),
+    source: { topic: 't', partition: 0, offset: String(offset++) },
+    payload: Buffer.from('payload'),
+    key: null,
+    scores: {},
+    duplicateOf: null,
+    dedupeMethod: null,
+    reasons: [],
+    ...extra,
+  };
+}
+
+export function through(curator: Curator, input: Envelope[]): Promise<Envelope[]> {
+  return lastValueFrom(from(input).pipe(curator, toArray()));
+}
+
+export function samplesOf(envelopes: Envelope[]): Sample[] {
+  return envelopes.filter((e): e is Sample => e.kind === 'sample');
+}

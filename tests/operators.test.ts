@@ -1,0 +1,151 @@
+import { describe, expect, it } from 'vitest';
+import { exactDedupe, exactDedupeStore } from '../operators/exact-dedupe.ts';
+import { mapSamples } from '../operators/envelope.ts';
+import { ruleScore } from '../operators/rule-score.ts';
+import { thresholdFilter } from '../operators/threshold-filter.ts';
+import { validate, validateDefaults } from '../operators/validate.ts';
+import { toDecision } from '../operators/decision.ts';
+import { PartitionState } from '../streams/state-store.ts';
+import { sample, samplesOf, through } from './helpers/envelopes.ts';
+
+describe('validate', () => {
+  it('passes a well-formed rollout unchanged', async () => {
+    const s = sample();
+    expect(await through(validate(), [s])).toEqual([s]);
+  });
+
+  it('dead-letters an invalid rollout with every problem named and the original bytes', async () => {
+    const s = sample({ id: ' ', prompt: '', rewards: { correct: Number.NaN }, token_count: -1 });
+    const [out] = await through(validate(), [s]);
+    expect(out).toMatchObject({ kind: 'dead', stage: 'validate', payload: s.payload, source: s.source });
+    const reason = (out as { reason: string }).reason;
+    for (const part of ['id is empty', 'prompt is empty', 'rewards.correct is NaN', 'token_count -1']) expect(reason).toContain(part);
+  });
+
+  it('accepts a trajectory without a response, but not an empty rollout', async () => {
+    const withSteps = sample({ response: null, steps: [{ role: 'assistant', content: 'x' }] });
+    const empty = sample({ response: '  ', steps: [] });
+    const out = await through(validate(), [withSteps, empty]);
+    expect(out[0]!.kind).toBe('sample');
+    expect(out[1]).toMatchObject({ kind: 'dead', reason: expect.stringContaining('neither response nor trajectory') });
+  });
+
+  it('rejects positive log-probs and over-long text', async () => {
+    const out = await through(validate({ ...validateDefaults, maxChars: 10 }), [sample({ logprobs: [-0.1, 0.5] })]);
+    const reason = (out[0] as { reason: string }).reason;
+    expect(reason).toContain('logprobs must be finite and <= 0');
+    expect(reason).toContain('response longer than 10 chars');
+  });
+});
+
+describe('mapSamples', () => {
+  it('turns an exception for one sample into a dead letter and keeps going', async () => {
+    const boom = mapSamples('boom', (s) => {
+      if (s.rollout.id === 'bad') throw new Error('cannot score');
+      return s;
+    });
+    const out = await through(boom, [sample({ id: 'bad' }), sample({ id: 'good' })]);
+    expect(out[0]).toMatchObject({ kind: 'dead', stage: 'boom', reason: 'cannot score' });
+    expect(out[1]).toMatchObject({ kind: 'sample' });
+  });
+});
+
+describe('ruleScore', () => {
+  const config = { name: 'rule', rewards: { correct: 3, style: 1 }, format: { pattern: 'Answer:\\s*\\d+', minChars: 5 } };
+
+  it('writes the weighted reward, the format check and their product', async () => {
+    const [out] = samplesOf(await through(ruleScore(config), [sample({ rewards: { correct: 1, style: 0 } })]));
+    expect(out!.scores).toEqual({ 'rule.reward': 0.75, 'rule.format': 1, rule: 0.75 });
+  });
+
+  it('counts a missing reward as 0 and fails the format without the pattern', async () => {
+    const [out] = samplesOf(await through(ruleScore(config), [sample({ rewards: { style: 1 }, response: 'I think 4' })]));
+    expect(out!.scores).toEqual({ 'rule.reward': 0.25, 'rule.format': 0, rule: 0 });
+  });
+
+  it('checks trajectory steps when there is no response', async () => {
+    const s = sample({ response: null, steps: [{ role: 'assistant', content: 'Answer: 4' }] });
+    const [out] = samplesOf(await through(ruleScore(config), [s]));
+    expect(out!.scores['rule.format']).toBe(1);
+  });
+});
+
+describe('thresholdFilter', () => {
+  it('adds one reason per failed bound and leaves passing samples alone', async () => {
+    const filter = thresholdFilter({ min: { rule: 0.5 }, max: { length: 100 }, onMissing: 'reject' });
+    const pass = sample({}, { scores: { rule: 0.5, length: 100 } });
+    const both = sample({}, { scores: { rule: 0.2, length: 101 } });
+    const missing = sample({}, { scores: { rule: 0.9 } });
+    const out = samplesOf(await through(filter, [pass, both, missing]));
+    expect(out.map((s) => s.reasons)).toEqual([[], ['below_min:rule', 'above_max:length'], ['missing:length']]);
+  });
+
+  it('lets samples without the score through when told to', async () => {
+    const filter = thresholdFilter({ min: { rule: 0.5 }, max: {}, onMissing: 'pass' });
+    const [out] = samplesOf(await through(filter, [sample()]));
+    expect(out!.reasons).toEqual([]);
+  });
+});
+
+describe('exactDedupe', () => {
+  const setup = () => {
+    const state = new PartitionState(0, [exactDedupeStore.name]);
+    return { state, store: state.store(exactDedupeStore.name) };
+  };
+
+  it('rejects a repeat that differs only in case and spacing, naming the first', async () => {
+    const { store } = setup();
+    const first = sample({ id: 'a', response: 'Answer: 4' });
+    const again = sample({ id: 'b', response: '  answer:   4 ' });
+    const other = sample({ id: 'c', response: 'Answer: 5' });
+    const out = samplesOf(await through(exactDedupe({ scope: 'global' }, store), [first, again, other]));
+    expect(out.map((s) => [s.rollout.id, s.duplicateOf, s.reasons])).toEqual([
+      ['a', null, []],
+      ['b', 'a', ['duplicate']],
+      ['c', null, []],
+    ]);
+    expect(out[1]!.dedupeMethod).toBe('exact');
+  });
+
+  it('scopes by group when asked: the same text in another group is not a duplicate', async () => {
+    const { store } = setup();
+    const out = samplesOf(
+      await through(exactDedupe({ scope: 'group' }, store), [sample({ id: 'a', group_id: 'g1' }), sample({ id: 'b', group_id: 'g2' })]),
+    );
+    expect(out.every((s) => s.reasons.length === 0)).toBe(true);
+  });
+
+  it('neither checks nor remembers samples already rejected', async () => {
+    const { store } = setup();
+    const rejected = sample({ id: 'a' }, { reasons: ['below_min:rule'] });
+    const later = sample({ id: 'b' });
+    const out = samplesOf(await through(exactDedupe({ scope: 'global' }, store), [rejected, later]));
+    expect(out[1]!.reasons).toEqual([]);
+  });
+
+  it('keeps what it learned only when the batch commits', async () => {
+    const { state, store } = setup();
+    const dedupe = exactDedupe({ scope: 'global' }, store);
+    await through(dedupe, [sample({ id: 'a' })]);
+    expect(state.pendingChanges()).toHaveLength(1);
+    state.abort();
+    const [retried] = samplesOf(await through(dedupe, [sample({ id: 'a2' })]));
+    expect(retried!.reasons).toEqual([]);
+    state.commit();
+    expect(store.size).toBe(1);
+    const [repeat] = samplesOf(await through(dedupe, [sample({ id: 'a3' })]));
+    expect(repeat!.duplicateOf).toBe('a2');
+  });
+});
+
+describe('toDecision', () => {
+  it('accepts a sample without reasons and names the first reason otherwise', () => {
+    const context = { configHash: 'h', pipelineRun: 'live', scorerVersion: null };
+    expect(toDecision(sample(), context)).toMatchObject({ decision: 'accepted', reason: 'accepted', config_hash: 'h' });
+    expect(toDecision(sample({}, { reasons: ['duplicate', 'below_min:rule'] }), context)).toMatchObject({
+      decision: 'rejected',
+      reason: 'duplicate',
+      reasons: ['duplicate', 'below_min:rule'],
+    });
+  });
+});
