@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { curatingOperators, syntheticRollouts } from '../cli/synthetic.ts';
 import { parseConfig } from '../pipeline/config.ts';
+import { readEndpointFile } from '../sinks/clickhouse/http-endpoint.ts';
 import { openStore } from '../sinks/clickhouse/store.ts';
 import type { Decision, Rollout } from '../streams/records.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
@@ -89,8 +90,14 @@ describe('a worker killed with SIGKILL mid-stream and restarted', () => {
     const accepted = await consumeTopic(kafka, catalog.accepted, (m) => m.length >= expected.accepted.size);
     expect(accepted.length).toBe(expected.accepted.size);
 
-    // Wait for the sink, stop the worker cleanly, and read its embedded store.
-    await waitUntil(() => log.join('').includes(`stored ${total + late.length} samples, ${expected.dead} dead letters`), 'the sink to catch up', 60_000);
+    // Watch the sink through the endpoint the worker serves (chdb admits one process per
+    // directory), then stop the worker cleanly and open its store here.
+    const endpoint = readEndpointFile(config.clickhouse.path);
+    expect(endpoint, 'the worker serves its embedded store').toBeDefined();
+    const served = await openStore({ url: endpoint!.url });
+    const countOf = async (table: string) => (await served.query<{ n: number }>(`SELECT count() AS n FROM ${table}`))[0]!.n;
+    await waitUntil(async () => (await countOf('samples')) >= total + late.length && (await countOf('dead_letters')) >= expected.dead, 'the sink to catch up');
+    await served.close();
     worker.kill('SIGTERM');
     expect(await exited(worker)).toBe(0);
     const store = await openStore({ path: config.clickhouse.path });

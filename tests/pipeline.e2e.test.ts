@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +14,7 @@ import { produceRollouts } from '../streams/rollout-producer.ts';
 import { expectedOutcome } from './helpers/expected.ts';
 import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
 
+const execFileAsync = promisify(execFile);
 const serverUrl = process.env.FLYWHEEL_TEST_CLICKHOUSE_URL;
 
 /** The same end-to-end run against the embedded engine and against a ClickHouse server. */
@@ -69,6 +72,22 @@ describe.each(backends)('pipeline end to end, %s ClickHouse', (backend, open) =>
     for (const [i, m] of messages.entries()) {
       expect(m.key!.toString()).toBe(decisions[i]!.rollout.group_id);
       expect(m.partition).toBe(decisions[i]!.source.partition);
+    }
+  });
+
+  it('is readable by an external client: kcat, read_committed, wire format intact', async () => {
+    const serde = await decisionSerde(registryClient(connections.schemaRegistryUrl), pipeline.catalog.accepted);
+    const { stdout } = await execFileAsync('kcat', [
+      '-C', '-b', connections.kafkaBrokers.join(','), '-t', pipeline.catalog.accepted, '-o', 'beginning', '-e', '-q',
+      '-X', 'isolation.level=read_committed', '-s', 'value=>bI', '-f', '%k\t%s\n',
+    ]);
+    const lines = stdout.trim().split('\n').map((l) => l.split('\t'));
+    expect(lines.length).toBe(expected.accepted.size);
+    const groups = new Set([...expected.accepted].map((id) => id.replace(/-s\d+$/, '')));
+    for (const [key, header] of lines) {
+      expect(groups.has(key!)).toBe(true);
+      // kcat prints the unpacked magic byte and schema id: the registry's wire format.
+      expect(header!.trim().split(/\s+/).map(Number)).toEqual([0, serde.schemaId]);
     }
   });
 
