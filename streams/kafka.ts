@@ -1,13 +1,31 @@
-import { Kafka, logLevel } from 'kafkajs';
+import { Kafka, logLevel, type logCreator } from 'kafkajs';
 import type { Connections } from './connections.ts';
 
-/** One kafkajs client per process; its logs go through at WARN unless KAFKAJS_LOG says otherwise. */
+/**
+ * kafkajs logs at ERROR the broker answers it then retries by itself (a coordinator still
+ * loading, a transaction still completing); those are noise, not failures. What it gives up on
+ * reaches the caller as an exception anyway.
+ */
+const RETRIED = /concurrent operation on the same transaction|coordinator is (loading|not available)|not the correct coordinator|leadership election|There is no leader/i;
+
+const quietLog: logCreator =
+  () =>
+  ({ level, log }) => {
+    if (level > logLevel.WARN && process.env.KAFKAJS_LOG === undefined) return;
+    const error = typeof log.error === 'string' ? log.error : '';
+    if (level === logLevel.ERROR && (RETRIED.test(log.message) || RETRIED.test(error))) return;
+    const name = logLevel[level] ?? String(level);
+    process.stderr.write(`[kafkajs ${name}] ${log.message}${error ? `: ${error}` : ''}\n`);
+  };
+
+/** One kafkajs client per process. KAFKAJS_LOG=debug|info shows kafkajs's own logs. */
 export function createKafka(connections: Connections, clientId: string): Kafka {
-  const level = process.env.KAFKAJS_LOG === 'debug' ? logLevel.DEBUG : process.env.KAFKAJS_LOG === 'info' ? logLevel.INFO : logLevel.ERROR;
+  const level = process.env.KAFKAJS_LOG === 'debug' ? logLevel.DEBUG : process.env.KAFKAJS_LOG === 'info' ? logLevel.INFO : logLevel.WARN;
   return new Kafka({
     clientId,
     brokers: connections.kafkaBrokers,
     logLevel: level,
+    logCreator: quietLog,
     retry: { retries: 8, initialRetryTime: 200 },
   });
 }

@@ -25,6 +25,13 @@ const RUN = `${Date.now().toString(36)}_${process.pid}`;
 /** What each backend returned for the shape query, compared across backends at the end. */
 const shapes = new Map<string, unknown>();
 
+/** Rows are keyed by their source record: each id gets its own source offset, stable per run. */
+const sourceOffsets = new Map<unknown, number>([['s1', 2 ** 40]]);
+const sourceOffsetOf = (id: unknown) => {
+  if (!sourceOffsets.has(id)) sourceOffsets.set(id, 2 ** 40 + sourceOffsets.size);
+  return sourceOffsets.get(id)!;
+};
+
 function sampleRow(overrides: Partial<Record<keyof SampleRow, unknown>> = {}): Record<string, unknown> {
   return {
     pipeline_run: 'run-1',
@@ -53,7 +60,7 @@ function sampleRow(overrides: Partial<Record<keyof SampleRow, unknown>> = {}): R
     scorer_version: '1',
     source_topic: 'rollouts',
     source_partition: 0,
-    source_offset: 2 ** 40,
+    source_offset: sourceOffsetOf(overrides.id ?? 's1'),
     sink_topic: 'curated',
     sink_partition: 0,
     sink_offset: 10,

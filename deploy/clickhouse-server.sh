@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Runs a private ClickHouse server (Debian's clickhouse-server package, ClickHouse 18.16) for
+# Flywheel's server backend and its tests.
+#
+#   bash deploy/clickhouse-server.sh start|stop|status
+#
+# It is a separate instance, not the system service: its own config, data and logs under
+# ${FLYWHEEL_DATA:-<repo>/.flywheel}/clickhouse-server, listening on 127.0.0.1 only.
+#   CLICKHOUSE_HTTP_PORT (default 18123)  HTTP interface, what @clickhouse/client talks to
+#   CLICKHOUSE_TCP_PORT  (default 19000)  native protocol (clickhouse-client)
+# Prints the URL to use as CLICKHOUSE_URL / FLYWHEEL_TEST_CLICKHOUSE_URL on start and status.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA_ROOT="${FLYWHEEL_DATA:-$REPO/.flywheel}"
+HOME_DIR="$DATA_ROOT/clickhouse-server"
+HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-18123}"
+TCP_PORT="${CLICKHOUSE_TCP_PORT:-19000}"
+PID_FILE="$HOME_DIR/clickhouse-server.pid"
+LOG_DIR="$HOME_DIR/log"
+URL="http://127.0.0.1:$HTTP_PORT"
+SERVER_BIN=/usr/sbin/clickhouse-server
+READY_TIMEOUT_S="${CLICKHOUSE_READY_TIMEOUT_S:-60}"
+
+log() { echo "clickhouse-server.sh: $*" >&2; }
+
+install_if_missing() {
+  if [[ -x "$SERVER_BIN" ]]; then return; fi
+  log "installing Debian's clickhouse-server (18.16)"
+  # Non-interactive: CI has no stdin. The package's postinst may try to start the system
+  # service; on machines without an init system that is a harmless no-op, and we never use it.
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -q clickhouse-server clickhouse-client >/dev/null
+}
+
+# Alive = exists and is not a zombie (an init that does not reap would leave one behind).
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local state
+  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || echo Z)"
+  [[ "$state" != Z ]]
+}
+
+# The pid is only trusted when it is alive AND is a clickhouse-server: pids get reused.
+running_pid() {
+  [[ -f "$PID_FILE" ]] || return 1
+  local pid
+  pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  alive "$pid" || return 1
+  grep -q clickhouse "/proc/$pid/cmdline" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+ping_ok() {
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsS --max-time 2 "$URL/ping" >/dev/null 2>&1
+    return
+  fi
+  # No curl on this machine: bash's /dev/tcp speaks enough HTTP for /ping.
+  local reply
+  reply="$(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$HTTP_PORT && printf 'GET /ping HTTP/1.0\r\n\r\n' >&3 && cat <&3" 2>/dev/null)" || return 1
+  [[ "$reply" == *"Ok."* ]]
+}
+
+# One instance per data directory: a start with another port must not report the old one.
+check_port() {
+  local recorded
+  recorded="$(cat "$HOME_DIR/http_port" 2>/dev/null || echo "$HTTP_PORT")"
+  if [[ "$recorded" != "$HTTP_PORT" ]]; then
+    log "the server for $HOME_DIR runs on HTTP port $recorded, not $HTTP_PORT; stop it first"
+    exit 1
+  fi
+}
+
+write_config() {
+  mkdir -p "$HOME_DIR"/{data,tmp,user_files,format_schemas} "$LOG_DIR"
+  # 18.16's stock config points at /var/lib/clickhouse and /var/log, listens on every interface
+  # and opens the interserver port 9009; every path and port is ours here instead. Leaving
+  # interserver_http_port out disables it (only replication uses it).
+  # timezone UTC: DateTime is rendered/parsed in the server's zone; chdb (the embedded
+  # backend) runs in UTC too, so both backends return the same strings.
+  cat >"$HOME_DIR/config.xml" <<EOF
+<?xml version="1.0"?>
+<yandex>
+    <logger>
+        <level>warning</level>
+        <log>$LOG_DIR/clickhouse-server.log</log>
+        <errorlog>$LOG_DIR/clickhouse-server.err.log</errorlog>
+        <size>100M</size>
+        <count>3</count>
+    </logger>
+    <listen_host>127.0.0.1</listen_host>
+    <http_port>$HTTP_PORT</http_port>
+    <tcp_port>$TCP_PORT</tcp_port>
+    <max_connections>1024</max_connections>
+    <keep_alive_timeout>3</keep_alive_timeout>
+    <max_concurrent_queries>100</max_concurrent_queries>
+    <uncompressed_cache_size>268435456</uncompressed_cache_size>
+    <mark_cache_size>268435456</mark_cache_size>
+    <path>$HOME_DIR/data/</path>
+    <tmp_path>$HOME_DIR/tmp/</tmp_path>
+    <user_files_path>$HOME_DIR/user_files/</user_files_path>
+    <format_schema_path>$HOME_DIR/format_schemas/</format_schema_path>
+    <users_config>$HOME_DIR/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <mlock_executable>false</mlock_executable>
+    <builtin_dictionaries_reload_interval>3600</builtin_dictionaries_reload_interval>
+    <max_session_timeout>3600</max_session_timeout>
+    <default_session_timeout>60</default_session_timeout>
+    <!-- Tests create and drop a database per run: no drop protection. -->
+    <max_table_size_to_drop>0</max_table_size_to_drop>
+    <max_partition_size_to_drop>0</max_partition_size_to_drop>
+</yandex>
+EOF
+  # One user, no password, reachable from loopback only.
+  cat >"$HOME_DIR/users.xml" <<'EOF'
+<?xml version="1.0"?>
+<yandex>
+    <profiles>
+        <default>
+            <max_memory_usage>4000000000</max_memory_usage>
+            <use_uncompressed_cache>0</use_uncompressed_cache>
+            <load_balancing>random</load_balancing>
+        </default>
+    </profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks>
+                <ip>127.0.0.1</ip>
+                <ip>::1</ip>
+            </networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas>
+        <default>
+            <interval>
+                <duration>3600</duration>
+                <queries>0</queries>
+                <errors>0</errors>
+                <result_rows>0</result_rows>
+                <read_rows>0</read_rows>
+                <execution_time>0</execution_time>
+            </interval>
+        </default>
+    </quotas>
+</yandex>
+EOF
+}
+
+start() {
+  install_if_missing
+  local pid
+  if pid="$(running_pid)"; then
+    check_port
+    if ping_ok; then
+      log "already running (pid $pid) at $URL"
+      echo "$URL"
+      return 0
+    fi
+    # Started by an earlier call that has not finished booting: fall through to the wait.
+  else
+    if ping_ok; then
+      # Something else owns the port; starting a second server would fail to bind anyway.
+      log "port $HTTP_PORT already answers /ping but not from our pid file; not starting another server"
+      exit 1
+    fi
+    write_config
+    # Run in the foreground of a background job (not --daemon) so the pid we record is the
+    # server itself; stdout/stderr go to a file for start-up failures that precede the logger.
+    # cwd = HOME_DIR so nothing lands in the caller's directory; fd 9 (our lock) is not passed on.
+    (cd "$HOME_DIR" && exec setsid "$SERVER_BIN" --config-file="$HOME_DIR/config.xml" \
+      >>"$LOG_DIR/stdout.log" 2>&1 </dev/null 9>&-) &
+    pid=$!
+    echo "$pid" >"$PID_FILE"
+    echo "$HTTP_PORT" >"$HOME_DIR/http_port"
+    log "started pid $pid, waiting for $URL/ping"
+  fi
+  local deadline=$((SECONDS + READY_TIMEOUT_S))
+  until ping_ok; do
+    if ! alive "$pid"; then
+      log "server exited during start-up; last log lines:"
+      tail -n 30 "$LOG_DIR/stdout.log" "$LOG_DIR/clickhouse-server.err.log" >&2 2>/dev/null || true
+      rm -f "$PID_FILE"
+      exit 1
+    fi
+    if ((SECONDS >= deadline)); then
+      log "not ready after ${READY_TIMEOUT_S}s; see $LOG_DIR"
+      exit 1
+    fi
+    sleep 0.2
+  done
+  log "ready at $URL"
+  echo "$URL"
+}
+
+stop() {
+  local pid
+  if ! pid="$(running_pid)"; then
+    log "not running"
+    rm -f "$PID_FILE"
+    return 0
+  fi
+  kill -TERM "$pid"
+  # SIGTERM makes ClickHouse finish running queries and flush; give it time, then force.
+  local i
+  for ((i = 0; i < 150; i++)); do
+    alive "$pid" || break
+    sleep 0.2
+  done
+  if alive "$pid"; then
+    log "pid $pid ignored SIGTERM for 30s; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    while alive "$pid"; do sleep 0.1; done
+  fi
+  rm -f "$PID_FILE"
+  log "stopped (pid $pid)"
+}
+
+status() {
+  local pid
+  if pid="$(running_pid)"; then check_port; fi
+  if pid="$(running_pid)" && ping_ok; then
+    log "running (pid $pid) at $URL"
+    echo "$URL"
+  elif pid="$(running_pid)"; then
+    log "pid $pid alive but $URL/ping does not answer"
+    exit 1
+  else
+    log "not running"
+    exit 3
+  fi
+}
+
+# Serialise start/stop/status on this data directory: two concurrent starts would otherwise both
+# launch a server, and the loser's pid could end up in the pid file.
+lock() {
+  mkdir -p "$HOME_DIR"
+  exec 9>"$HOME_DIR/.lock"
+  flock 9
+}
+
+case "${1:-}" in
+  start) lock; start ;;
+  stop) lock; stop ;;
+  status) lock; status ;;
+  *)
+    echo "usage: $0 {start|stop|status}" >&2
+    exit 2
+    ;;
+esac
