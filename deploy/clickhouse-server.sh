@@ -27,11 +27,7 @@ log() { echo "clickhouse-server.sh: $*" >&2; }
 install_if_missing() {
   if [[ -x "$SERVER_BIN" ]]; then return; fi
   log "installing Debian's clickhouse-server (18.16)"
-  # Non-interactive: CI has no stdin. The package's postinst may try to start the system
-  # service; on machines without an init system that is a harmless no-op, and we never use it.
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -q clickhouse-server clickhouse-client >/dev/null
+  bash "$(dirname "${BASH_SOURCE[0]}")/debian-packages.sh" clickhouse-server clickhouse-client
 }
 
 # Alive = exists and is not a zombie (an init that does not reap would leave one behind).

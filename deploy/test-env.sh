@@ -31,6 +31,9 @@ if ! command -v "$1" >/dev/null; then
   exit 127
 fi
 
+# kcat is the external Kafka client the tests read the accepted topic with.
+bash "$DEPLOY/debian-packages.sh" kcat
+
 TMP_DATA=""     # created only if we start something
 STARTED=()      # service scripts whose services we started (and so must stop)
 STARTING=()     # pids of start jobs still running
