@@ -46,6 +46,8 @@ export async function demo(connections: Connections, options: DemoOptions): Prom
     stopReporting();
     await pipeline.stop();
   }
+  console.log(`\nThe store is in ${options.dataDir}/clickhouse: \`flywheel sql --path ${options.dataDir}/clickhouse "SELECT …"\` queries it.`);
+  console.log('Kafka and the schema registry keep running for the next run; `flywheel down` stops them.');
 }
 
 async function waitFor(done: () => boolean, timeoutMs: number, failed: Promise<void>): Promise<void> {

@@ -112,7 +112,10 @@ export function syntheticRollouts(options: Partial<SyntheticOptions> = {}): Synt
     }
     rollouts.push(...group);
   }
-  const garbage = Array.from({ length: o.garbage }, (_, i) => Buffer.from(`{"not":"avro","n":${i}}`));
+  // Plain JSON, and (the last one) the wire format's header with a schema id nobody registered.
+  const garbage = Array.from({ length: o.garbage }, (_, i) =>
+    i === o.garbage - 1 && i > 0 ? Buffer.from([0, 0x7f, 0xff, 0xff, 0xf0, 1, 2, 3]) : Buffer.from(`{"not":"avro","n":${i}}`),
+  );
   return { rollouts, fates, garbage };
 }
 

@@ -8,24 +8,27 @@ import type { Connections } from './connections.ts';
  */
 const RETRIED = /concurrent operation on the same transaction|coordinator is (loading|not available)|not the correct coordinator|leadership election|There is no leader/i;
 
+const LEVEL_NAMES: Record<number, string> = { [logLevel.ERROR]: 'error', [logLevel.WARN]: 'warn', [logLevel.INFO]: 'info', [logLevel.DEBUG]: 'debug' };
+
 const quietLog: logCreator =
   () =>
   ({ level, log }) => {
     if (level > logLevel.WARN && process.env.KAFKAJS_LOG === undefined) return;
     const error = typeof log.error === 'string' ? log.error : '';
     if (level === logLevel.ERROR && (RETRIED.test(log.message) || RETRIED.test(error))) return;
-    const name = logLevel[level] ?? String(level);
+    const name = LEVEL_NAMES[level] ?? String(level);
     process.stderr.write(`[kafkajs ${name}] ${log.message}${error ? `: ${error}` : ''}\n`);
   };
 
 /** One kafkajs client per process. KAFKAJS_LOG=debug|info shows kafkajs's own logs. */
 export function createKafka(connections: Connections, clientId: string): Kafka {
+  // Flywheel always sets partitions or keys explicitly; kafkajs's v2 partitioner notice is moot.
+  process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
   const level = process.env.KAFKAJS_LOG === 'debug' ? logLevel.DEBUG : process.env.KAFKAJS_LOG === 'info' ? logLevel.INFO : logLevel.WARN;
   return new Kafka({
     clientId,
     brokers: connections.kafkaBrokers,
     logLevel: level,
     logCreator: quietLog,
-    retry: { retries: 8, initialRetryTime: 200 },
   });
 }
