@@ -1,4 +1,4 @@
-import { parseConfig } from '../pipeline/config.ts';
+import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
 import { startPipeline } from '../pipeline/run.ts';
 import type { ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import type { Connections } from '../streams/connections.ts';
@@ -6,7 +6,7 @@ import { createKafka } from '../streams/kafka.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { registryClient, rolloutSerde } from '../streams/serde.ts';
 import { reportProgress } from './run.ts';
-import { curatingOperators, syntheticRollouts } from './synthetic.ts';
+import { syntheticRollouts } from './synthetic.ts';
 import { formatTable } from './table.ts';
 
 export interface DemoOptions {
@@ -21,11 +21,10 @@ export interface DemoOptions {
  */
 export async function demo(connections: Connections, options: DemoOptions): Promise<void> {
   const run = `demo-${new Date().toISOString().replace(/[-:.TZ]/g, '').slice(0, 14)}`;
-  const config = parseConfig({
+  const config = withOverrides(loadConfig(EXAMPLE_CONFIG), {
     name: 'demo',
     run,
     topics: { prefix: run, partitions: 3 },
-    operators: curatingOperators,
     clickhouse: { path: `${options.dataDir}/clickhouse` },
   });
   const data = syntheticRollouts({ groups: options.groups, runId: run });

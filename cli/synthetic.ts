@@ -118,11 +118,3 @@ export function syntheticRollouts(options: Partial<SyntheticOptions> = {}): Synt
   );
   return { rollouts, fates, garbage };
 }
-
-/** The demo's and tests' operator chain: what each fate above leads to under it. */
-export const curatingOperators = [
-  { type: 'validate' },
-  { type: 'rule-score', name: 'rule', rewards: { correct: 1 }, format: { pattern: 'Answer:\\s*-?\\d+' } },
-  { type: 'exact-dedupe', scope: 'global' },
-  { type: 'threshold-filter', min: { rule: 1 } },
-] as const;

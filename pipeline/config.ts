@@ -104,6 +104,14 @@ export function loadConfig(path: string): PipelineConfig {
   return parseConfig(raw, path);
 }
 
+/** The example pipeline in the repo: the demo runs it, and the tests check its decisions. */
+export const EXAMPLE_CONFIG = new URL('../deploy/pipeline.json', import.meta.url).pathname;
+
+/** A config with some settings replaced (name, run, topics…), validated again. */
+export function withOverrides(config: PipelineConfig, overrides: Partial<PipelineConfig>): PipelineConfig {
+  return parseConfig({ ...config, ...overrides });
+}
+
 /** Identifies what decides: the operators and their settings, in order. Recorded on every decision. */
 export function configHash(config: PipelineConfig): string {
   return createHash('sha256').update(JSON.stringify(config.operators)).digest('hex').slice(0, 16);

@@ -3,8 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { curatingOperators, syntheticRollouts } from '../cli/synthetic.ts';
-import { parseConfig } from '../pipeline/config.ts';
+import { syntheticRollouts } from '../cli/synthetic.ts';
+import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
 import { readEndpointFile } from '../sinks/clickhouse/http-endpoint.ts';
 import { openStore } from '../sinks/clickhouse/store.ts';
 import type { Decision, Rollout } from '../streams/records.ts';
@@ -30,13 +30,12 @@ describe('a worker killed with SIGKILL mid-stream and restarted', () => {
   const prefix = uniquePrefix('crash');
   const dir = mkdtempSync(join(tmpdir(), 'flywheel-crash-'));
   const configFile = join(dir, 'pipeline.json');
-  const config = parseConfig({
+  const config = withOverrides(loadConfig(EXAMPLE_CONFIG), {
     name: 'crash',
     run: prefix,
     topics: { prefix, partitions: 3 },
     // Small fetches: many transactions, so the kill lands between and inside them.
-    source: { maxBatchBytes: 8192 },
-    operators: curatingOperators,
+    source: { fromBeginning: true, partitionsConsumedConcurrently: 3, maxBatchBytes: 8192 },
     clickhouse: { path: join(dir, 'clickhouse') },
   });
   writeFileSync(configFile, JSON.stringify(config));

@@ -4,8 +4,8 @@ import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { curatingOperators, syntheticRollouts } from '../cli/synthetic.ts';
-import { parseConfig } from '../pipeline/config.ts';
+import { syntheticRollouts } from '../cli/synthetic.ts';
+import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
 import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
 import { DLQ_HEADERS } from '../sinks/kafka-outputs.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
@@ -49,7 +49,7 @@ describe.each(backends)('pipeline end to end, %s ClickHouse', (backend, open) =>
 
   beforeAll(async () => {
     ({ store, cleanup } = await open());
-    const config = parseConfig({ name: 'e2e', run: prefix, topics: { prefix, partitions: 3 }, operators: curatingOperators });
+    const config = withOverrides(loadConfig(EXAMPLE_CONFIG), { name: 'e2e', run: prefix, topics: { prefix, partitions: 3 } });
     pipeline = await startPipeline(config, connections, store);
     const serde = await rolloutSerde(registryClient(connections.schemaRegistryUrl), pipeline.catalog.rollouts);
     await produceRollouts(kafka, serde, data.rollouts, { raw: data.garbage });
