@@ -4,7 +4,6 @@ import type { Sample } from './envelope.ts';
 export interface DecisionContext {
   configHash: string;
   pipelineRun: string;
-  scorerVersion: string | null;
 }
 
 /** The final verdict: accepted when no operator gave a reason to reject. */
@@ -19,7 +18,8 @@ export function toDecision(sample: Sample, context: DecisionContext): Decision {
     decision: accepted ? 'accepted' : 'rejected',
     reason: accepted ? 'accepted' : sample.reasons[0]!,
     config_hash: context.configHash,
-    scorer_version: context.scorerVersion,
+    scorer_version: sample.scorerVersion,
+    annotations: sample.annotations,
     pipeline_run: context.pipelineRun,
     source: sample.source,
   };

@@ -14,6 +14,10 @@ export interface Sample {
   dedupeMethod: string | null;
   /** Why the sample is rejected; empty while it is still a candidate for acceptance. */
   reasons: string[];
+  /** Labels operators attach for analytics (QD cell, quota bucket, cluster…); stored with the decision. */
+  annotations: Record<string, string>;
+  /** The model version that produced the model score, when a model scored the sample. */
+  scorerVersion: string | null;
 }
 
 /** Input that cannot be processed; it leaves for the dead-letter topic with its reason. */
@@ -27,7 +31,29 @@ export interface DeadLetter {
   reason: string;
 }
 
-export type Envelope = Sample | DeadLetter;
+/**
+ * Processing-time punctuation: the processor sends one through every owned partition's chain
+ * at a fixed interval, so operators that hold samples (windows, groups) can release them with
+ * bounded delay even when no new input arrives. Operators pass ticks on.
+ */
+export interface Tick {
+  kind: 'tick';
+  /** Epoch milliseconds. */
+  now: number;
+}
+
+/** Where a side output goes: a topic of the catalog, written in the same transaction. */
+export type SideOutput = 'control' | 'weaknesses' | 'preferencePairs';
+
+/** A record an operator publishes besides decisions (a control message, a preference pair…). */
+export interface Emit {
+  kind: 'emit';
+  output: SideOutput;
+  key: string;
+  value: Record<string, unknown>;
+}
+
+export type Envelope = Sample | DeadLetter | Tick | Emit;
 
 /** What every curating operator is: envelopes in, envelopes out, order kept. */
 export type Curator = OperatorFunction<Envelope, Envelope>;
@@ -54,4 +80,14 @@ export function deadLetter(sample: Sample, stage: string, reason: string): DeadL
 
 export function isRejected(sample: Sample): boolean {
   return sample.reasons.length > 0;
+}
+
+/** A sample as JSON, for operators that hold samples in a state store across batches. */
+export function serializeSample(sample: Sample): string {
+  return JSON.stringify({ ...sample, payload: sample.payload.toString('base64'), key: sample.key?.toString('base64') ?? null });
+}
+
+export function deserializeSample(text: string): Sample {
+  const raw = JSON.parse(text) as Omit<Sample, 'payload' | 'key'> & { payload: string; key: string | null };
+  return { ...raw, payload: Buffer.from(raw.payload, 'base64'), key: raw.key === null ? null : Buffer.from(raw.key, 'base64') };
 }

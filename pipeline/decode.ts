@@ -32,6 +32,8 @@ export async function decodeRollout(message: KafkaMessage, topic: string, partit
       duplicateOf: null,
       dedupeMethod: null,
       reasons: [],
+      annotations: {},
+      scorerVersion: null,
     };
   } catch (err) {
     // The registry being unreachable says nothing about the record: retry the batch instead.

@@ -64,7 +64,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
   const clickhouse = store ?? (await openStore({ url: connections.clickhouseUrl ?? config.clickhouse.url, path: config.clickhouse.path }));
   await migrate(clickhouse);
 
-  const context = { configHash: configHash(config), pipelineRun: config.run, scorerVersion: null };
+  const context = { configHash: configHash(config), pipelineRun: config.run };
   const progress: PipelineProgress = { processed: 0, stored: { samples: 0, dead_letters: 0 } };
   const processor = new ExactlyOnceProcessor({
     kafka,
@@ -79,7 +79,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
     process: async (messages, partition) => {
       const decoded = await Promise.all(messages.map((m) => decodeRollout(m, catalog.rollouts, partition.partition, rollouts)));
       const curated = await lastValueFrom(from(decoded).pipe(partition.local, toArray()));
-      return encodeOutputs(curated, partition.partition, { decisions, accepted, deadLetter: catalog.deadLetter }, context);
+      return encodeOutputs(curated, partition.partition, { decisions, accepted, deadLetter: catalog.deadLetter, side: { control: catalog.control, weaknesses: catalog.weaknesses, preferencePairs: catalog.preferencePairs } }, context);
     },
     onCommit: ({ records }) => (progress.processed += records),
   });

@@ -104,6 +104,7 @@ export function sampleRow(d: Decision, sinkTopic: string, sinkPartition: number,
   const rewards = Object.entries(r.rewards);
   const scores = Object.entries(d.scores);
   const tags = Object.entries(r.tags);
+  const annotations = Object.entries(d.annotations);
   return {
     pipeline_run: d.pipeline_run,
     id: r.id,
@@ -129,6 +130,8 @@ export function sampleRow(d: Decision, sinkTopic: string, sinkPartition: number,
     reason: d.reason,
     config_hash: d.config_hash,
     scorer_version: d.scorer_version ?? '',
+    annotation_keys: annotations.map(([k]) => k),
+    annotation_values: annotations.map(([, v]) => v),
     source_topic: d.source.topic,
     source_partition: d.source.partition,
     source_offset: Number(d.source.offset),

@@ -1,6 +1,6 @@
 import type { Message, TopicMessages } from 'kafkajs';
 import { toDecision, type DecisionContext } from '../operators/decision.ts';
-import type { DeadLetter, Envelope } from '../operators/envelope.ts';
+import type { DeadLetter, Envelope, SideOutput } from '../operators/envelope.ts';
 import type { Decision } from '../streams/records.ts';
 import type { TopicSerde } from '../streams/serde.ts';
 
@@ -8,6 +8,8 @@ export interface OutputTopics {
   decisions: TopicSerde<Decision>;
   accepted: TopicSerde<Decision>;
   deadLetter: string;
+  /** Side outputs carry JSON values. */
+  side: Record<SideOutput, string>;
 }
 
 /** Dead-letter headers: the original bytes stay the value, the why goes alongside. */
@@ -35,9 +37,18 @@ export async function encodeOutputs(
   const decisions: Message[] = [];
   const accepted: Message[] = [];
   const dead: Message[] = [];
+  const side = new Map<string, Message[]>();
   for (const envelope of envelopes) {
+    if (envelope.kind === 'tick') continue;
     if (envelope.kind === 'dead') {
       dead.push(deadLetterMessage(envelope, context.pipelineRun, partition));
+      continue;
+    }
+    if (envelope.kind === 'emit') {
+      const topic = topics.side[envelope.output];
+      let list = side.get(topic);
+      if (list === undefined) side.set(topic, (list = []));
+      list.push({ key: envelope.key, value: JSON.stringify({ ...envelope.value, pipeline_run: context.pipelineRun }) });
       continue;
     }
     const decision = toDecision(envelope, context);
@@ -49,6 +60,7 @@ export async function encodeOutputs(
     { topic: topics.decisions.topic, messages: decisions },
     { topic: topics.accepted.topic, messages: accepted },
     { topic: topics.deadLetter, messages: dead },
+    ...[...side].map(([topic, messages]) => ({ topic, messages })),
   ].filter((t) => t.messages.length > 0);
 }
 

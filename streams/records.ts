@@ -51,6 +51,8 @@ export interface Decision {
   reason: string;
   config_hash: string;
   scorer_version: string | null;
+  /** Operator labels for analytics: QD cell, quota bucket, cluster… */
+  annotations: Record<string, string>;
   pipeline_run: string;
   source: SourceRef;
 }
@@ -100,6 +102,7 @@ export const decisionSchema = {
     { name: 'reason', type: 'string' },
     { name: 'config_hash', type: 'string' },
     { name: 'scorer_version', type: ['null', 'string'], default: null },
+    { name: 'annotations', type: { type: 'map', values: 'string' }, default: {} },
     { name: 'pipeline_run', type: 'string' },
     {
       name: 'source',

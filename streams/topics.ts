@@ -10,6 +10,10 @@ export interface TopicCatalog {
   deadLetter: string;
   modelUpdates: string;
   control: string;
+  /** Prompts the model keeps failing: input for problem synthesis. */
+  weaknesses: string;
+  /** Chosen/rejected pairs within prompt groups, for DPO-style training. */
+  preferencePairs: string;
 }
 
 export function topicCatalog(prefix: string): TopicCatalog {
@@ -21,6 +25,8 @@ export function topicCatalog(prefix: string): TopicCatalog {
     deadLetter: `${prefix}.dead-letter`,
     modelUpdates: `${prefix}.model-updates`,
     control: `${prefix}.control`,
+    weaknesses: `${prefix}.weaknesses`,
+    preferencePairs: `${prefix}.preference-pairs`,
   };
 }
 
@@ -51,6 +57,8 @@ export function catalogTopicConfigs(catalog: TopicCatalog, partitions: number): 
     data(catalog.deadLetter, String(30 * 24 * 3600 * 1000)),
     { topic: catalog.modelUpdates, numPartitions: 1, replicationFactor: -1, configEntries: [{ name: 'retention.ms', value: '-1' }] },
     { topic: catalog.control, numPartitions: 1, replicationFactor: -1 },
+    data(catalog.weaknesses),
+    data(catalog.preferencePairs),
   ];
 }
 

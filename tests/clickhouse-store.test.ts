@@ -58,6 +58,8 @@ function sampleRow(overrides: Partial<Record<keyof SampleRow, unknown>> = {}): R
     reason: '',
     config_hash: 'abc',
     scorer_version: '1',
+    annotation_keys: ['qd_cell'],
+    annotation_values: ['0|1|math'],
     source_topic: 'rollouts',
     source_partition: 0,
     source_offset: sourceOffsetOf(overrides.id ?? 's1'),

@@ -140,7 +140,7 @@ describe('exactDedupe', () => {
 
 describe('toDecision', () => {
   it('accepts a sample without reasons and names the first reason otherwise', () => {
-    const context = { configHash: 'h', pipelineRun: 'live', scorerVersion: null };
+    const context = { configHash: 'h', pipelineRun: 'live' };
     expect(toDecision(sample(), context)).toMatchObject({ decision: 'accepted', reason: 'accepted', config_hash: 'h' });
     expect(toDecision(sample({}, { reasons: ['duplicate', 'below_min:rule'] }), context)).toMatchObject({
       decision: 'rejected',

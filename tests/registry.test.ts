@@ -40,6 +40,7 @@ describe('schema registry (Confluent API served by Apicurio)', () => {
       reason: 'accepted',
       config_hash: 'abc',
       scorer_version: 'v3',
+      annotations: { qd_cell: '1|2|math' },
       pipeline_run: 'live',
       source: { topic: 't', partition: 2, offset: '9007199254740993' },
     };

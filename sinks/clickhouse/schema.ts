@@ -40,6 +40,8 @@ export interface SampleRow {
   reason: string;
   config_hash: string;
   scorer_version: string;
+  annotation_keys: string[];
+  annotation_values: string[];
   source_topic: string;
   source_partition: number;
   source_offset: number;
@@ -88,6 +90,8 @@ const SAMPLES_COLUMNS: [string, string][] = [
   ['reason', 'String'],
   ['config_hash', 'String'],
   ['scorer_version', 'String'],
+  ['annotation_keys', 'Array(String)'],
+  ['annotation_values', 'Array(String)'],
   ['source_topic', 'String'],
   ['source_partition', 'UInt32'],
   ['source_offset', 'UInt64'],

@@ -34,6 +34,8 @@ export function sample(overrides: Partial<Rollout> = {}, extra: Partial<Sample> 
     duplicateOf: null,
     dedupeMethod: null,
     reasons: [],
+    annotations: {},
+    scorerVersion: null,
     ...extra,
   };
 }
