@@ -61,8 +61,10 @@ export const pipelineConfigSchema = z.strictObject({
       partitionsConsumedConcurrently: z.number().int().min(1).max(64).default(3),
       /** Upper bound of one fetched batch per partition, hence of one transaction's input. */
       maxBatchBytes: z.number().int().min(1024).default(1_048_576),
+      /** Punctuation interval: operators holding samples release them on these ticks too. */
+      tickMs: z.number().int().min(50).default(1000),
     })
-    .default({ fromBeginning: true, partitionsConsumedConcurrently: 3, maxBatchBytes: 1_048_576 }),
+    .default({ fromBeginning: true, partitionsConsumedConcurrently: 3, maxBatchBytes: 1_048_576, tickMs: 1000 }),
   operators: z.array(operatorConfigSchema).min(1, 'list at least one operator'),
   clickhouse: z
     .strictObject({
@@ -108,7 +110,7 @@ export function loadConfig(path: string): PipelineConfig {
 export const EXAMPLE_CONFIG = new URL('../deploy/pipeline.json', import.meta.url).pathname;
 
 /** A config with some settings replaced (name, run, topics…), validated again. */
-export function withOverrides(config: PipelineConfig, overrides: Partial<PipelineConfig>): PipelineConfig {
+export function withOverrides(config: PipelineConfig, overrides: Partial<z.input<typeof pipelineConfigSchema>>): PipelineConfig {
   return parseConfig({ ...config, ...overrides });
 }
 

@@ -10,6 +10,7 @@ import { createKafka } from '../streams/kafka.ts';
 import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 import { catalogTopicConfigs, changelogTopic, changelogTopicConfig, ensureTopics, topicCatalog, type TopicCatalog } from '../streams/topics.ts';
 import { configHash, type PipelineConfig } from './config.ts';
+import type { Envelope } from '../operators/envelope.ts';
 import { buildCurators, declaredStores } from './curators.ts';
 import { decodeRollout } from './decode.ts';
 
@@ -69,16 +70,20 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
   const processor = new ExactlyOnceProcessor({
     kafka,
     groupId: `${config.topics.prefix}.${config.name}`,
-    inputTopic: catalog.rollouts,
+    inputTopics: [catalog.rollouts],
     stores,
     changelogTopic: changelog,
     fromBeginning: config.source.fromBeginning,
     partitionsConsumedConcurrently: config.source.partitionsConsumedConcurrently,
     maxBatchBytes: config.source.maxBatchBytes,
     assign: (_partition, state) => buildCurators(config.operators, state),
-    process: async (messages, partition) => {
-      const decoded = await Promise.all(messages.map((m) => decodeRollout(m, catalog.rollouts, partition.partition, rollouts)));
-      const curated = await lastValueFrom(from(decoded).pipe(partition.local, toArray()));
+    tickMs: config.source.tickMs,
+    process: async (input, partition) => {
+      const envelopes: Envelope[] =
+        input.kind === 'tick'
+          ? [{ kind: 'tick', now: input.now }]
+          : await Promise.all(input.messages.map((m) => decodeRollout(m, input.topic, partition.partition, rollouts)));
+      const curated = await lastValueFrom(from(envelopes).pipe(partition.local, toArray()));
       return encodeOutputs(curated, partition.partition, { decisions, accepted, deadLetter: catalog.deadLetter, side: { control: catalog.control, weaknesses: catalog.weaknesses, preferencePairs: catalog.preferencePairs } }, context);
     },
     onCommit: ({ records }) => (progress.processed += records),

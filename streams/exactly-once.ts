@@ -1,6 +1,7 @@
 import type { Admin, Consumer, Kafka, KafkaMessage, Producer, TopicMessages, Transaction } from 'kafkajs';
 import { mergeMap, Subscription } from 'rxjs';
 import { restoreChangelog } from './changelog-restore.ts';
+import { coPartitionAssigner } from './co-partition-assigner.ts';
 import { kafkaBatches, type SourceBatch } from './source.ts';
 import { PartitionState } from './state-store.ts';
 
@@ -12,11 +13,18 @@ export interface PartitionContext<L> {
   local: L;
 }
 
+/** What one call of `process` gets: a batch of one input topic's partition, or a tick. */
+export type ProcessInput = { kind: 'records'; topic: string; messages: KafkaMessage[] } | { kind: 'tick'; now: number };
+
 export interface ExactlyOnceOptions<L> {
   kafka: Kafka;
   /** Consumer group id; also the stem of the transactional ids. */
   groupId: string;
-  inputTopic: string;
+  /**
+   * Co-partitioned input topics (same partition count, same keys → same partition): partition p
+   * of all of them forms one task, with one state and one transactional id.
+   */
+  inputTopics: readonly string[];
   stores: readonly string[];
   changelogTopic: (store: string) => string;
   fromBeginning: boolean;
@@ -24,16 +32,18 @@ export interface ExactlyOnceOptions<L> {
   maxBatchBytes: number;
   /** Builds the partition-local part (e.g. operators) once its state is restored. */
   assign: (partition: number, state: PartitionState) => L;
-  /** Turns a batch into output records. State writes go through `context.state` and are staged. */
-  process: (messages: KafkaMessage[], context: PartitionContext<L>) => Promise<TopicMessages[]>;
+  /** Turns a batch (or a tick) into output records. State writes go through `context.state` and are staged. */
+  process: (input: ProcessInput, context: PartitionContext<L>) => Promise<TopicMessages[]>;
+  /** Every `tickMs`, each owned partition gets a tick (punctuation), in its own transaction. */
+  tickMs?: number;
   /** Called after each committed transaction. */
   onCommit?: (info: { partition: number; records: number; nextOffset: bigint }) => void;
 }
 
 interface Owned<L> extends PartitionContext<L> {
   producer: Producer;
-  /** The offset the next record to process has; anything before it is already committed. */
-  nextOffset: bigint;
+  /** Per input topic, the offset of the next record to process; anything before is committed. */
+  nextOffsets: Map<string, bigint>;
 }
 
 /**
@@ -44,13 +54,14 @@ interface Owned<L> extends PartitionContext<L> {
  * so they see all of a batch or none of it.
  *
  * Fencing. kafkajs only speaks the old TxnOffsetCommit, which has no consumer-group-generation
- * fencing, so each input partition gets its own transactional id (`<group>-<topic>-<partition>`,
- * as Kafka Streams' "exactly_once" v1 did). Whenever a partition is assigned, the processor
+ * fencing, so each task (partition p of the co-partitioned inputs, kept together by
+ * coPartitionAssigner) gets its own transactional id (`<group>-task-<p>`, as Kafka Streams'
+ * "exactly_once" v1 did). Whenever a partition is assigned, the processor
  * (1) creates that partition's producer, whose InitProducerId bumps the epoch: a zombie still
  * holding the partition can no longer commit, and its open transaction is aborted; (2) only then
  * reads the group's committed offset and (3) restores the partition's state from its changelog.
  * Offsets and state therefore describe exactly the last committed transaction, and records before
- * `nextOffset` that kafkajs still delivers (it may fetch from an offset read before the fence,
+ * the committed offsets that kafkajs still delivers (it may fetch from an offset read before the fence,
  * see kafkajs#1046) are skipped.
  *
  * Failure. Any error in a batch aborts its transaction, drops its staged state, forgets the
@@ -65,6 +76,7 @@ export class ExactlyOnceProcessor<L> {
   /** Per-partition serialisation of assignment work and batch work. */
   private readonly locks = new Map<number, Promise<unknown>>();
   private subscription: Subscription | undefined;
+  private ticker: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: ExactlyOnceOptions<L>) {
     this.consumer = options.kafka.consumer({
@@ -74,6 +86,7 @@ export class ExactlyOnceProcessor<L> {
       rebalanceTimeout: 60_000,
       heartbeatInterval: 3_000,
       maxBytesPerPartition: options.maxBatchBytes,
+      partitionAssigners: [coPartitionAssigner],
     });
     this.admin = options.kafka.admin();
   }
@@ -81,26 +94,36 @@ export class ExactlyOnceProcessor<L> {
   /** Runs until `stop()`; the promise rejects if the consumer fails for good. */
   async start(): Promise<{ stopped: Promise<void> }> {
     await this.admin.connect();
+    await this.checkCoPartitioned();
     await this.consumer.connect();
     this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
-      const assigned = new Set(payload.memberAssignment[this.options.inputTopic] ?? []);
+      const assigned = new Set(this.options.inputTopics.flatMap((t) => payload.memberAssignment[t] ?? []));
       for (const partition of [...this.owned.keys()]) {
         if (!assigned.has(partition)) void this.withLock(partition, () => this.release(partition));
       }
     });
     const stopped = new Promise<void>((resolve, reject) => {
       this.subscription = kafkaBatches(this.consumer, {
-        topics: [this.options.inputTopic],
+        topics: [...this.options.inputTopics],
         fromBeginning: this.options.fromBeginning,
         partitionsConsumedConcurrently: this.options.partitionsConsumedConcurrently,
       })
         .pipe(mergeMap((source) => this.handle(source)))
         .subscribe({ error: reject, complete: resolve });
     });
+    if (this.options.tickMs !== undefined) {
+      this.ticker = setInterval(() => {
+        const now = Date.now();
+        for (const partition of this.owned.keys()) {
+          void this.withLock(partition, () => this.processTick(partition, now)).catch(() => undefined);
+        }
+      }, this.options.tickMs);
+    }
     return { stopped };
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.ticker);
     this.subscription?.unsubscribe();
     await this.consumer.disconnect();
     await Promise.all([...this.owned.keys()].map((p) => this.withLock(p, () => this.release(p))));
@@ -121,32 +144,48 @@ export class ExactlyOnceProcessor<L> {
 
   private async processBatch({ batch, heartbeat }: SourceBatch): Promise<void> {
     const owned = this.owned.get(batch.partition) ?? (await this.acquire(batch.partition, heartbeat));
-    const messages = batch.messages.filter((m) => BigInt(m.offset) >= owned.nextOffset);
+    const from = owned.nextOffsets.get(batch.topic) ?? 0n;
+    const messages = batch.messages.filter((m) => BigInt(m.offset) >= from);
     if (messages.length === 0) return;
     const nextOffset = BigInt(messages[messages.length - 1]!.offset) + 1n;
+    await this.transact(owned, { kind: 'records', topic: batch.topic, messages }, { topic: batch.topic, offset: nextOffset });
+    owned.nextOffsets.set(batch.topic, nextOffset);
+    this.options.onCommit?.({ partition: batch.partition, records: messages.length, nextOffset });
+  }
+
+  private async processTick(partition: number, now: number): Promise<void> {
+    const owned = this.owned.get(partition);
+    if (owned !== undefined) await this.transact(owned, { kind: 'tick', now });
+  }
+
+  /**
+   * One transaction: the outputs of `input`, the state changes it staged and, for records, the
+   * consumed offset. A tick that changed nothing commits nothing.
+   */
+  private async transact(owned: Owned<L>, input: ProcessInput, consumed?: { topic: string; offset: bigint }): Promise<void> {
     let transaction: Transaction | undefined;
     try {
-      const outputs = await this.options.process(messages, owned);
-      const changelog = this.changelogMessages(owned);
+      const outputs = await this.options.process(input, owned);
+      const topicMessages = [...outputs, ...this.changelogMessages(owned)];
+      if (consumed === undefined && topicMessages.length === 0) return;
       transaction = await owned.producer.transaction();
-      const topicMessages = [...outputs, ...changelog];
       if (topicMessages.length > 0) await transaction.sendBatch({ topicMessages });
-      await sendOffsets(transaction, {
-        consumerGroupId: this.options.groupId,
-        topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: nextOffset.toString() }] }],
-      });
+      if (consumed !== undefined) {
+        await sendOffsets(transaction, {
+          consumerGroupId: this.options.groupId,
+          topics: [{ topic: consumed.topic, partitions: [{ partition: owned.partition, offset: consumed.offset.toString() }] }],
+        });
+      }
       await transaction.commit();
     } catch (err) {
       if (transaction?.isActive()) await transaction.abort().catch(() => undefined);
       owned.state.abort();
-      await this.release(batch.partition);
-      // kafkajs may already hold a later position for this partition; rewind to what is committed.
-      this.consumer.seek({ topic: batch.topic, partition: batch.partition, offset: owned.nextOffset.toString() });
+      await this.release(owned.partition);
+      // kafkajs may already hold later positions for this task; rewind to what is committed.
+      for (const [topic, offset] of owned.nextOffsets) this.consumer.seek({ topic, partition: owned.partition, offset: offset.toString() });
       throw err;
     }
     owned.state.commit();
-    owned.nextOffset = nextOffset;
-    this.options.onCommit?.({ partition: batch.partition, records: messages.length, nextOffset });
   }
 
   private changelogMessages(owned: Owned<L>): TopicMessages[] {
@@ -160,13 +199,13 @@ export class ExactlyOnceProcessor<L> {
     return [...byTopic.values()];
   }
 
-  /** Fence, then read the committed offset, then restore state — in that order (see above). */
+  /** Fence, then read the committed offsets, then restore state — in that order (see above). */
   private async acquire(partition: number, heartbeat: () => Promise<void>): Promise<Owned<L>> {
-    const { inputTopic, groupId, stores } = this.options;
+    const { inputTopics, groupId, stores } = this.options;
     const beat = setInterval(() => void heartbeat().catch(() => undefined), 3_000);
     try {
       const producer = this.options.kafka.producer({
-        transactionalId: `${groupId}-${inputTopic}-${partition}`,
+        transactionalId: `${groupId}-task-${partition}`,
         idempotent: true,
         maxInFlightRequests: 1,
         transactionTimeout: 60_000,
@@ -176,19 +215,31 @@ export class ExactlyOnceProcessor<L> {
       // fence stands before offsets are read.
       const fence = await producer.transaction();
       await fence.abort();
-      const committed = await this.admin.fetchOffsets({ groupId, topics: [inputTopic] });
-      const offset = committed[0]?.partitions.find((p) => p.partition === partition)?.offset ?? '-1';
-      const nextOffset = BigInt(offset) >= 0n ? BigInt(offset) : 0n;
+      const committed = await this.admin.fetchOffsets({ groupId, topics: [...inputTopics] });
+      const nextOffsets = new Map<string, bigint>();
+      for (const { topic, partitions } of committed) {
+        const offset = BigInt(partitions.find((p) => p.partition === partition)?.offset ?? '-1');
+        if (offset >= 0n) nextOffsets.set(topic, offset);
+      }
       const state = new PartitionState(partition, stores);
       for (const store of stores) {
         const restored = await restoreChangelog(this.options.kafka, this.options.changelogTopic(store), [partition]);
         state.restore(store, restored.get(partition)!);
       }
-      const owned: Owned<L> = { partition, state, producer, nextOffset, local: this.options.assign(partition, state) };
+      const owned: Owned<L> = { partition, state, producer, nextOffsets, local: this.options.assign(partition, state) };
       this.owned.set(partition, owned);
       return owned;
     } finally {
       clearInterval(beat);
+    }
+  }
+
+  /** Co-partitioning is a precondition, not a hope: refuse to start without it. */
+  private async checkCoPartitioned(): Promise<void> {
+    const { topics } = await this.admin.fetchTopicMetadata({ topics: [...this.options.inputTopics] });
+    const counts = new Set(topics.map((t) => t.partitions.length));
+    if (counts.size > 1) {
+      throw new Error(`inputs ${topics.map((t) => `${t.name} (${t.partitions.length})`).join(', ')} must have the same number of partitions`);
     }
   }
 

@@ -35,7 +35,7 @@ describe('a worker killed with SIGKILL mid-stream and restarted', () => {
     run: prefix,
     topics: { prefix, partitions: 3 },
     // Small fetches: many transactions, so the kill lands between and inside them.
-    source: { fromBeginning: true, partitionsConsumedConcurrently: 3, maxBatchBytes: 8192 },
+    source: { maxBatchBytes: 8192 },
     clickhouse: { path: join(dir, 'clickhouse') },
   });
   writeFileSync(configFile, JSON.stringify(config));

@@ -1,0 +1,28 @@
+import { AssignerProtocol, type PartitionAssigner } from 'kafkajs';
+
+/**
+ * Assigns partition p of every subscribed topic to the same member, as Kafka Streams does for
+ * co-partitioned inputs: a task is "partition p", and its state sees all of p's inputs.
+ * Partitions go round-robin over the members sorted by id, so the assignment is stable.
+ */
+export const coPartitionAssigner: PartitionAssigner = ({ cluster }) => ({
+  name: 'FlywheelCoPartitionAssigner',
+  version: 0,
+  async assign({ members, topics }) {
+    const sorted = members.map((m) => m.memberId).sort();
+    const assignment = new Map<string, Record<string, number[]>>(sorted.map((id) => [id, {}]));
+    for (const topic of topics) {
+      for (const { partitionId } of cluster.findTopicPartitionMetadata(topic)) {
+        const owner = assignment.get(sorted[partitionId % sorted.length]!)!;
+        (owner[topic] ??= []).push(partitionId);
+      }
+    }
+    return sorted.map((memberId) => ({
+      memberId,
+      memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 0, assignment: assignment.get(memberId)!, userData: Buffer.alloc(0) }),
+    }));
+  },
+  protocol({ topics }) {
+    return { name: 'FlywheelCoPartitionAssigner', metadata: AssignerProtocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }) };
+  },
+});
