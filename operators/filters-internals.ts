@@ -45,13 +45,6 @@ export function sessionCurator(open: () => Session): Curator {
     });
 }
 
-/** A positive integer from a tag or config value, or undefined. */
-export function positiveInt(text: string | undefined): number | undefined {
-  if (text === undefined || !/^\s*\d+\s*$/.test(text)) return undefined;
-  const n = Number(text);
-  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
-}
-
 /** A ratio as an annotation: four decimals are enough to read and to group by. */
 export function ratioText(value: number): string {
   return String(Math.round(value * 10_000) / 10_000);

@@ -72,6 +72,8 @@ export const pipelineConfigSchema = z.strictObject({
       path: z.string().default('.flywheel/clickhouse'),
       /** A ClickHouse server's HTTP URL; CLICKHOUSE_URL in the environment wins. */
       url: z.url().optional(),
+      /** The server's database for Flywheel's tables (created when missing). */
+      database: name.optional(),
     })
     .default({ path: '.flywheel/clickhouse' }),
 });

@@ -62,7 +62,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
     decisionSerde(registry, catalog.decisions),
     decisionSerde(registry, catalog.accepted),
   ]);
-  const clickhouse = store ?? (await openStore({ url: connections.clickhouseUrl ?? config.clickhouse.url, path: config.clickhouse.path }));
+  const clickhouse = store ?? (await openStore({ url: connections.clickhouseUrl ?? config.clickhouse.url, path: config.clickhouse.path, database: config.clickhouse.database }));
   await migrate(clickhouse);
 
   const context = { configHash: configHash(config), pipelineRun: config.run };

@@ -1,8 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
 import { syntheticRollouts } from '../cli/synthetic.ts';
 import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
 import { readEndpointFile } from '../sinks/clickhouse/http-endpoint.ts';
@@ -13,18 +13,7 @@ import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts
 import { catalogTopicConfigs, ensureTopics, topicCatalog } from '../streams/topics.ts';
 import { expectedOutcome } from './helpers/expected.ts';
 import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
-
-/** A pipeline worker as users run it: `flywheel run --config <file>` in its own process. */
-function startWorker(configFile: string, log: string[]): ChildProcess {
-  const child = spawn(process.execPath, ['bin/flywheel.js', 'run', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.on('data', (d: Buffer) => log.push(d.toString()));
-  child.stderr!.on('data', (d: Buffer) => log.push(d.toString()));
-  return child;
-}
-
-function exited(child: ChildProcess): Promise<number | null> {
-  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve(child.exitCode) : new Promise((r) => child.once('exit', (code) => r(code)));
-}
+import { exited, startWorker } from './helpers/workers.ts';
 
 describe('a worker killed with SIGKILL mid-stream and restarted', () => {
   const prefix = uniquePrefix('crash');
@@ -52,6 +41,7 @@ describe('a worker killed with SIGKILL mid-stream and restarted', () => {
   });
 
   it('loses nothing, duplicates nothing, and restores its dedupe state', async () => {
+    onTestFailed(() => console.error(`--- worker log ---\n${log.join('')}`));
     const admin = kafka.admin();
     await admin.connect();
     await ensureTopics(admin, catalogTopicConfigs(catalog, 3));

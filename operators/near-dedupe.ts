@@ -1,0 +1,219 @@
+import { map } from 'rxjs';
+import type { Rollout } from '../streams/records.ts';
+import type { KeyValueStore } from '../streams/state-store.ts';
+import { bandPrefix, checkIndexBounds, indexMaxChars, openIndex, type DedupeIndex, type IndexBounds, type IndexLayout } from './dedupe-index.ts';
+import { deadLetter, isRejected, type Curator, type Sample } from './envelope.ts';
+import { bandKeys, checkMinHashConfig, encodeSketch, estimateJaccard, minHashDefaults, shingleHashes, sketchOfHashes, type MinHashConfig, type Sketch } from './minhash.ts';
+
+export { deleteWhere, indexEntries, type EntryInfo } from './dedupe-index.ts';
+
+export interface NearDedupeConfig extends IndexBounds {
+  /** "global": near copies anywhere in the partition (plus the remote index); "group": only within a prompt group. */
+  scope: 'global' | 'group';
+  /** Estimated Jaccard similarity at or above which a sample is a near duplicate. */
+  threshold: number;
+  /**
+   * What is compared. "response" by default: within a group every prompt is the same, and a
+   * long shared prompt would make any two answers look alike.
+   */
+  text: 'response' | 'prompt_response';
+  /** Texts with fewer distinct shingles are neither checked nor indexed: too short for a meaningful estimate (exact-dedupe covers them). */
+  minShingles: number;
+  minhash: MinHashConfig;
+  /** Which time expires entries: event time only, or also the processor's ticks (`tick.now`). */
+  clock: 'event' | 'event+tick';
+  /** A duplicate hit makes the original recently seen again, so TTL and count eviction keep it. */
+  refreshOnHit: boolean;
+  /** Put each indexed sample's base64 sketch in `annotations['minhash.signature']` (for the cross-partition broadcast). */
+  annotateSignature: boolean;
+}
+
+export const nearDedupeDefaults: NearDedupeConfig = {
+  scope: 'group',
+  threshold: 0.8,
+  text: 'response',
+  minShingles: 5,
+  minhash: minHashDefaults,
+  maxEntries: 50_000,
+  ttlMs: 24 * 60 * 60 * 1000,
+  maxBucketSize: 32,
+  clock: 'event',
+  refreshOnHit: true,
+  annotateSignature: true,
+};
+
+/** The state store this operator keeps its LSH index in (changelog-backed; layout in dedupe-index.ts). */
+export const nearDedupeStore = { name: 'near-dedupe' } as const;
+
+export const SIGNATURE_ANNOTATION = 'minhash.signature';
+
+/**
+ * Read-only candidates from outside this partition's index (e.g. a cache of signatures other
+ * partitions broadcast). Asked only when the local index has no near duplicate; must be
+ * deterministic for a given input if replays are to decide the same.
+ */
+export interface RemoteIndex {
+  candidates(bandKeys: string[]): Array<{ id: string; signature: Uint32Array }>;
+}
+
+/** One item offered to the index: a sample, or a corpus item while seeding. */
+export interface NearDedupeItem {
+  id: string;
+  groupId: string;
+  text: string;
+  /** Event time, epoch ms (NaN: none, the item takes the index clock). */
+  at: number;
+}
+
+export type NearDedupeOutcome =
+  | { kind: 'too_short' }
+  | { kind: 'known' }
+  | { kind: 'duplicate'; of: string; similarity: number }
+  | { kind: 'inserted'; signature: Sketch };
+
+/**
+ * Rejects a sample whose text is a near copy of an earlier indexed one: reason
+ * `near_duplicate`, `dedupeMethod` "minhash", `duplicateOf` = the earlier sample's id,
+ * `scores['minhash.similarity']` = the estimated Jaccard similarity. Step by step, per sample:
+ * 1. Already rejected samples pass untouched (neither checked nor indexed), like exact-dedupe.
+ * 2. The text (config.text, normalised, shingled) with fewer than minShingles shingles passes
+ *    untouched.
+ * 3. The clock advances to the sample's created_at (never back); entries last seen more than
+ *    ttlMs before the clock are evicted.
+ * 4. The sketch's band keys (prefixed by `<group_id>/` in group scope) select candidates from the
+ *    store; the one with the highest estimated similarity (ties: the oldest) decides. At or
+ *    above threshold the sample is a duplicate, and with refreshOnHit the original's last-seen
+ *    moves to the clock. A candidate with the sample's own id (a re-sent rollout) means it is
+ *    indexed already: it passes, refreshed, and is not indexed twice.
+ * 5. Otherwise the remote index, if given, is asked the same way (remote hits are not refreshed).
+ * 6. Otherwise the sample is indexed (evicting the least recently seen entry at maxEntries) and,
+ *    with annotateSignature, carries its sketch in `annotations['minhash.signature']`; its band
+ *    keys are `bandKeys(sketch, config.minhash, bandPrefix(config.scope, group_id))`.
+ * Ticks advance the clock (and so expire entries) when clock = "event+tick"; other envelopes pass.
+ * An exception for a sample dead-letters it (stage "near-dedupe").
+ *
+ * Memory: at most maxEntries entries of ≤ indexEntryChars(config, sizes) characters each
+ * (≈ 1.95 kB with the defaults and 36-character ids and group ids); nearDedupeMaxChars gives
+ * the bound. All state is in `store`: an operator built later on the same store continues
+ * exactly. Changing `scope` or `minhash` makes the stored index unreadable: it is dropped on
+ * first use. The clock follows the largest created_at seen, so one far-future timestamp expires
+ * everything before it; validate event times upstream.
+ *
+ * Example (defaults): in one group, the response "The quick brown fox jumps over the lazy dog
+ * and runs across the green field to the river" and then the same with "river!" — 15 of 17
+ * distinct word 3-shingles shared (J = 0.88, estimate 0.91) — reject the second as a near
+ * duplicate of the first, which stays indexed with its last-seen refreshed.
+ */
+export function nearDedupe(config: NearDedupeConfig, store: KeyValueStore, remote?: RemoteIndex): Curator {
+  checkNearDedupeConfig(config);
+  const index = () => openIndex(store, layoutOf(config), config);
+  return map((envelope) => {
+    if (envelope.kind === 'tick') {
+      if (config.clock === 'event+tick') {
+        const ix = index();
+        ix.advance(envelope.now);
+        ix.save();
+      }
+      return envelope;
+    }
+    if (envelope.kind !== 'sample' || isRejected(envelope)) return envelope;
+    try {
+      return decide(envelope, nearDedupeStep(index(), config, itemOf(envelope.rollout, config), remote), config);
+    } catch (err) {
+      return deadLetter(envelope, 'near-dedupe', (err as Error).message);
+    }
+  });
+}
+
+/**
+ * Offers one item to the index (steps 2–6 of nearDedupe) and saves the index. Seeding uses it
+ * too, so a seeded index is exactly what streaming the same items would have built.
+ */
+export function nearDedupeStep(index: DedupeIndex, config: NearDedupeConfig, item: NearDedupeItem, remote?: RemoteIndex): NearDedupeOutcome {
+  const hashes = shingleHashes(item.text, config.minhash);
+  if (hashes.length < config.minShingles) return { kind: 'too_short' };
+  const signature = sketchOfHashes(hashes, config.minhash);
+  const keys = bandKeys(signature, config.minhash, bandPrefix(config.scope, item.groupId));
+  index.advance(item.at);
+  const outcome = match(index, config, item, signature, keys, remote);
+  if (outcome.kind === 'inserted') index.insert({ id: item.id, groupId: item.groupId, at: item.at, signature }, keys);
+  index.save();
+  return outcome;
+}
+
+export function checkNearDedupeConfig(config: NearDedupeConfig): void {
+  if (!(config.threshold > 0 && config.threshold <= 1)) throw new Error('near-dedupe: threshold must be in (0, 1]');
+  if (!Number.isInteger(config.minShingles) || config.minShingles < 1) throw new Error('near-dedupe: minShingles must be an integer >= 1');
+  checkMinHashConfig(config.minhash);
+  checkIndexBounds(config);
+}
+
+/** Upper bound of the index's size in characters for ids and group ids of at most the given lengths. */
+export function nearDedupeMaxChars(config: NearDedupeConfig, sizes = { idChars: 36, groupChars: 36 }): number {
+  return indexMaxChars(layoutOf(config), config, sizes);
+}
+
+export function itemOf(r: Rollout, config: Pick<NearDedupeConfig, 'text'>): NearDedupeItem {
+  return { id: r.id, groupId: r.group_id, text: comparedText(r.prompt, responseText(r), config.text), at: r.created_at };
+}
+
+/** The text near-dedupe compares, from a prompt and a response (trajectories: see responseText). */
+export function comparedText(prompt: string, response: string, mode: NearDedupeConfig['text']): string {
+  return mode === 'response' ? response : `${prompt}\n${response}`;
+}
+
+/** The response, or a trajectory's steps as "role: content" lines (as exact-dedupe and the samples table have it). */
+export function responseText(r: Pick<Rollout, 'response' | 'steps'>): string {
+  return r.response ?? r.steps.map((s) => `${s.role}: ${s.content}`).join('\n');
+}
+
+export function layoutOf(config: Pick<NearDedupeConfig, 'scope' | 'minhash'>): IndexLayout {
+  return { scope: config.scope, minhash: config.minhash };
+}
+
+function match(
+  index: DedupeIndex,
+  config: NearDedupeConfig,
+  item: NearDedupeItem,
+  signature: Sketch,
+  keys: string[],
+  remote: RemoteIndex | undefined,
+): NearDedupeOutcome {
+  let best: { n: number; id: string; similarity: number } | undefined;
+  for (const c of index.candidates(keys)) {
+    if (c.id === item.id) {
+      if (config.refreshOnHit) index.refresh(c.n);
+      return { kind: 'known' };
+    }
+    const similarity = estimateJaccard(signature, c.signature);
+    if (similarity >= config.threshold && (best === undefined || similarity > best.similarity)) best = { n: c.n, id: c.id, similarity };
+  }
+  if (best !== undefined) {
+    if (config.refreshOnHit) index.refresh(best.n);
+    return { kind: 'duplicate', of: best.id, similarity: best.similarity };
+  }
+  let remoteBest: { id: string; similarity: number } | undefined;
+  for (const c of remote?.candidates(keys) ?? []) {
+    if (c.id === item.id) continue;
+    const similarity = estimateJaccard(signature, c.signature);
+    if (similarity >= config.threshold && (remoteBest === undefined || similarity > remoteBest.similarity)) remoteBest = { id: c.id, similarity };
+  }
+  if (remoteBest !== undefined) return { kind: 'duplicate', of: remoteBest.id, similarity: remoteBest.similarity };
+  return { kind: 'inserted', signature };
+}
+
+function decide(sample: Sample, outcome: NearDedupeOutcome, config: NearDedupeConfig): Sample {
+  if (outcome.kind === 'duplicate') {
+    return {
+      ...sample,
+      duplicateOf: outcome.of,
+      dedupeMethod: 'minhash',
+      reasons: [...sample.reasons, 'near_duplicate'],
+      scores: { ...sample.scores, 'minhash.similarity': outcome.similarity },
+    };
+  }
+  if (outcome.kind === 'inserted' && config.annotateSignature) {
+    return { ...sample, annotations: { ...sample.annotations, [SIGNATURE_ANNOTATION]: encodeSketch(outcome.signature) } };
+  }
+  return sample;
+}
