@@ -65,7 +65,7 @@ export function featurize(rollout: Rollout, config: FeatureConfig): Float32Array
   out[i++] = Math.log1p(text.length);
   out[i++] = Math.log1p(Math.max(0, rollout.token_count));
   for (const name of config.rewardNames) {
-    const value = rollout.rewards[name] ?? 0;
+    const value = Object.hasOwn(rollout.rewards, name) ? rollout.rewards[name]! : 0;
     if (!Number.isFinite(value)) throw new Error(`reward ${name} is not finite (${value})`);
     out[i++] = value;
   }

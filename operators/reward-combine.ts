@@ -57,7 +57,10 @@ export function rewardCombine(config: RewardCombineConfig): Curator {
 }
 
 function lookup(sample: Sample, name: string): number | undefined {
-  return sample.scores[name] ?? sample.rollout.rewards[name];
+  // Own properties only: a name like "constructor" must not find Object.prototype's.
+  if (Object.hasOwn(sample.scores, name)) return sample.scores[name];
+  if (Object.hasOwn(sample.rollout.rewards, name)) return sample.rollout.rewards[name];
+  return undefined;
 }
 
 function combiner(config: RewardCombineConfig): { names: readonly string[]; combine: (values: readonly number[]) => number } {

@@ -28,8 +28,9 @@ export async function restoreChangelog(kafka: Kafka, topic: string, partitions: 
   const pending = new Set(partitions.filter((p) => (ends.get(p) ?? 0n) > 0n));
   if (pending.size === 0) return restored;
 
+  const groupId = `flywheel-restore-${randomUUID()}`;
   const consumer = kafka.consumer({
-    groupId: `flywheel-restore-${randomUUID()}`,
+    groupId,
     readUncommitted: false,
     sessionTimeout: 30_000,
     retry: { retries: 5 },
@@ -76,6 +77,11 @@ export async function restoreChangelog(kafka: Kafka, topic: string, partitions: 
     }
   } finally {
     await consumer.disconnect();
+    // The throwaway group would otherwise linger in the broker until its offsets expire.
+    const cleanup = kafka.admin();
+    await cleanup.connect();
+    await cleanup.deleteGroups([groupId]).catch(() => undefined);
+    await cleanup.disconnect();
   }
   return restored;
 }

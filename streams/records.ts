@@ -119,3 +119,52 @@ export const decisionSchema = {
     },
   ],
 } as const;
+
+/** A verified outcome that arrives after the decision, keyed by rollout id on the labels topic. */
+export interface Label {
+  rollout_id: string;
+  /** The verified outcome: 1/0 for right/wrong, or a graded value. */
+  value: number;
+  verifier: string;
+  /** Epoch milliseconds. */
+  at: number;
+}
+
+export const labelSchema = {
+  type: 'record',
+  name: 'Label',
+  namespace: 'flywheel',
+  fields: [
+    { name: 'rollout_id', type: 'string' },
+    { name: 'value', type: 'double' },
+    { name: 'verifier', type: 'string', default: '' },
+    { name: 'at', type: { type: 'long', logicalType: 'timestamp-millis' } },
+  ],
+} as const;
+
+/** A new model announced on the model-updates topic (keyed by model name). */
+export interface ModelUpdate {
+  model: string;
+  version: string;
+  /** Where the artifact is: a file path or URI the scorer can load. */
+  artifact: string;
+  /** sha256 of the artifact, hex. */
+  checksum: string;
+  metrics: Record<string, number>;
+  /** Epoch milliseconds. */
+  at: number;
+}
+
+export const modelUpdateSchema = {
+  type: 'record',
+  name: 'ModelUpdate',
+  namespace: 'flywheel',
+  fields: [
+    { name: 'model', type: 'string' },
+    { name: 'version', type: 'string' },
+    { name: 'artifact', type: 'string' },
+    { name: 'checksum', type: 'string' },
+    { name: 'metrics', type: { type: 'map', values: 'double' }, default: {} },
+    { name: 'at', type: { type: 'long', logicalType: 'timestamp-millis' } },
+  ],
+} as const;

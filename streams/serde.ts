@@ -4,7 +4,7 @@ import {
   SchemaRegistryClient,
   SerdeType,
 } from '@confluentinc/schemaregistry';
-import { decisionSchema, rolloutSchema, type Decision, type Rollout } from './records.ts';
+import { decisionSchema, labelSchema, modelUpdateSchema, rolloutSchema, type Decision, type Label, type ModelUpdate, type Rollout } from './records.ts';
 
 /** Encodes and decodes one record type on one topic in the registry's wire format. */
 export interface TopicSerde<T> {
@@ -43,3 +43,5 @@ export async function topicSerde<T>(client: SchemaRegistryClient, topic: string,
 
 export const rolloutSerde = (client: SchemaRegistryClient, topic: string) => topicSerde<Rollout>(client, topic, rolloutSchema);
 export const decisionSerde = (client: SchemaRegistryClient, topic: string) => topicSerde<Decision>(client, topic, decisionSchema);
+export const labelSerde = (client: SchemaRegistryClient, topic: string) => topicSerde<Label>(client, topic, labelSchema);
+export const modelUpdateSerde = (client: SchemaRegistryClient, topic: string) => topicSerde<ModelUpdate>(client, topic, modelUpdateSchema);

@@ -1,0 +1,395 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { prng } from '../cli/synthetic.ts';
+import { clickhouseItems, jsonlItems, seedExactDedupe, seedNearDedupe, type CorpusItem, type QueryStore } from '../operators/corpus-seed.ts';
+import { indexEntryChars } from '../operators/dedupe-index.ts';
+import type { Envelope, Sample } from '../operators/envelope.ts';
+import { exactDedupe } from '../operators/exact-dedupe.ts';
+import { bandKeys, decodeSketch, minHashDefaults, sketchOf } from '../operators/minhash.ts';
+import {
+  deleteWhere,
+  indexEntries,
+  layoutOf,
+  nearDedupe,
+  nearDedupeDefaults,
+  nearDedupeMaxChars,
+  SIGNATURE_ANNOTATION,
+  type NearDedupeConfig,
+  type RemoteIndex,
+} from '../operators/near-dedupe.ts';
+import type { ClickHouseStore } from '../sinks/clickhouse/store.ts';
+import { PartitionState, type KeyValueStore } from '../streams/state-store.ts';
+import { sample, samplesOf, through } from './helpers/envelopes.ts';
+
+/** A plain in-memory store whose contents the tests can inspect. */
+function memStore(): KeyValueStore & { map: Map<string, string> } {
+  const map = new Map<string, string>();
+  return {
+    map,
+    get: (k) => map.get(k),
+    put: (k, v) => void map.set(k, v),
+    delete: (k) => void map.delete(k),
+    get size() {
+      return map.size;
+    },
+  };
+}
+
+const random = prng(99);
+const WORDS = 'alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu'.split(' ');
+/** A 30-word text unlike any other this returns. */
+function text(): string {
+  return Array.from({ length: 30 }, () => `${WORDS[Math.floor(random() * WORDS.length)]}${Math.floor(random() * 100)}`).join(' ');
+}
+/** One word changed: J = 27/29 ≈ 0.93 with word 3-shingles. */
+const nearCopy = (t: string) => `${t}!`;
+
+const T0 = 1_700_000_000_000;
+const config: NearDedupeConfig = { ...nearDedupeDefaults, maxEntries: 100, ttlMs: 10_000 };
+let ids = 0;
+const s = (response: string, over: Partial<Sample['rollout']> = {}, extra: Partial<Sample> = {}) =>
+  sample({ id: `id${ids++}`, group_id: 'g1', response, created_at: T0, ...over }, extra);
+const verdicts = (out: Envelope[]) => samplesOf(out).map((x) => (x.reasons.length === 0 ? 'ok' : `${x.reasons.join('+')}→${x.duplicateOf}`));
+
+describe('nearDedupe', () => {
+  it('rejects a near copy in the same group, with the original id, method and similarity', async () => {
+    const a = s('The quick brown fox jumps over the lazy dog and runs across the green field to the river');
+    const b = s('the quick brown fox jumps over the lazy dog and runs across the green field to the river!');
+    const [first, second] = samplesOf(await through(nearDedupe(config, memStore()), [a, b]));
+    expect(first!.reasons).toEqual([]);
+    expect(decodeSketch(first!.annotations[SIGNATURE_ANNOTATION]!)).toEqual(sketchOf(a.rollout.response!, config.minhash));
+    expect(second).toMatchObject({ reasons: ['near_duplicate'], duplicateOf: a.rollout.id, dedupeMethod: 'minhash' });
+    expect(second!.scores['minhash.similarity']).toBeCloseTo(0.90625);
+    expect(second!.annotations[SIGNATURE_ANNOTATION]).toBeUndefined();
+  });
+
+  it('passes empty input, and ticks, dead letters and emits in order', async () => {
+    expect(await through(nearDedupe(config, memStore()), [])).toEqual([]);
+    const t = text();
+    const input: Envelope[] = [
+      { kind: 'tick', now: T0 },
+      { kind: 'dead', source: { topic: 't', partition: 0, offset: '1' }, payload: null, key: null, stage: 'decode', reason: 'x' },
+      s(t),
+      { kind: 'emit', output: 'control', key: 'k', value: {} },
+      s(nearCopy(t)),
+      { kind: 'tick', now: T0 + 1 },
+    ];
+    const out = await through(nearDedupe(config, memStore()), input);
+    expect(out.map((e) => e.kind)).toEqual(['tick', 'dead', 'sample', 'emit', 'sample', 'tick']);
+    expect(out[0]).toBe(input[0]);
+    expect(verdicts(out)).toEqual(['ok', `near_duplicate→${(input[2] as Sample).rollout.id}`]);
+  });
+
+  it('leaves a store untouched on ticks only (event clock)', async () => {
+    const store = memStore();
+    await through(nearDedupe(config, store), [{ kind: 'tick', now: T0 }]);
+    expect(store.size).toBe(0);
+  });
+
+  it('compares within a group in group scope, across groups in global scope', async () => {
+    const t = text();
+    const input = () => [s(t, { group_id: 'g1' }), s(nearCopy(t), { group_id: 'g2' }), s(nearCopy(nearCopy(t)), { group_id: 'g2' })];
+    const grouped = verdicts(await through(nearDedupe(config, memStore()), input()));
+    expect(grouped[0]).toBe('ok');
+    expect(grouped[1]).toBe('ok');
+    expect(grouped[2]).toMatch(/^near_duplicate→/);
+    const global = samplesOf(await through(nearDedupe({ ...config, scope: 'global' }, memStore()), input()));
+    expect(global.map((x) => x.duplicateOf)).toEqual([null, global[0]!.rollout.id, global[0]!.rollout.id]);
+  });
+
+  it('neither checks nor indexes samples already rejected', async () => {
+    const t = text();
+    const rejected = s(t, {}, { reasons: ['duplicate'] });
+    const out = samplesOf(await through(nearDedupe(config, memStore()), [rejected, s(nearCopy(t))]));
+    expect(out[0]).toBe(rejected);
+    expect(out[1]!.reasons).toEqual([]);
+  });
+
+  it('leaves texts with fewer than minShingles shingles alone', async () => {
+    const store = memStore();
+    const out = await through(nearDedupe(config, store), [s('Answer: 4'), s('Answer: 4')]);
+    expect(verdicts(out)).toEqual(['ok', 'ok']);
+    expect(indexEntries(store)).toEqual([]);
+  });
+
+  it('does not call a re-sent rollout a duplicate of itself, nor index it twice', async () => {
+    const store = memStore();
+    const t = text();
+    const out = await through(nearDedupe(config, store), [s(t, { id: 'same' }), s(t, { id: 'same', created_at: T0 + 5 })]);
+    expect(verdicts(out)).toEqual(['ok', 'ok']);
+    expect(indexEntries(store)).toEqual([{ id: 'same', groupId: 'g1', insertedAt: T0, lastSeen: T0 + 5 }]);
+  });
+
+  it('evicts the least recently seen entry at maxEntries', async () => {
+    const store = memStore();
+    const [a, b, c] = [text(), text(), text()];
+    const op = nearDedupe({ ...config, maxEntries: 2 }, store);
+    const out = await through(op, [s(a), s(b), s(c), s(nearCopy(a)), s(nearCopy(c))]);
+    // a was evicted when c came in, so a's copy is new (and evicts b); c's copy is caught.
+    expect(verdicts(out).map((v) => v.split('→')[0])).toEqual(['ok', 'ok', 'ok', 'ok', 'near_duplicate']);
+    // c's hit refreshed it: now the most recently seen.
+    expect(indexEntries(store).map((e) => e.id)).toEqual([samplesOf(out)[3]!.rollout.id, samplesOf(out)[2]!.rollout.id]);
+    // Evicted entries leave nothing behind: meta + 2 × (entry, touch, 16 buckets).
+    expect(store.size).toBe(1 + 2 * (2 + 16));
+  });
+
+  it('keeps a refreshed entry over older ones at maxEntries (LRU)', async () => {
+    const store = memStore();
+    const [a, b, c] = [text(), text(), text()];
+    const out = await through(nearDedupe({ ...config, maxEntries: 2 }, store), [s(a), s(b), s(nearCopy(a)), s(c), s(nearCopy(nearCopy(a)))]);
+    const ids = samplesOf(out).map((x) => x.rollout.id);
+    expect(verdicts(out)).toEqual(['ok', 'ok', `near_duplicate→${ids[0]}`, 'ok', `near_duplicate→${ids[0]}`]);
+    expect(indexEntries(store).map((e) => e.id)).toEqual([ids[3], ids[0]]);
+  });
+
+  it('expires entries last seen more than ttlMs before the newest event time', async () => {
+    const store = memStore();
+    const [a, b] = [text(), text()];
+    const out = await through(nearDedupe(config, store), [
+      s(a, { created_at: T0 }),
+      s(b, { created_at: T0 + 5_000 }),
+      s(nearCopy(a), { created_at: T0 + 10_001 }), // a expired (10_001 > ttl), b not
+      s(nearCopy(b), { created_at: T0 + 10_002 }),
+    ]);
+    expect(verdicts(out).map((v) => v.split('→')[0])).toEqual(['ok', 'ok', 'ok', 'near_duplicate']);
+    expect(indexEntries(store).map((e) => e.insertedAt)).toEqual([T0 + 10_001, T0 + 5_000]);
+  });
+
+  it('does not move the clock back for late samples', async () => {
+    const store = memStore();
+    const [a, b] = [text(), text()];
+    await through(nearDedupe(config, store), [s(a, { created_at: T0 + 20_000 }), s(b, { created_at: T0 })]);
+    expect(indexEntries(store).map((e) => [e.insertedAt, e.lastSeen])).toEqual([
+      [T0 + 20_000, T0 + 20_000],
+      [T0, T0 + 20_000],
+    ]);
+  });
+
+  it('refreshes the original on a hit, so its copies keep being caught; or not, if configured', async () => {
+    const a = text();
+    const input = () => [s(a, { created_at: T0 }), s(nearCopy(a), { created_at: T0 + 8_000 }), s(nearCopy(nearCopy(a)), { created_at: T0 + 15_000 })];
+    const refreshed = verdicts(await through(nearDedupe(config, memStore()), input()));
+    expect(refreshed.map((v) => v.split('→')[0])).toEqual(['ok', 'near_duplicate', 'near_duplicate']);
+    const plain = verdicts(await through(nearDedupe({ ...config, refreshOnHit: false }, memStore()), input()));
+    expect(plain.map((v) => v.split('→')[0])).toEqual(['ok', 'near_duplicate', 'ok']);
+  });
+
+  it('lets ticks expire entries only with the event+tick clock', async () => {
+    const eventOnly = memStore();
+    await through(nearDedupe(config, eventOnly), [s(text()), { kind: 'tick', now: T0 + 60_000 }]);
+    expect(indexEntries(eventOnly)).toHaveLength(1);
+    const withTicks = memStore();
+    await through(nearDedupe({ ...config, clock: 'event+tick' }, withTicks), [s(text()), { kind: 'tick', now: T0 + 60_000 }]);
+    expect(indexEntries(withTicks)).toEqual([]);
+    expect([...withTicks.map.keys()]).toEqual(['m']);
+  });
+
+  it('deletes entries in bulk by their metadata, buckets included', async () => {
+    const store = memStore();
+    const texts = [text(), text(), text()];
+    await through(nearDedupe(config, store), [s(texts[0]!, { group_id: 'gA' }), s(texts[1]!, { group_id: 'gB' }), s(texts[2]!, { group_id: 'gA' })]);
+    expect(deleteWhere(store, (e) => e.groupId === 'gA')).toBe(2);
+    expect(deleteWhere(memStore(), () => true)).toBe(0);
+    expect(indexEntries(store).map((e) => e.groupId)).toEqual(['gB']);
+    expect(store.size).toBe(1 + 2 + 16);
+    const out = await through(nearDedupe(config, store), [s(nearCopy(texts[0]!), { group_id: 'gA' }), s(nearCopy(texts[1]!), { group_id: 'gB' })]);
+    expect(verdicts(out).map((v) => v.split('→')[0])).toEqual(['ok', 'near_duplicate']);
+  });
+
+  it('continues on the same store after a restart (committed state, new operator instance)', async () => {
+    const state = new PartitionState(0, ['near-dedupe']);
+    const [a, b, c] = [text(), text(), text()];
+    const bounded = { ...config, maxEntries: 2 };
+    await through(nearDedupe(bounded, state.store('near-dedupe')), [s(a), s(b)]);
+    state.commit();
+    const restarted = nearDedupe(bounded, state.store('near-dedupe'));
+    const out = await through(restarted, [s(nearCopy(b)), s(c), s(nearCopy(a)), s(nearCopy(nearCopy(b)))]);
+    // b's hit refreshed it, so c evicted a.
+    expect(verdicts(out).map((v) => v.split('→')[0])).toEqual(['near_duplicate', 'ok', 'ok', 'ok']);
+  });
+
+  it('decides and stores identically in two instances over the same input', async () => {
+    const base = [text(), text(), text()];
+    const input = base.flatMap((t, i) => [s(t, { created_at: T0 + i * 4_000 }), s(nearCopy(t), { created_at: T0 + i * 4_000 + 1 })]);
+    const [x, y] = [memStore(), memStore()];
+    const outX = await through(nearDedupe(config, x), input);
+    const outY = await through(nearDedupe({ ...config, minhash: { ...minHashDefaults } }, y), input);
+    expect(outY).toEqual(outX);
+    expect([...y.map]).toEqual([...x.map]);
+  });
+
+  it('consults the remote index only when the local one has no near duplicate', async () => {
+    const [t, u, v] = [text(), text(), text()];
+    const asked: string[][] = [];
+    /** A remote cache holding these texts, answering by shared band keys as the broadcast cache would. */
+    const remoteOf = (entries: Record<string, string>): RemoteIndex => ({
+      candidates(keys) {
+        asked.push(keys);
+        return Object.entries(entries)
+          .map(([id, body]) => ({ id, signature: sketchOf(body, config.minhash) }))
+          .filter((c) => bandKeys(c.signature, config.minhash, 'g1/').some((k) => keys.includes(k)));
+      },
+    });
+    const remote = remoteOf({ 'remote-1': t, self: u });
+    const out = await through(nearDedupe(config, memStore(), remote), [s(nearCopy(t)), s(nearCopy(nearCopy(t))), s(u, { id: 'self' })]);
+    // Remote hits are not indexed locally, so the second copy is again remote-1's; "self" is the sample itself.
+    expect(verdicts(out)).toEqual(['near_duplicate→remote-1', 'near_duplicate→remote-1', 'ok']);
+    expect(asked[0]).toEqual(bandKeys(sketchOf(nearCopy(t), config.minhash), config.minhash, 'g1/'));
+    asked.length = 0;
+    const local = await through(nearDedupe(config, memStore(), remote), [s(v), s(nearCopy(v))]);
+    expect(verdicts(local)[1]).toBe(`near_duplicate→${samplesOf(local)[0]!.rollout.id}`);
+    expect(asked).toHaveLength(1);
+  });
+
+  it('drops an index built under another layout on first use', async () => {
+    const store = memStore();
+    const t = text();
+    await through(nearDedupe(config, store), [s(t)]);
+    const reseeded = { ...config, minhash: { ...minHashDefaults, seed: 2 } };
+    const out = await through(nearDedupe(reseeded, store), [s(nearCopy(t))]);
+    expect(verdicts(out)).toEqual(['ok']);
+    expect(indexEntries(store)).toHaveLength(1);
+    expect(store.size).toBe(1 + 2 + 16);
+  });
+
+  it('dead-letters a sample whose state cannot be written, and goes on', async () => {
+    const store = memStore();
+    let broken = true;
+    const flaky: KeyValueStore = { ...store, get: store.get, put: (k, v) => (broken ? (() => { throw new Error('store unavailable'); })() : store.put(k, v)), get size() { return store.size; } };
+    const op = nearDedupe(config, flaky);
+    const out = await through(op, [s(text())]);
+    expect(out[0]).toMatchObject({ kind: 'dead', stage: 'near-dedupe', reason: 'store unavailable' });
+    broken = false;
+    expect(verdicts(await through(op, [s(text())]))).toEqual(['ok']);
+  });
+
+  it('rejects invalid configs up front', () => {
+    expect(() => nearDedupe({ ...config, threshold: 0 }, memStore())).toThrow(/threshold/);
+    expect(() => nearDedupe({ ...config, maxEntries: 0 }, memStore())).toThrow(/maxEntries/);
+    expect(() => nearDedupe({ ...config, minhash: { ...minHashDefaults, bands: 5 } }, memStore())).toThrow(/divide/);
+  });
+
+  it('stays within its stated memory bound', async () => {
+    const store = memStore();
+    const bounded = { ...config, maxEntries: 50 };
+    const long = (i: number) => `${String(i).padStart(36, 'x')}`;
+    const input = Array.from({ length: 120 }, (_, i) => s(text(), { id: long(i), group_id: long(i % 7) }));
+    await through(nearDedupe(bounded, store), input);
+    const chars = [...store.map].reduce((n, [k, v]) => n + k.length + v.length, 0);
+    const perEntry = indexEntryChars(layoutOf(bounded), { idChars: 36, groupChars: 36 });
+    console.log(`near-dedupe index: ${(chars / 50).toFixed(0)} chars per entry measured, bound ${perEntry} (group scope, 36-char ids)`);
+    expect(indexEntries(store)).toHaveLength(50);
+    expect(chars).toBeLessThanOrEqual(nearDedupeMaxChars(bounded));
+    expect(chars / 50).toBeGreaterThan(perEntry * 0.6);
+  });
+});
+
+describe('corpus seeding', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flywheel-seed-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const corpus = [text(), text(), text()];
+  const jsonl = join(dir, 'corpus.jsonl');
+  writeFileSync(
+    jsonl,
+    [
+      JSON.stringify({ id: 'c0', prompt: 'What is 2 + 2?', response: corpus[0], group_id: 'g1', created_at: T0 }),
+      '',
+      JSON.stringify({ id: 'c1', prompt: 'What is 3 + 3?', response: corpus[1], group_id: 'g1', created_at: new Date(T0 + 1).toISOString() }),
+      JSON.stringify({ id: 'c2', prompt: 'Trajectory', steps: [{ role: 'assistant', content: corpus[2] }], group_id: 'g1' }),
+      JSON.stringify({ id: 'c3', prompt: 'What is 2 + 2?', response: nearCopy(corpus[0]!), group_id: 'g1' }),
+    ].join('\n'),
+  );
+  const collect = async <T>(items: AsyncIterable<T>) => {
+    const out: T[] = [];
+    for await (const item of items) out.push(item);
+    return out;
+  };
+
+  it('reads JSON lines, naming a malformed line', async () => {
+    const items = await collect(jsonlItems(jsonl));
+    expect(items.map((i) => [i.id, i.at])).toEqual([
+      ['c0', T0],
+      ['c1', T0 + 1],
+      ['c2', undefined],
+      ['c3', undefined],
+    ]);
+    expect(items[2]!.response).toBe(`assistant: ${corpus[2]}`);
+    const bad = join(dir, 'bad.jsonl');
+    writeFileSync(bad, `${JSON.stringify({ id: 'x', prompt: 'p', response: 'r' })}\n{"id": 1, "prompt": "p", "response": "r"}\n`);
+    await expect(collect(jsonlItems(bad))).rejects.toThrow(/bad\.jsonl:2: "id" must be a string/);
+  });
+
+  it('seeds near-dedupe so a near copy of a seeded item is rejected as its duplicate', async () => {
+    const store = memStore();
+    const result = await seedNearDedupe(store, config, jsonlItems(jsonl));
+    expect(result).toEqual({ inserted: 3, duplicates: 1, skipped: 0 });
+    // c3 is c0's near copy: not indexed, and its hit made c0 the most recently seen.
+    expect(indexEntries(store).map((e) => e.id)).toEqual(['c1', 'c2', 'c0']);
+    const out = await through(nearDedupe(config, store), [s(nearCopy(nearCopy(corpus[1]!)), { created_at: T0 + 2 }), s(text(), { created_at: T0 + 3 })]);
+    expect(verdicts(out)).toEqual(['near_duplicate→c1', 'ok']);
+  });
+
+  it('seeds within the same bounds and TTL as streaming', async () => {
+    const store = memStore();
+    await seedNearDedupe(store, { ...config, maxEntries: 2 }, jsonlItems(jsonl));
+    // c2 evicted c0, so c0's copy c3 is new and evicts c1.
+    expect(indexEntries(store).map((e) => e.id)).toEqual(['c2', 'c3']);
+    const expiring = memStore();
+    const items: CorpusItem[] = [
+      { id: 'old', prompt: 'p', response: text(), groupId: 'g1', at: T0 },
+      { id: 'new', prompt: 'p', response: text(), groupId: 'g1', at: T0 + 20_000 },
+    ];
+    await seedNearDedupe(expiring, config, collectable(items));
+    expect(indexEntries(expiring).map((e) => e.id)).toEqual(['new']);
+  });
+
+  it('seeds texts given directly, and refuses items without a group in group scope', async () => {
+    const store = memStore();
+    const t = text();
+    expect(await seedNearDedupe(store, { ...config, scope: 'global' }, collectable([{ id: 't0', text: t }, { id: 't1', text: 'too short' }]))).toEqual({ inserted: 1, duplicates: 0, skipped: 1 });
+    await expect(seedNearDedupe(memStore(), config, collectable([{ id: 'x', text: t }]))).rejects.toThrow(/no group id/);
+  });
+
+  it('seeds exact-dedupe under its own key layout', async () => {
+    const store = memStore();
+    expect(await seedExactDedupe(store, { scope: 'group' }, jsonlItems(jsonl))).toBe(4);
+    expect(await seedExactDedupe(store, { scope: 'group' }, jsonlItems(jsonl))).toBe(0);
+    const copy = s(`  ${corpus[0]!.toUpperCase()} `, { prompt: 'What is 2 + 2?' });
+    const trajectory = s('', { prompt: 'Trajectory', response: null, steps: [{ role: 'assistant', content: corpus[2]! }] });
+    const out = await through(exactDedupe({ scope: 'group' }, store), [copy, trajectory]);
+    expect(samplesOf(out).map((x) => x.duplicateOf)).toEqual(['c0', 'c2']);
+  });
+
+  it('reads accepted samples from ClickHouse page by page, or with a given query', async () => {
+    const rows = Array.from({ length: 5 }, (_, i) => ({ id: `r${i}`, prompt: 'p', response: `response ${i}`, group_id: 'g', created_s: 1_700_000_000 + i }));
+    const calls: Array<{ sql: string; params?: Record<string, string | number> }> = [];
+    const store: QueryStore = {
+      async query<T>(sql: string, params?: Record<string, string | number>) {
+        calls.push({ sql, ...(params ? { params } : {}) });
+        const offset = Number(params?.offset ?? 0);
+        return rows.slice(offset, offset + Number(params?.n ?? rows.length)) as T[];
+      },
+    };
+    const items = await collect(clickhouseItems(store, undefined, 2));
+    expect(items.map((i) => i.id)).toEqual(['r0', 'r1', 'r2', 'r3', 'r4']);
+    expect(items[1]).toEqual({ id: 'r1', prompt: 'p', response: 'response 1', groupId: 'g', at: 1_700_000_001_000 });
+    expect(calls.map((c) => c.params)).toEqual([
+      { offset: 0, n: 2 },
+      { offset: 2, n: 2 },
+      { offset: 4, n: 2 },
+    ]);
+    expect(calls[0]!.sql).toMatch(/FROM samples WHERE decision = 'accepted' ORDER BY created_at, id LIMIT \{offset:UInt64\}, \{n:UInt32\}$/);
+    calls.length = 0;
+    expect(await collect(clickhouseItems(store, 'SELECT id, prompt, response FROM samples'))).toHaveLength(5);
+    expect(calls).toEqual([{ sql: 'SELECT id, prompt, response FROM samples' }]);
+    // The real store fits the minimal interface (checked by tsc).
+    const fits = (x: ClickHouseStore): QueryStore => x;
+    expect(fits).toBeTypeOf('function');
+  });
+});
+
+async function* collectable<T>(items: T[]): AsyncGenerator<T> {
+  yield* items;
+}

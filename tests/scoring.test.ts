@@ -1,0 +1,236 @@
+import { describe, expect, it } from 'vitest';
+import type { Envelope } from '../operators/envelope.ts';
+import { featureDefaults, featureLayout, featureSize, featurize, fnv1a, textFeatures, type FeatureConfig } from '../operators/features.ts';
+import { heuristics, heuristicsDefaults, repetition, type HeuristicsConfig } from '../operators/heuristics.ts';
+import { rewardCombine, rewardCombineDefaults, type RewardCombineConfig } from '../operators/reward-combine.ts';
+import { ExpressionError, parseExpression } from '../operators/scoring-expression.ts';
+import { selfCertainty, selfCertaintyDefaults } from '../operators/self-certainty.ts';
+import { sample, samplesOf, through } from './helpers/envelopes.ts';
+
+const ticks: Envelope[] = [{ kind: 'tick', now: 1 }, { kind: 'tick', now: 2 }];
+
+function cosine(a: Float32Array, b: Float32Array): number {
+  let [ab, aa, bb] = [0, 0, 0];
+  a.forEach((x, i) => ((ab += x * b[i]!), (aa += x * x), (bb += b[i]! ** 2)));
+  return ab / Math.sqrt(aa * bb);
+}
+
+describe('features', () => {
+  const config: FeatureConfig = { ...featureDefaults, dims: 256, rewardNames: ['correct', 'style'] };
+
+  it('hashes with FNV-1a over UTF-8 (the published test vectors, and non-ASCII text)', () => {
+    expect(fnv1a('')).toBe(0x811c9dc5);
+    expect(fnv1a('a')).toBe(0xe40c292c);
+    expect(fnv1a('foobar')).toBe(0xbf9cf968);
+    const reference = (text: string) => Buffer.from(text, 'utf8').reduce((h, b) => Math.imul(h ^ b, 0x01000193) >>> 0, 0x811c9dc5);
+    for (const text of ['é', '日本語', 'smile 🙂', 'w2:x y']) expect(fnv1a(text)).toBe(reference(text));
+  });
+
+  it('lays out l2-normalised hashed n-grams, then the named numeric tail', () => {
+    const r = sample({ prompt: 'What is 2 + 2?', response: 'Answer: 4', token_count: 7, rewards: { correct: 1 }, logprobs: [-0.5, -1.5] }).rollout;
+    const v = featurize(r, config);
+    expect(featureLayout(config)).toEqual(['log_chars', 'log_tokens', 'reward:correct', 'reward:style', 'logprob_mean', 'logprob_min', 'logprob_std', 'logprob_present']);
+    expect(v).toHaveLength(featureSize(config));
+    expect(Math.hypot(...v.slice(0, 256))).toBeCloseTo(1, 5);
+    const tail = Array.from(v.slice(256));
+    const expected = [Math.log1p('What is 2 + 2?\nAnswer: 4'.length), Math.log1p(7), 1, 0, -1, -1.5, 0.5, 1];
+    tail.forEach((x, i) => expect(x).toBeCloseTo(expected[i]!, 5));
+  });
+
+  it('is deterministic and gives zeros, not NaN, for empty text and absent log-probs', () => {
+    const r = sample({ prompt: '', response: '', token_count: 0, rewards: {}, logprobs: null }).rollout;
+    const v = featurize(r, config);
+    expect(Array.from(v)).toEqual(Array.from(featurize(r, config)));
+    expect(Array.from(v.slice(0, 256)).every((x) => x === 0)).toBe(true);
+    expect(Array.from(v.slice(256 + 4))).toEqual([0, 0, 0, 0]);
+    expect(Array.from(featurize(sample({ logprobs: [] }).rollout, config).slice(-4))).toEqual([0, 0, 0, 0]);
+  });
+
+  it('puts near copies close and unrelated texts apart', () => {
+    const a = textFeatures('The derivative of x squared is two x, so the slope at 3 is 6.', config);
+    const b = textFeatures('the derivative of x squared is 2x, so the slope at 3 is six', config);
+    const c = textFeatures('Paris is the capital of France and sits on the Seine.', config);
+    expect(cosine(a, b)).toBeGreaterThan(0.6);
+    expect(cosine(a, c)).toBeLessThan(0.3);
+  });
+
+  it('hashes only the first maxChars characters', () => {
+    const short: FeatureConfig = { ...config, maxChars: 10 };
+    expect(Array.from(textFeatures('0123456789 and more', short))).toEqual(Array.from(textFeatures('0123456789 else', short)));
+  });
+
+  it('throws on non-finite rewards and log-probs, and reads only own reward properties', () => {
+    expect(() => featurize(sample({ rewards: { correct: Number.POSITIVE_INFINITY } }).rollout, config)).toThrow('reward correct is not finite');
+    expect(() => featurize(sample({ logprobs: [-1, Number.NaN] }).rollout, config)).toThrow('log-prob NaN is not finite');
+    const odd = featurize(sample({ rewards: {} }).rollout, { ...config, rewardNames: ['constructor'] });
+    expect(odd[256 + 2]).toBe(0);
+  });
+});
+
+describe('selfCertainty', () => {
+  it('scores mean and min log-prob and exp(mean) as confidence', async () => {
+    const [out] = samplesOf(await through(selfCertainty(selfCertaintyDefaults), [sample({ logprobs: [-0.1, -0.3, -2] })]));
+    expect(out!.scores['certainty.mean_logprob']).toBeCloseTo(-0.8, 6);
+    expect(out!.scores['certainty.min_logprob']).toBeCloseTo(-2, 6);
+    expect(out!.scores['certainty.confidence']).toBeCloseTo(Math.exp(-0.8), 6);
+  });
+
+  it('gives no score, not 0, without log-probs; dead-letters a non-finite one; passes ticks', async () => {
+    const out = await through(selfCertainty({ name: 'c' }), [sample({ logprobs: null }), sample({ logprobs: [] }), sample({ logprobs: [Number.NaN] }), ...ticks]);
+    expect(out[0]).toMatchObject({ kind: 'sample', scores: {} });
+    expect(out[1]).toMatchObject({ kind: 'sample', scores: {} });
+    expect(out[2]).toMatchObject({ kind: 'dead', stage: 'self-certainty', reason: 'log-prob NaN is not finite' });
+    expect(out.slice(3)).toEqual(ticks);
+    expect(await through(selfCertainty({ name: 'c' }), [])).toEqual([]);
+  });
+});
+
+describe('parseExpression', () => {
+  const run = (source: string, values: Record<string, number> = {}) => {
+    const e = parseExpression(source);
+    return e.evaluate(e.names.map((n) => values[n]!));
+  };
+
+  it('follows arithmetic precedence and unary minus', () => {
+    expect(run('1 + 2 * 3')).toBe(7);
+    expect(run('(1 + 2) * 3')).toBe(9);
+    expect(run('8 / 4 / 2')).toBe(1);
+    expect(run('2 - -1')).toBe(3);
+    expect(run('-2 * 3 + .5e1')).toBe(-1);
+  });
+
+  it('gives 1 or 0 for comparisons and logic, with words or symbols', () => {
+    expect(run('a >= 0.5 and b < 1', { a: 0.5, b: 0 })).toBe(1);
+    expect(run('a > 1 || b', { a: 0, b: 0 })).toBe(0);
+    expect(run('not a == 1 && !0', { a: 2 })).toBe(1);
+    expect(run('1 + 1 != 2 or 3 <= 2')).toBe(0);
+    expect(run('a * (b > 0.5)', { a: 0.8, b: 0.9 })).toBe(0.8);
+  });
+
+  it('calls min and max, reads dotted and quoted names, and lists names once in first-use order', () => {
+    const e = parseExpression('max(rule.reward, "odd-name") + min(rule.reward, 1, \'and\')');
+    expect(e.names).toEqual(['rule.reward', 'odd-name', 'and']);
+    expect(e.evaluate([0.5, 0.25, 0])).toBe(0.5);
+  });
+
+  it('reports a bad expression with its 1-based position', () => {
+    const cases: Array<[string, number, string]> = [
+      ['a + )', 5, 'expected a value but found ")"'],
+      ['min(a', 6, 'expected ")" but found end of input'],
+      ['foo(1)', 1, 'unknown function "foo" (known: min, max)'],
+      ['"abc', 1, 'unterminated quoted name'],
+      ['a $ b', 3, 'unexpected character "$"'],
+      ['', 1, 'expected a value but found end of input'],
+      ['a b', 3, 'unexpected "b"'],
+      ['min()', 5, 'min() needs at least one argument'],
+      ['a < b < c', 7, 'comparisons cannot be chained'],
+      ['x and or y', 7, 'expected a value but found "or"'],
+    ];
+    for (const [source, position, problem] of cases) {
+      let error: unknown;
+      try {
+        parseExpression(source);
+      } catch (err) {
+        error = err;
+      }
+      expect(error, source).toBeInstanceOf(ExpressionError);
+      expect((error as ExpressionError).position, source).toBe(position);
+      expect((error as ExpressionError).message, source).toContain(`${problem} at position ${position}`);
+    }
+  });
+
+  it('treats code-like input as names, never as code', () => {
+    const e = parseExpression('constructor + __proto__');
+    expect(e.names).toEqual(['constructor', '__proto__']);
+    expect(() => parseExpression('process.exit(1)')).toThrow('unknown function "process.exit"');
+  });
+});
+
+describe('rewardCombine', () => {
+  const cfg = (overrides: Partial<RewardCombineConfig>): RewardCombineConfig => ({ ...rewardCombineDefaults, ...overrides });
+  const combined = async (config: RewardCombineConfig, ...samples: ReturnType<typeof sample>[]) =>
+    samplesOf(await through(rewardCombine(config), samples)).map((s) => s.scores[config.name]);
+
+  it('weights inputs, as a mean or a plain sum', async () => {
+    const s = sample({ rewards: { correct: 1, style: 0 } });
+    expect(await combined(cfg({ weights: { correct: 3, style: 1 } }), s)).toEqual([0.75]);
+    expect(await combined(cfg({ weights: { correct: 3, style: -1 }, normalize: false }), sample({ rewards: { correct: 1, style: 1 } }))).toEqual([2]);
+  });
+
+  it('takes the min or max, reading scores before rewards', async () => {
+    const s = sample({ rewards: { correct: 1, judge: 0.2 } }, { scores: { judge: 0.6 } });
+    expect(await combined(cfg({ mode: 'min', inputs: ['correct', 'judge'] }), s)).toEqual([0.6]);
+    expect(await combined(cfg({ mode: 'max', inputs: ['judge'] }), s)).toEqual([0.6]);
+  });
+
+  it('evaluates an expression over scores and rewards', async () => {
+    const config = cfg({ mode: 'expression', expression: 'correct * (certainty.confidence > 0.5) + 0.1 * min(rule.format, 1)' });
+    const s = sample({ rewards: { correct: 1 } }, { scores: { 'certainty.confidence': 0.7, 'rule.format': 1 } });
+    const [value] = await combined(config, s);
+    expect(value).toBeCloseTo(1.1, 10);
+  });
+
+  it('skips or zeroes a missing input, and writes no score for a non-finite result', async () => {
+    const missing = sample({ rewards: { correct: 1 } });
+    expect(await combined(cfg({ mode: 'min', inputs: ['correct', 'judge'] }), missing)).toEqual([undefined]);
+    expect(await combined(cfg({ mode: 'min', inputs: ['correct', 'judge'], onMissing: 'zero' }), missing)).toEqual([0]);
+    expect(await combined(cfg({ mode: 'expression', expression: 'correct / (correct - 1)' }), missing)).toEqual([undefined]);
+    expect(await combined(cfg({ mode: 'expression', expression: 'constructor + 1' }), missing)).toEqual([undefined]);
+  });
+
+  it('refuses a bad config when built, naming the problem', () => {
+    expect(() => rewardCombine(cfg({ weights: {} }))).toThrow('needs at least one entry in weights');
+    expect(() => rewardCombine(cfg({ weights: { a: 1, b: -1 } }))).toThrow('weights must sum to more than 0');
+    expect(() => rewardCombine(cfg({ mode: 'max' }))).toThrow('needs at least one name in inputs');
+    expect(() => rewardCombine(cfg({ mode: 'expression', expression: 'a +' }))).toThrow('at position 4');
+  });
+
+  it('passes ticks and dead letters through, in order, and handles empty input', async () => {
+    const dead: Envelope = { kind: 'dead', source: { topic: 't', partition: 0, offset: '1' }, payload: null, key: null, stage: 'decode', reason: 'x' };
+    const out = await through(rewardCombine(cfg({ weights: { correct: 1 } })), [ticks[0]!, dead, sample(), ticks[1]!]);
+    expect(out.map((e) => e.kind)).toEqual(['tick', 'dead', 'sample', 'tick']);
+    expect(await through(rewardCombine(cfg({ weights: { correct: 1 } })), [])).toEqual([]);
+  });
+});
+
+describe('heuristics', () => {
+  const cfg = (overrides: Partial<HeuristicsConfig> = {}): HeuristicsConfig => ({ ...heuristicsDefaults, ...overrides });
+  const scores = async (config: HeuristicsConfig, ...samples: ReturnType<typeof sample>[]) =>
+    samplesOf(await through(heuristics(config), samples)).map((s) => s.scores);
+
+  it('measures length, repetition, overthinking and format', async () => {
+    const config = cfg({ overthinking: { maxTokens: 100, answerPattern: 'Answer:' }, format: { pattern: '^answer:\\s*\\d+$', flags: 'im' } });
+    const [s] = await scores(config, sample({ response: 'so so so so\nAnswer: 4', token_count: 12 }));
+    expect(s).toEqual({ 'heuristic.chars': 21, 'heuristic.tokens': 12, 'heuristic.repetition': 0.25, 'heuristic.overthinking': 0, 'heuristic.format': 1 });
+  });
+
+  it('flags a long chain without an answer as overthinking, but not a long one that answers', async () => {
+    const config = cfg({ overthinking: { maxTokens: 100, answerPattern: 'Answer:' } });
+    const out = await scores(config, sample({ response: 'hmm, wait, let me reconsider', token_count: 101 }), sample({ response: 'long... Answer: 4', token_count: 5000 }), sample({ response: 'hmm', token_count: 100 }));
+    expect(out.map((s) => s['heuristic.overthinking'])).toEqual([1, 0, 0]);
+  });
+
+  it('counts repeated word n-grams and gives 0 below n words', () => {
+    expect(repetition('a b c a b c', 3)).toBe(0.25);
+    expect(repetition('One two', 3)).toBe(0);
+    expect(repetition('', 1)).toBe(0);
+    expect(repetition('Yes yes YES', 1)).toBeCloseTo(2 / 3, 10);
+  });
+
+  it('reads trajectory steps without a response and writes only the named scores', async () => {
+    const config = cfg({ names: { chars: 'len', tokens: null, repetition: null, overthinking: null, format: 'fmt' }, format: { pattern: 'Answer:', flags: '' } });
+    const [s] = await scores(config, sample({ response: null, steps: [{ role: 'assistant', content: 'Answer: 4' }] }));
+    expect(s).toEqual({ len: 9, fmt: 1 });
+  });
+
+  it('refuses a bad or stateful pattern when built, naming the field', () => {
+    expect(() => heuristics(cfg({ format: { pattern: '(', flags: '' } }))).toThrow('heuristics format.pattern');
+    expect(() => heuristics(cfg({ format: { pattern: 'a', flags: 'g' } }))).toThrow('flags "g" and "y" are not allowed');
+    expect(() => heuristics(cfg({ overthinking: { maxTokens: 1, answerPattern: '[' } }))).toThrow('heuristics overthinking.answerPattern');
+  });
+
+  it('passes ticks through and handles empty input', async () => {
+    expect(await through(heuristics(cfg()), ticks)).toEqual(ticks);
+    expect(await through(heuristics(cfg()), [])).toEqual([]);
+  });
+});
