@@ -21,6 +21,7 @@ export interface Compensation {
 /** The memory as JSON; keys are little-endian float32 bytes in base64, entries oldest first. */
 export interface ErrorMemoryJSON {
   capacity: number;
+  retiredBelow: string | null;
   entries: Array<{ key: string; error: number; modelVersion: string; at: number }>;
 }
 
@@ -37,7 +38,9 @@ export type VersionOrder = (a: string, b: string) => number;
  *   minSimilarity (and above 0), the k most similar (ties: the most recent), and their
  *   similarity-weighted mean error. O(size × dim) per lookup.
  * - `retire(version)`: the scorer was retrained into `version`, which has absorbed the errors
- *   of older versions; those are dropped so they do not correct a bias that is gone.
+ *   of older versions; those are dropped so they do not correct a bias that is gone, and so are
+ *   their labels still in flight (`add` ignores them afterwards). Versions are ordered by
+ *   `versionOrder`; retiring a version older than an earlier retire changes nothing.
  * - In memory, shared by all partitions of a worker (fed from a broadcast topic by the
  *   pipeline); `toJSON`/`fromJSON` let a worker rebuild it from a snapshot.
  */
@@ -46,6 +49,7 @@ export class ErrorMemory {
   private slots: Array<StoredEntry | undefined>;
   private head = 0;
   private count = 0;
+  private retiredBelow: string | null = null;
 
   constructor(
     readonly capacity: number,
@@ -59,8 +63,10 @@ export class ErrorMemory {
     return this.count;
   }
 
-  add(entry: ErrorEntry): void {
+  /** Stores the error unless its version is retired; returns whether it was stored. */
+  add(entry: ErrorEntry): boolean {
     if (!Number.isFinite(entry.error)) throw new Error(`error memory: error must be finite, got ${entry.error}`);
+    if (this.isRetired(entry.modelVersion)) return false;
     // A copy: the caller may reuse its buffer.
     const stored = { ...entry, key: Float32Array.from(entry.key), norm: norm(entry.key) };
     if (this.count < this.capacity) {
@@ -70,6 +76,7 @@ export class ErrorMemory {
       this.slots[this.head] = stored;
       this.head = (this.head + 1) % this.capacity;
     }
+    return true;
   }
 
   compensation(vector: Vector, k: number, minSimilarity: number): Compensation {
@@ -92,7 +99,9 @@ export class ErrorMemory {
 
   /** Drops errors recorded against versions older than `modelVersion`; returns how many. */
   retire(modelVersion: string): number {
-    const kept = [...this.oldestFirst()].filter((e) => this.versionOrder(e.modelVersion, modelVersion) >= 0);
+    if (this.isRetired(modelVersion)) return 0;
+    this.retiredBelow = modelVersion;
+    const kept = [...this.oldestFirst()].filter((e) => !this.isRetired(e.modelVersion));
     const dropped = this.count - kept.length;
     this.slots = new Array<StoredEntry | undefined>(this.capacity);
     kept.forEach((e, i) => (this.slots[i] = e));
@@ -104,14 +113,20 @@ export class ErrorMemory {
   toJSON(): ErrorMemoryJSON {
     return {
       capacity: this.capacity,
+      retiredBelow: this.retiredBelow,
       entries: [...this.oldestFirst()].map((e) => ({ key: encodeVector(e.key), error: e.error, modelVersion: e.modelVersion, at: e.at })),
     };
   }
 
   static fromJSON(json: ErrorMemoryJSON, versionOrder: VersionOrder = naturalOrder): ErrorMemory {
     const memory = new ErrorMemory(json.capacity, versionOrder);
+    memory.retiredBelow = json.retiredBelow;
     for (const e of json.entries) memory.add({ key: decodeVector(e.key), error: e.error, modelVersion: e.modelVersion, at: e.at });
     return memory;
+  }
+
+  private isRetired(modelVersion: string): boolean {
+    return this.retiredBelow !== null && this.versionOrder(modelVersion, this.retiredBelow) < 0;
   }
 
   private *oldestFirst(): Generator<StoredEntry> {
@@ -151,13 +166,14 @@ function norm(v: Vector): number {
   return Math.sqrt(dot(v, v));
 }
 
-function encodeVector(v: Vector): string {
+/** A vector as little-endian float32 bytes in base64: the form keys travel in on topics and snapshots. */
+export function encodeVector(v: Vector): string {
   const bytes = Buffer.alloc(v.length * 4);
   v.forEach((x, i) => bytes.writeFloatLE(x, i * 4));
   return bytes.toString('base64');
 }
 
-function decodeVector(text: string): Vector {
+export function decodeVector(text: string): Vector {
   const bytes = Buffer.from(text, 'base64');
   const v = new Float32Array(bytes.length / 4);
   for (let i = 0; i < v.length; i++) v[i] = bytes.readFloatLE(i * 4);

@@ -36,7 +36,8 @@ export function sessionCurator(open: () => Session): Curator {
         return true;
       };
       return source.subscribe({
-        next: (envelope) => void emit((out) => session.next(envelope, out)),
+        // After a failure the batch is lost anyway; later input must not touch state.
+        next: (envelope) => void (subscriber.closed || emit((out) => session.next(envelope, out))),
         error: (err: unknown) => subscriber.error(err),
         complete: () => {
           if (emit((out) => session.complete?.(out))) subscriber.complete();

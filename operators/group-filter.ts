@@ -48,15 +48,13 @@ interface OpenGroup {
   target: number;
   /** Smallest created_at among its samples. */
   firstCreatedAt: number;
-  /** The last tick's `now` when the group opened; null until the first tick after that. */
+  /** `now` of the first tick after the group opened: its processing-time arrival; null before that tick. */
   firstArrival: number | null;
 }
 
 interface Index {
   /** Largest created_at seen: the event-time clock. */
   watermark: number | null;
-  /** The last tick's `now`: the processing-time clock. */
-  lastTick: number | null;
   /** Open groups in opening order. */
   open: Array<[string, OpenGroup]>;
 }
@@ -74,18 +72,20 @@ const sampleKey = (group: string, i: number) => `s:${group}:${i}`;
  * 2. The group is released when it holds `group_size` (tag) or `groupSize` samples, capped at
  *    `maxGroupSize` (release "complete"); when its wait runs out (release "timeout"): in event
  *    time once a later sample's created_at exceeds the group's earliest created_at +
- *    maxWaitMs, in processing time once a tick's `now` exceeds the tick time at which the group
- *    was first seen + maxWaitMs; or when opening another group would exceed `maxOpenGroups`,
- *    the oldest first (release "evicted").
+ *    maxWaitMs, in processing time once a tick's `now` exceeds maxWaitMs + the `now` of the
+ *    first tick after the group opened (exact to one tick interval); or when opening another
+ *    group would exceed `maxOpenGroups`, the oldest first (release "evicted").
  * 3. A released group's samples leave consecutively in arrival order, annotated `group.size`,
  *    `group.mean_reward` (over samples not yet rejected that carry the reward) and
  *    `group.release`. If at least `minVarianceSamples` such samples all have the same reward
  *    (all right or all wrong), every sample of the group gets `group:no_variance`; a group
  *    released early with fewer than `minSize` samples gets `group:incomplete` when
  *    `onIncomplete` is "reject".
- * 4. A sample of a group already released opens a new group with the same id.
+ * 4. A sample of a group already released opens a new group with the same id; in event time, a
+ *    sample older than the newest created_at − maxWaitMs is released at once.
  *
- * State: each held sample under its own key, plus one index of open groups and the two clocks.
+ * State: each held sample under its own key, plus one index of open groups and the event-time
+ * clock. A tick that times nothing out and starts no group's clock writes nothing.
  * The index is read when a batch starts and written back when the batch's input completes,
  * before completion goes downstream (the processor completes every batch before it commits),
  * so a restarted operator continues where the committed state left off.
@@ -123,7 +123,7 @@ export function groupFilter(config: GroupFilterConfig, store: KeyValueStore): Cu
           if (open.size < config.maxOpenGroups) break;
           release(oldId, oldest, 'evicted', out);
         }
-        group = { count: 0, target: Math.min(config.groupSize ?? config.maxGroupSize, config.maxGroupSize), firstCreatedAt: r.created_at, firstArrival: processingTime ? index.lastTick : null };
+        group = { count: 0, target: Math.min(config.groupSize ?? config.maxGroupSize, config.maxGroupSize), firstCreatedAt: r.created_at, firstArrival: null };
         open.set(r.group_id, group);
       }
       store.put(sampleKey(r.group_id, group.count), serializeSample(sample));
@@ -144,11 +144,11 @@ export function groupFilter(config: GroupFilterConfig, store: KeyValueStore): Cu
     };
 
     const onTick = (now: number, out: Envelope[]) => {
-      index.lastTick = now;
-      dirty = true;
       for (const [id, g] of open) {
         if (g.firstArrival === null) g.firstArrival = now;
         else if (now - g.firstArrival > config.maxWaitMs) release(id, g, 'timeout', out);
+        else continue;
+        dirty = true;
       }
     };
 
@@ -163,7 +163,7 @@ export function groupFilter(config: GroupFilterConfig, store: KeyValueStore): Cu
         }
       },
       complete() {
-        if (dirty) store.put(INDEX_KEY, JSON.stringify({ watermark: index.watermark, lastTick: index.lastTick, open: [...open] } satisfies Index));
+        if (dirty) store.put(INDEX_KEY, JSON.stringify({ watermark: index.watermark, open: [...open] } satisfies Index));
       },
     };
   });
@@ -171,7 +171,7 @@ export function groupFilter(config: GroupFilterConfig, store: KeyValueStore): Cu
 
 function loadIndex(store: KeyValueStore): Index {
   const text = store.get(INDEX_KEY);
-  return text === undefined ? { watermark: null, lastTick: null, open: [] } : (JSON.parse(text) as Index);
+  return text === undefined ? { watermark: null, open: [] } : (JSON.parse(text) as Index);
 }
 
 function groupSizeTag(r: Rollout): number | undefined {

@@ -87,8 +87,8 @@ export type NearDedupeOutcome =
  *    indexed already: it passes, refreshed, and is not indexed twice.
  * 5. Otherwise the remote index, if given, is asked the same way (remote hits are not refreshed).
  * 6. Otherwise the sample is indexed (evicting the least recently seen entry at maxEntries) and,
- *    with annotateSignature, carries its sketch in `annotations['minhash.signature']`; its band
- *    keys are `bandKeys(sketch, config.minhash, bandPrefix(config.scope, group_id))`.
+ *    with annotateSignature, carries its sketch in `annotations['minhash.signature']`
+ *    (encodeSketch); `bandKeysOf(decodeSketch(that), group_id, config)` gives its band keys.
  * Ticks advance the clock (and so expire entries) when clock = "event+tick"; other envelopes pass.
  * An exception for a sample dead-letters it (stage "near-dedupe").
  *
@@ -101,7 +101,7 @@ export type NearDedupeOutcome =
  *
  * Example (defaults): in one group, the response "The quick brown fox jumps over the lazy dog
  * and runs across the green field to the river" and then the same with "river!" — 15 of 17
- * distinct word 3-shingles shared (J = 0.88, estimate 0.91) — reject the second as a near
+ * distinct word 3-shingles shared (J = 0.88, estimate 0.91) — rejects the second as a near
  * duplicate of the first, which stays indexed with its last-seen refreshed.
  */
 export function nearDedupe(config: NearDedupeConfig, store: KeyValueStore, remote?: RemoteIndex): Curator {
@@ -133,7 +133,7 @@ export function nearDedupeStep(index: DedupeIndex, config: NearDedupeConfig, ite
   const hashes = shingleHashes(item.text, config.minhash);
   if (hashes.length < config.minShingles) return { kind: 'too_short' };
   const signature = sketchOfHashes(hashes, config.minhash);
-  const keys = bandKeys(signature, config.minhash, bandPrefix(config.scope, item.groupId));
+  const keys = bandKeysOf(signature, item.groupId, config);
   index.advance(item.at);
   const outcome = match(index, config, item, signature, keys, remote);
   if (outcome.kind === 'inserted') index.insert({ id: item.id, groupId: item.groupId, at: item.at, signature }, keys);
@@ -151,6 +151,11 @@ export function checkNearDedupeConfig(config: NearDedupeConfig): void {
 /** Upper bound of the index's size in characters for ids and group ids of at most the given lengths. */
 export function nearDedupeMaxChars(config: NearDedupeConfig, sizes = { idChars: 36, groupChars: 36 }): number {
   return indexMaxChars(layoutOf(config), config, sizes);
+}
+
+/** The band keys a sketch is indexed under (what the cross-partition broadcast publishes). */
+export function bandKeysOf(signature: Sketch, groupId: string, config: Pick<NearDedupeConfig, 'scope' | 'minhash'>): string[] {
+  return bandKeys(signature, config.minhash, bandPrefix(config.scope, groupId));
 }
 
 export function itemOf(r: Rollout, config: Pick<NearDedupeConfig, 'text'>): NearDedupeItem {

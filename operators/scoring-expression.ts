@@ -27,7 +27,7 @@ export class ExpressionError extends Error {
     readonly position: number,
     problem: string,
   ) {
-    super(`${problem} at position ${position} in expression:\n  ${source}\n  ${' '.repeat(position - 1)}^`);
+    super(`expression error at position ${position}: ${problem}\n  ${source}\n  ${' '.repeat(position - 1)}^`);
     this.name = 'ExpressionError';
   }
 }

@@ -78,8 +78,11 @@ export function semanticDedupe(config: SemanticDedupeConfig, encoder: Encoder, s
     for (const seq of cache.keys()) if (seq < tail || seq >= head) cache.delete(seq);
     for (let seq = tail; seq < head; seq++) {
       const raw = store.get(`e:${seq}`);
+      const cached = cache.get(seq);
       if (raw === undefined) cache.delete(seq);
-      else if (cache.get(seq)?.raw !== raw) cache.set(seq, parseEntry(raw));
+      else if (cached?.raw !== raw) cache.set(seq, parseEntry(raw));
+      // Equal text in another string (after a restore): keep the store's, so the next check is a pointer compare.
+      else cached.raw = raw;
     }
   };
 

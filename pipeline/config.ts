@@ -1,6 +1,20 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { featureDefaults } from '../operators/features.ts';
+import {
+  contaminationFilterConfig,
+  errorCompensateConfig,
+  exploreExploitConfig,
+  qdArchiveConfig,
+  quotaBalanceConfig,
+  groupFilterConfig,
+  nearDedupeConfig,
+  preferencePairsConfig,
+  ruleFilterConfig,
+  stalenessFilterConfig,
+  weaknessTrackerConfig,
+} from './operator-configs.ts';
 
 const name = z.string().regex(/^[A-Za-z0-9._-]+$/, 'use letters, digits, ".", "_" or "-"');
 const scores = z.record(z.string(), z.number());
@@ -41,7 +55,37 @@ export const operatorConfigSchema = z.discriminatedUnion('type', [
     max: scores.default({}),
     onMissing: z.enum(['reject', 'pass']).default('reject'),
   }),
+  nearDedupeConfig,
+  groupFilterConfig,
+  stalenessFilterConfig,
+  contaminationFilterConfig,
+  ruleFilterConfig,
+  weaknessTrackerConfig,
+  preferencePairsConfig,
+  quotaBalanceConfig,
+  qdArchiveConfig,
+  exploreExploitConfig,
+  errorCompensateConfig,
 ]);
+
+/** Orders that make no sense are refused at start, not discovered in the data. */
+function checkOperatorOrder(operators: ReadonlyArray<{ type: string }>, ctx: z.RefinementCtx): void {
+  const at = (type: string) => operators.findIndex((o) => o.type === type);
+  const pairs = at('preference-pairs');
+  if (pairs >= 0) {
+    if (pairs !== operators.length - 1) ctx.addIssue({ code: 'custom', path: [pairs, 'type'], message: 'preference-pairs must be the last operator: it pairs by the final reasons' });
+    const group = at('group-filter');
+    if (group < 0 || group > pairs) ctx.addIssue({ code: 'custom', path: [pairs, 'type'], message: 'preference-pairs needs a group-filter before it: it pairs samples of a group released together' });
+  }
+  const seen = new Set<string>();
+  operators.forEach((o, i) => {
+    if (STATEFUL.has(o.type) && seen.has(o.type)) ctx.addIssue({ code: 'custom', path: [i, 'type'], message: `${o.type} appears twice; its state store would be shared` });
+    seen.add(o.type);
+  });
+}
+
+/** Operators with a state store named after them: one of each per pipeline. */
+const STATEFUL = new Set(['near-dedupe', 'group-filter', 'weakness-tracker', 'quota-balance', 'qd-archive', 'explore-exploit']);
 
 export const pipelineConfigSchema = z.strictObject({
   /** Application id: names the consumer group, the transactional ids and the changelog topics. */
@@ -65,7 +109,25 @@ export const pipelineConfigSchema = z.strictObject({
       tickMs: z.number().int().min(50).default(1000),
     })
     .default({ fromBeginning: true, partitionsConsumedConcurrently: 3, maxBatchBytes: 1_048_576, tickMs: 1000 }),
-  operators: z.array(operatorConfigSchema).min(1, 'list at least one operator'),
+  /** The one feature layout of the pipeline: model scoring, error memory and trainers share it. */
+  features: z
+    .strictObject({
+      dims: z.number().int().min(8).max(1 << 20).optional(),
+      wordNgrams: z.array(z.number().int().min(1).max(5)).optional(),
+      charNgrams: z.array(z.number().int().min(1).max(8)).optional(),
+      rewardNames: z.array(z.string()).optional(),
+      maxChars: z.number().int().positive().optional(),
+    })
+    .default({})
+    .transform((f) => ({ ...featureDefaults, ...f })),
+  /** Verified labels: how long a score waits for its label, and the error memory's size. */
+  labels: z
+    .strictObject({
+      joinTtlMs: z.number().int().positive().default(24 * 3600 * 1000),
+      memoryCapacity: z.number().int().positive().default(10_000),
+    })
+    .default({ joinTtlMs: 24 * 3600 * 1000, memoryCapacity: 10_000 }),
+  operators: z.array(operatorConfigSchema).min(1, 'list at least one operator').superRefine(checkOperatorOrder),
   clickhouse: z
     .strictObject({
       /** The embedded store's data directory (ignored when a server URL is given). */

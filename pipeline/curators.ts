@@ -1,24 +1,71 @@
 import { identity, pipe } from 'rxjs';
+import { contaminationFilter, loadEvalSets, type EvalIndex } from '../operators/contamination-filter.ts';
+import { errorCompensate } from '../operators/error-compensate.ts';
+import type { ErrorMemory } from '../operators/error-memory.ts';
+import { exploreExploit, exploreExploitStore } from '../operators/explore-exploit.ts';
+import { featurize, type FeatureConfig } from '../operators/features.ts';
+import { qdArchive, qdArchiveStore } from '../operators/qd-archive.ts';
+import { quotaBalance, quotaBalanceStore } from '../operators/quota-balance.ts';
 import type { Curator } from '../operators/envelope.ts';
 import { exactDedupe, exactDedupeStore } from '../operators/exact-dedupe.ts';
+import { groupFilter, groupFilterStore } from '../operators/group-filter.ts';
+import { nearDedupe, nearDedupeStore, type RemoteIndex } from '../operators/near-dedupe.ts';
+import { preferencePairs } from '../operators/preference-pairs.ts';
+import { ruleFilter } from '../operators/rule-filter.ts';
 import { ruleScore } from '../operators/rule-score.ts';
+import { stalenessFilter, type ModelVersions } from '../operators/staleness-filter.ts';
 import { thresholdFilter } from '../operators/threshold-filter.ts';
 import { validate } from '../operators/validate.ts';
+import { weaknessTracker, weaknessTrackerStore } from '../operators/weakness-tracker.ts';
 import type { PartitionState, StoreSpec } from '../streams/state-store.ts';
 import type { OperatorConfig } from './config.ts';
+
+/** What operators need from outside their partition: loaded once per worker, shared by partitions. */
+export interface OperatorResources {
+  /** Model versions announced on the model-updates topic. */
+  versions: ModelVersions;
+  /** Evaluation-set indexes, by the operator's position in the config. */
+  evalIndexes: Map<number, EvalIndex>;
+  /** Near-duplicate signatures published by every partition (cross-partition dedupe). */
+  remoteIndex?: RemoteIndex;
+  /** Recent scorer errors, fed from the scorer-errors topic (ReLoop2-style compensation). */
+  errorMemory: ErrorMemory;
+  /** The pipeline's one feature layout: model scoring, error memory, trainers. */
+  features: FeatureConfig;
+}
+
+/** Loads the files operators name (evaluation sets…), failing at start with the file's error. */
+export async function loadOperatorFiles(operators: readonly OperatorConfig[]): Promise<Map<number, EvalIndex>> {
+  const indexes = new Map<number, EvalIndex>();
+  for (const [i, op] of operators.entries()) {
+    if (op.type === 'contamination-filter') indexes.set(i, await loadEvalSets(op.evalSets, op));
+  }
+  return indexes;
+}
+
+const STORES: Partial<Record<OperatorConfig['type'], StoreSpec>> = {
+  'exact-dedupe': exactDedupeStore,
+  'near-dedupe': nearDedupeStore,
+  'group-filter': groupFilterStore,
+  'weakness-tracker': weaknessTrackerStore,
+  'quota-balance': quotaBalanceStore,
+  'qd-archive': qdArchiveStore,
+  'explore-exploit': exploreExploitStore,
+};
 
 /** The state stores the configured operators need, each declared once. */
 export function declaredStores(operators: readonly OperatorConfig[]): StoreSpec[] {
   const stores = new Map<string, StoreSpec>();
   for (const op of operators) {
-    if (op.type === 'exact-dedupe') stores.set(exactDedupeStore.name, exactDedupeStore);
+    const store = STORES[op.type];
+    if (store !== undefined) stores.set(store.name, store);
   }
   return [...stores.values()];
 }
 
 /** One partition's operator chain, in config order, over that partition's state. */
-export function buildCurators(operators: readonly OperatorConfig[], state: PartitionState): Curator {
-  const steps = operators.map((op): Curator => {
+export function buildCurators(operators: readonly OperatorConfig[], state: PartitionState, resources: OperatorResources): Curator {
+  const steps = operators.map((op, i): Curator => {
     switch (op.type) {
       case 'validate':
         return validate(op);
@@ -28,6 +75,28 @@ export function buildCurators(operators: readonly OperatorConfig[], state: Parti
         return exactDedupe(op, state.store(exactDedupeStore.name));
       case 'threshold-filter':
         return thresholdFilter(op);
+      case 'near-dedupe':
+        return nearDedupe(op, state.store(nearDedupeStore.name), op.scope === 'global' ? resources.remoteIndex : undefined);
+      case 'group-filter':
+        return groupFilter(op, state.store(groupFilterStore.name));
+      case 'staleness-filter':
+        return stalenessFilter(op, resources.versions);
+      case 'contamination-filter':
+        return contaminationFilter(op, resources.evalIndexes.get(i)!);
+      case 'rule-filter':
+        return ruleFilter(op);
+      case 'weakness-tracker':
+        return weaknessTracker(op, state.store(weaknessTrackerStore.name));
+      case 'preference-pairs':
+        return preferencePairs(op);
+      case 'quota-balance':
+        return quotaBalance(op, state.store(quotaBalanceStore.name));
+      case 'qd-archive':
+        return qdArchive(op, state.store(qdArchiveStore.name));
+      case 'explore-exploit':
+        return exploreExploit(op, state.store(exploreExploitStore.name));
+      case 'error-compensate':
+        return errorCompensate(op, resources.errorMemory, (s) => featurize(s.rollout, resources.features));
     }
   });
   return steps.reduce<Curator>((chain, step) => pipe(chain, step), identity);

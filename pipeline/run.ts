@@ -7,12 +7,18 @@ import { encodeOutputs } from '../sinks/kafka-outputs.ts';
 import type { Connections } from '../streams/connections.ts';
 import { ExactlyOnceProcessor } from '../streams/exactly-once.ts';
 import { createKafka } from '../streams/kafka.ts';
-import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
-import { catalogTopicConfigs, changelogTopic, changelogTopicConfig, ensureTopics, topicCatalog, type TopicCatalog } from '../streams/topics.ts';
+import { decisionSerde, labelSerde, modelUpdateSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
+import { catalogTopicConfigs, changelogTopic, changelogTopicConfig, ensureTopics, internalTopic, topicCatalog, type TopicCatalog } from '../streams/topics.ts';
 import { configHash, type PipelineConfig } from './config.ts';
 import type { Envelope } from '../operators/envelope.ts';
 import { buildCurators, declaredStores } from './curators.ts';
 import { decodeRollout } from './decode.ts';
+import { errorFeed, labelJoinProcessor, scoredMessages } from './feedback.ts';
+import { labelJoinStores } from '../operators/label-join.ts';
+import { AnnouncedVersions } from '../operators/staleness-filter.ts';
+import { ErrorMemory } from '../operators/error-memory.ts';
+import { BroadcastReader } from '../streams/broadcast.ts';
+import { loadOperatorFiles, type OperatorResources } from './curators.ts';
 
 export interface PipelineProgress {
   processed: number;
@@ -39,8 +45,21 @@ export interface RunningPipeline {
  * accepted / decisions / dead-letter topics) and the ClickHouse sink (decisions and dead
  * letters → ClickHouse). Topics and tables are created when missing.
  */
-export async function startPipeline(config: PipelineConfig, connections: Connections, store?: ClickHouseStore): Promise<RunningPipeline> {
+export interface PipelineOptions {
+  /** A store the caller owns (and closes); otherwise the config's store is opened and closed here. */
+  store?: ClickHouseStore;
+  /** Read rollouts from this topic instead of `<prefix>.rollouts` (a replay reads another run's input). */
+  inputTopic?: string;
+  /** A bounded run: per partition, the offsets to start at and to stop before. */
+  range?: Map<number, { from: bigint; to: bigint }>;
+  /** With `range`: every partition has processed its range. */
+  onRangeDone?: () => void;
+}
+
+export async function startPipeline(config: PipelineConfig, connections: Connections, options: PipelineOptions = {}): Promise<RunningPipeline> {
+  const { store } = options;
   const catalog = topicCatalog(config.topics.prefix);
+  const inputTopic = options.inputTopic ?? catalog.rollouts;
   const stores = declaredStores(config.operators).map((s) => s.name);
   const changelog = (name: string) => changelogTopic(config.topics.prefix, config.name, name);
   const kafka = createKafka(connections, `flywheel-${config.name}`);
@@ -48,20 +67,48 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
   const admin = kafka.admin();
   await admin.connect();
   try {
+    const feedback = config.operators.some((o) => o.type === 'error-compensate');
     await ensureTopics(admin, [
       ...catalogTopicConfigs(catalog, config.topics.partitions),
       ...stores.map((s) => changelogTopicConfig(changelog(s), config.topics.partitions)),
+      ...(feedback
+        ? [
+            { topic: internalTopic(config.topics.prefix, config.name, 'scored-by-id'), numPartitions: config.topics.partitions, replicationFactor: -1 },
+            ...Object.values(labelJoinStores).map((s) => changelogTopicConfig(changelog(s.name), config.topics.partitions)),
+          ]
+        : []),
     ]);
   } finally {
     await admin.disconnect();
   }
 
   const registry = registryClient(connections.schemaRegistryUrl);
-  const [rollouts, decisions, accepted] = await Promise.all([
-    rolloutSerde(registry, catalog.rollouts),
+  const [rollouts, decisions, accepted, labels, modelUpdates] = await Promise.all([
+    rolloutSerde(registry, inputTopic),
     decisionSerde(registry, catalog.decisions),
     decisionSerde(registry, catalog.accepted),
+    labelSerde(registry, catalog.labels),
+    modelUpdateSerde(registry, catalog.modelUpdates),
   ]);
+
+  // What operators need from outside their partition: announced model versions, scorer errors,
+  // evaluation sets. Read before the first decision, so a restart decides as the last run did.
+  const versions = new AnnouncedVersions();
+  const errorMemory = new ErrorMemory(config.labels.memoryCapacity);
+  const announcements = new BroadcastReader(kafka, catalog.modelUpdates, async (m) => {
+    try {
+      const update = await modelUpdates.deserialize(m.value!);
+      versions.announce({ model: update.model, version: update.version, announcedAt: update.at });
+    } catch (err) {
+      process.stderr.write(`[flywheel] skipping a model update that does not decode: ${(err as Error).message}\n`);
+    }
+  });
+  const errorsFeed = errorFeed(kafka, catalog.scorerErrors, errorMemory);
+  await Promise.all([announcements.start(), errorsFeed.start()]);
+  await Promise.all([announcements.caughtUp, errorsFeed.caughtUp]);
+  const resources: OperatorResources = { versions, evalIndexes: await loadOperatorFiles(config.operators), errorMemory, features: config.features };
+  const compensated = config.operators.find((o) => o.type === 'error-compensate');
+  const scoredTopic = internalTopic(config.topics.prefix, config.name, 'scored-by-id');
   const clickhouse = store ?? (await openStore({ url: connections.clickhouseUrl ?? config.clickhouse.url, path: config.clickhouse.path, database: config.clickhouse.database }));
   await migrate(clickhouse);
 
@@ -70,13 +117,15 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
   const processor = new ExactlyOnceProcessor({
     kafka,
     groupId: `${config.topics.prefix}.${config.name}`,
-    inputTopics: [catalog.rollouts],
+    inputTopics: [inputTopic],
+    range: options.range === undefined ? undefined : new Map([[inputTopic, options.range]]),
+    onRangeDone: options.onRangeDone,
     stores,
     changelogTopic: changelog,
     fromBeginning: config.source.fromBeginning,
     partitionsConsumedConcurrently: config.source.partitionsConsumedConcurrently,
     maxBatchBytes: config.source.maxBatchBytes,
-    assign: (_partition, state) => buildCurators(config.operators, state),
+    assign: (_partition, state) => buildCurators(config.operators, state, resources),
     tickMs: config.source.tickMs,
     process: async (input, partition) => {
       const envelopes: Envelope[] =
@@ -84,7 +133,9 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
           ? [{ kind: 'tick', now: input.now }]
           : await Promise.all(input.messages.map((m) => decodeRollout(m, input.topic, partition.partition, rollouts)));
       const curated = await lastValueFrom(from(envelopes).pipe(partition.local, toArray()));
-      return encodeOutputs(curated, partition.partition, { decisions, accepted, deadLetter: catalog.deadLetter, side: { control: catalog.control, weaknesses: catalog.weaknesses, preferencePairs: catalog.preferencePairs } }, context);
+      const outputs = await encodeOutputs(curated, partition.partition, { decisions, accepted, deadLetter: catalog.deadLetter, side: { control: catalog.control, weaknesses: catalog.weaknesses, preferencePairs: catalog.preferencePairs } }, context);
+      if (compensated !== undefined) outputs.push({ topic: scoredTopic, messages: scoredMessages(curated, compensated.score, config.features) });
+      return outputs.filter((t) => t.messages.length > 0);
     },
     onCommit: ({ records }) => (progress.processed += records),
   });
@@ -97,7 +148,23 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
     onInsert: ({ table, rows }) => (progress.stored[table as keyof PipelineProgress['stored']] += rows),
   });
 
+  const joiner =
+    compensated === undefined
+      ? undefined
+      : labelJoinProcessor({
+          kafka,
+          groupId: `${config.topics.prefix}.${config.name}.label-join`,
+          labels,
+          scoredTopic,
+          errorsTopic: catalog.scorerErrors,
+          deadLetterTopic: catalog.deadLetter,
+          changelogTopic: changelog,
+          ttlMs: config.labels.joinTtlMs,
+          tickMs: config.source.tickMs,
+          pipelineRun: config.run,
+        });
   const running = await processor.start();
+  const joining = await joiner?.start();
   const sinking = await sink.start();
   let endpoint: StoreEndpoint | undefined;
   let failure: unknown;
@@ -106,13 +173,13 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
   const done = new Promise<void>((resolve) => (finished = resolve));
   const stop = () =>
     (stopping ??= (async () => {
-      await Promise.allSettled([processor.stop(), sink.stop()]);
+      await Promise.allSettled([processor.stop(), sink.stop(), joiner?.stop(), announcements.stop(), errorsFeed.stop()]);
       await endpoint?.close();
       if (store === undefined) await clickhouse.close();
       finished();
     })());
   // Either part failing for good stops the whole worker, and `stopped` rejects with its error.
-  void Promise.race([running.stopped, sinking.stopped]).then(stop, (err: unknown) => {
+  void Promise.race([running.stopped, sinking.stopped, ...(joining ? [joining.stopped] : [])]).then(stop, (err: unknown) => {
     failure = err;
     return stop();
   });

@@ -36,6 +36,13 @@ export interface ExactlyOnceOptions<L> {
   process: (input: ProcessInput, context: PartitionContext<L>) => Promise<TopicMessages[]>;
   /** Every `tickMs`, each owned partition gets a tick (punctuation), in its own transaction. */
   tickMs?: number;
+  /**
+   * A bounded run (a replay): per input topic and partition, the first offset to process (when
+   * the group has committed nothing yet) and the offset to stop before.
+   */
+  range?: Map<string, Map<number, { from: bigint; to: bigint }>>;
+  /** With `range`: called once every partition has processed its whole range. */
+  onRangeDone?: () => void;
   /** Called after each committed transaction. */
   onCommit?: (info: { partition: number; records: number; nextOffset: bigint }) => void;
 }
@@ -145,12 +152,27 @@ export class ExactlyOnceProcessor<L> {
   private async processBatch({ batch, heartbeat }: SourceBatch): Promise<void> {
     const owned = this.owned.get(batch.partition) ?? (await this.acquire(batch.partition, heartbeat));
     const from = owned.nextOffsets.get(batch.topic) ?? 0n;
-    const messages = batch.messages.filter((m) => BigInt(m.offset) >= from);
-    if (messages.length === 0) return;
+    const to = this.options.range?.get(batch.topic)?.get(batch.partition)?.to;
+    const messages = batch.messages.filter((m) => BigInt(m.offset) >= from && (to === undefined || BigInt(m.offset) < to));
+    if (messages.length === 0) return this.checkRangeDone(owned);
     const nextOffset = BigInt(messages[messages.length - 1]!.offset) + 1n;
     await this.transact(owned, { kind: 'records', topic: batch.topic, messages }, { topic: batch.topic, offset: nextOffset });
     owned.nextOffsets.set(batch.topic, nextOffset);
     this.options.onCommit?.({ partition: batch.partition, records: messages.length, nextOffset });
+    this.checkRangeDone(owned);
+  }
+
+  private readonly rangeDone = new Set<string>();
+
+  /** A range is done per topic-partition once everything before its end is committed (or it is empty). */
+  private checkRangeDone(owned: Owned<L>): void {
+    if (this.options.range === undefined) return;
+    for (const [topic, partitions] of this.options.range) {
+      const bounds = partitions.get(owned.partition);
+      if (bounds !== undefined && (owned.nextOffsets.get(topic) ?? bounds.from) >= bounds.to) this.rangeDone.add(`${topic}:${owned.partition}`);
+    }
+    const total = [...this.options.range.values()].reduce((sum, partitions) => sum + partitions.size, 0);
+    if (this.rangeDone.size === total) this.options.onRangeDone?.();
   }
 
   private async processTick(partition: number, now: number): Promise<void> {
@@ -219,7 +241,13 @@ export class ExactlyOnceProcessor<L> {
       const nextOffsets = new Map<string, bigint>();
       for (const { topic, partitions } of committed) {
         const offset = BigInt(partitions.find((p) => p.partition === partition)?.offset ?? '-1');
+        const start = this.options.range?.get(topic)?.get(partition)?.from;
         if (offset >= 0n) nextOffsets.set(topic, offset);
+        else if (start !== undefined) {
+          // A fresh group would read from the beginning; a range starts where it says.
+          nextOffsets.set(topic, start);
+          this.consumer.seek({ topic, partition, offset: start.toString() });
+        }
       }
       const state = new PartitionState(partition, stores);
       for (const store of stores) {
@@ -228,6 +256,7 @@ export class ExactlyOnceProcessor<L> {
       }
       const owned: Owned<L> = { partition, state, producer, nextOffsets, local: this.options.assign(partition, state) };
       this.owned.set(partition, owned);
+      this.checkRangeDone(owned);
       return owned;
     } finally {
       clearInterval(beat);

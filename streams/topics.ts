@@ -14,6 +14,8 @@ export interface TopicCatalog {
   weaknesses: string;
   /** Chosen/rejected pairs within prompt groups, for DPO-style training. */
   preferencePairs: string;
+  /** Scorer errors (label − score) that every worker's error memory reads. */
+  scorerErrors: string;
 }
 
 export function topicCatalog(prefix: string): TopicCatalog {
@@ -27,7 +29,13 @@ export function topicCatalog(prefix: string): TopicCatalog {
     control: `${prefix}.control`,
     weaknesses: `${prefix}.weaknesses`,
     preferencePairs: `${prefix}.preference-pairs`,
+    scorerErrors: `${prefix}.scorer-errors`,
   };
+}
+
+/** A topic internal to one application, e.g. a repartitioning of its own output. */
+export function internalTopic(prefix: string, application: string, name: string): string {
+  return `${prefix}.${application}.${name}`;
 }
 
 /** A state store's changelog: compacted, co-partitioned with the input it is derived from. */
@@ -59,6 +67,7 @@ export function catalogTopicConfigs(catalog: TopicCatalog, partitions: number): 
     { topic: catalog.control, numPartitions: 1, replicationFactor: -1 },
     data(catalog.weaknesses),
     data(catalog.preferencePairs),
+    { topic: catalog.scorerErrors, numPartitions: 1, replicationFactor: -1, configEntries: [{ name: 'retention.ms', value: String(24 * 3600 * 1000) }] },
   ];
 }
 

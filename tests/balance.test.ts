@@ -130,7 +130,8 @@ describe('quotaBalance', () => {
     const { state, op } = setup({ quota: 1, quotas: { big: 2 }, bucketBy: { annotation: 'cluster' } });
     const c = (id: string, ms: number, score: number, cluster?: string) =>
       sample({ id, created_at: T0 + ms }, { scores: { rule: score }, annotations: cluster === undefined ? {} : { cluster } });
-    await batch(state, op, [c('s1', 1, 0.9, 'small'), c('s2', 2, 0.8, 'small'), c('b1', 3, 0.1, 'big'), c('b2', 4, 0.2, 'big'), c('b3', 5, 0.3, 'big'), c('u', 6, 0.1)]);
+    const big = [c('b1', 3, 0.1, 'big'), c('b2', 4, 0.2, 'big'), c('b3', 5, 0.3, 'big')];
+    await batch(state, op, [c('s1', 1, 0.9, 'small'), c('s2', 2, 0.8, 'small'), ...big, c('u', 6, 0.1)]);
     const out = await batch(state, op, [c('next', 1100, 0.5, 'small')]);
     expect(verdicts(out)).toEqual([
       ['b1', 'quota:big'],
@@ -174,7 +175,12 @@ describe('quotaBalance', () => {
 
   it('never accepts more than quota in any sliding window', async () => {
     const { state, op } = setup({ windowMs: 2000, slideMs: 1000 });
-    const out = await batch(state, op, [at('a', 100, 0.9), at('b', 200, 0.8), at('c', 1100, 0.9), at('d', 1200, 0.9), at('e', 2100, 0.1), at('f', 2200, 0.2), at('g', 3100, 0.5)]);
+    const out = await batch(state, op, [
+      ...[at('a', 100, 0.9), at('b', 200, 0.8)],
+      ...[at('c', 1100, 0.9), at('d', 1200, 0.9)],
+      ...[at('e', 2100, 0.1), at('f', 2200, 0.2)],
+      at('g', 3100, 0.5),
+    ]);
     expect(verdicts(out)).toEqual([
       ['a', 'accepted'],
       ['b', 'accepted'],
@@ -242,7 +248,12 @@ describe('qdArchive', () => {
 
   it('keeps the best per cell and reports coverage every reportEvery samples', async () => {
     const { state, op } = setup();
-    const out = await batch(state, op, [cellSample('a', 50, 'add', 0.5), cellSample('b', 99, 'add', 0.4), cellSample('c', 100, 'add', 0.6), cellSample('d', 10, 'add', 0.7)]);
+    const out = await batch(state, op, [
+      cellSample('a', 50, 'add', 0.5),
+      cellSample('b', 99, 'add', 0.4),
+      cellSample('c', 100, 'add', 0.6),
+      cellSample('d', 10, 'add', 0.7),
+    ]);
     expect(elites(out)).toEqual([
       ['a', 'length=0|skill=add', '1'],
       ['b', 'length=0|skill=add', '0'],
@@ -325,7 +336,10 @@ describe('exploreExploit', () => {
     samplesPerPrompt: { initial: 8, min: 4, max: 12, step: 4 },
   };
   const answer = (id: string, group: string, correct: number, score: number | undefined, response = `Answer: ${correct ? 4 : 5}`, version = 'v1') =>
-    sample({ id, group_id: group, prompt_id: group, rewards: { correct }, response, model_version: version }, { scores: score === undefined ? {} : { rule: score } });
+    sample(
+      { id, group_id: group, prompt_id: group, rewards: { correct }, response, model_version: version },
+      { scores: score === undefined ? {} : { rule: score } },
+    );
   const setup = (overrides: Partial<ExploreExploitConfig> = {}) => {
     const { state, store } = partition(exploreExploitStore.name);
     return { state, store, op: exploreExploit({ ...config, ...overrides }, store) };
@@ -420,7 +434,10 @@ describe('exploreExploit', () => {
 
   it('steps down and recommends exploring when no group finds a correct answer, and reports', async () => {
     const { state, op } = setup();
-    const out = await batch(state, op, [answer('a', 'g1', 0, 0.9), answer('b', 'g1', 0, 0.1), answer('c', 'g2', 0, 0.9), answer('d', 'g2', 0, 0.1)]);
+    const out = await batch(state, op, [
+      ...[answer('a', 'g1', 0, 0.9), answer('b', 'g1', 0, 0.1)],
+      ...[answer('c', 'g2', 0, 0.9), answer('d', 'g2', 0, 0.1)],
+    ]);
     expect(out.map((e) => e.kind)).toEqual(['sample', 'sample', 'sample', 'sample', 'emit']);
     expect(emitsOf(out)[0]).toEqual({
       kind: 'emit',

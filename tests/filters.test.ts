@@ -104,19 +104,24 @@ describe('groupFilter', () => {
     expect(out.map((x) => [x.rollout.id, x.reasons])).toEqual([['a1', []]]);
   });
 
-  it('times out by processing time on ticks, counting from the tick before the group arrived', async () => {
+  it('times out by processing time, counting from the first tick after the group opened, across a restart', async () => {
     const { state, store, config, filter } = setup({ groupSize: 3, maxWaitMs: 1000, timeBasis: 'processing' });
     expect(ids(await through(filter, [tick(5000), s('a1', 'a', 1, T + 10_000_000)]))).toEqual(['tick@5000']);
     state.commit();
     const restarted = groupFilter(config, store);
-    expect(ids(await through(restarted, [s('a2', 'a', 1), tick(6000)]))).toEqual(['tick@6000']);
-    expect(ids(await through(restarted, [tick(6001)]))).toEqual(['a1', 'a2', 'tick@6001']);
+    expect(ids(await through(restarted, [s('a2', 'a', 1), tick(6000), tick(7000)]))).toEqual(['tick@6000', 'tick@7000']);
+    state.commit();
+    expect(ids(await through(restarted, [tick(7001)]))).toEqual(['a1', 'a2', 'tick@7001']);
   });
 
-  it('starts the processing-time clock of a group seen before any tick at the first tick', async () => {
-    const { filter } = setup({ groupSize: 3, maxWaitMs: 100, timeBasis: 'processing' });
-    expect(ids(await through(filter, [s('a1', 'a', 1), tick(1000), tick(1100)]))).toEqual(['tick@1000', 'tick@1100']);
-    expect(ids(await through(filter, [tick(1101)]))).toEqual(['a1', 'tick@1101']);
+  it('writes nothing on a tick that changes nothing', async () => {
+    const { state, filter } = setup({ groupSize: 3, maxWaitMs: 1000, timeBasis: 'processing' });
+    await through(filter, [tick(1)]);
+    expect(state.pendingChanges()).toEqual([]);
+    await through(filter, [s('a1', 'a', 1), tick(2)]);
+    state.commit();
+    await through(filter, [tick(3)]);
+    expect(state.pendingChanges()).toEqual([]);
   });
 
   it('releases the oldest group early when maxOpenGroups is exceeded', async () => {

@@ -9,6 +9,7 @@ import type { Envelope, Sample } from '../operators/envelope.ts';
 import { exactDedupe } from '../operators/exact-dedupe.ts';
 import { bandKeys, decodeSketch, minHashDefaults, sketchOf } from '../operators/minhash.ts';
 import {
+  bandKeysOf,
   deleteWhere,
   indexEntries,
   layoutOf,
@@ -206,7 +207,7 @@ describe('nearDedupe', () => {
     state.commit();
     const restarted = nearDedupe(bounded, state.store('near-dedupe'));
     const out = await through(restarted, [s(nearCopy(b)), s(c), s(nearCopy(a)), s(nearCopy(nearCopy(b)))]);
-    // b's hit refreshed it, so c evicted a.
+    // b's hit refreshed it, so c evicted a; a's copy is then new and evicted b.
     expect(verdicts(out).map((v) => v.split('→')[0])).toEqual(['near_duplicate', 'ok', 'ok', 'ok']);
   });
 
@@ -236,7 +237,7 @@ describe('nearDedupe', () => {
     const out = await through(nearDedupe(config, memStore(), remote), [s(nearCopy(t)), s(nearCopy(nearCopy(t))), s(u, { id: 'self' })]);
     // Remote hits are not indexed locally, so the second copy is again remote-1's; "self" is the sample itself.
     expect(verdicts(out)).toEqual(['near_duplicate→remote-1', 'near_duplicate→remote-1', 'ok']);
-    expect(asked[0]).toEqual(bandKeys(sketchOf(nearCopy(t), config.minhash), config.minhash, 'g1/'));
+    expect(asked[0]).toEqual(bandKeysOf(sketchOf(nearCopy(t), config.minhash), 'g1', config));
     asked.length = 0;
     const local = await through(nearDedupe(config, memStore(), remote), [s(v), s(nearCopy(v))]);
     expect(verdicts(local)[1]).toBe(`near_duplicate→${samplesOf(local)[0]!.rollout.id}`);
@@ -257,7 +258,17 @@ describe('nearDedupe', () => {
   it('dead-letters a sample whose state cannot be written, and goes on', async () => {
     const store = memStore();
     let broken = true;
-    const flaky: KeyValueStore = { ...store, get: store.get, put: (k, v) => (broken ? (() => { throw new Error('store unavailable'); })() : store.put(k, v)), get size() { return store.size; } };
+    const flaky: KeyValueStore = {
+      get: store.get,
+      delete: store.delete,
+      put: (k, v) => {
+        if (broken) throw new Error('store unavailable');
+        store.put(k, v);
+      },
+      get size() {
+        return store.size;
+      },
+    };
     const op = nearDedupe(config, flaky);
     const out = await through(op, [s(text())]);
     expect(out[0]).toMatchObject({ kind: 'dead', stage: 'near-dedupe', reason: 'store unavailable' });

@@ -50,7 +50,7 @@ describe.each(backends)('pipeline end to end, %s ClickHouse', (backend, open) =>
   beforeAll(async () => {
     ({ store, cleanup } = await open());
     const config = withOverrides(loadConfig(EXAMPLE_CONFIG), { name: 'e2e', run: prefix, topics: { prefix, partitions: 3 } });
-    pipeline = await startPipeline(config, connections, store);
+    pipeline = await startPipeline(config, connections, { store });
     const serde = await rolloutSerde(registryClient(connections.schemaRegistryUrl), pipeline.catalog.rollouts);
     await produceRollouts(kafka, serde, data.rollouts, { raw: data.garbage });
   });

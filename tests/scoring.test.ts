@@ -135,7 +135,7 @@ describe('parseExpression', () => {
       }
       expect(error, source).toBeInstanceOf(ExpressionError);
       expect((error as ExpressionError).position, source).toBe(position);
-      expect((error as ExpressionError).message, source).toContain(`${problem} at position ${position}`);
+      expect((error as ExpressionError).message, source).toContain(`at position ${position}: ${problem}`);
     }
   });
 

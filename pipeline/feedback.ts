@@ -1,0 +1,112 @@
+import type { Kafka, Message, TopicMessages } from 'kafkajs';
+import { from, lastValueFrom, toArray } from 'rxjs';
+import type { Envelope } from '../operators/envelope.ts';
+import { decodeVector, encodeVector, type ErrorMemory } from '../operators/error-memory.ts';
+import { featurize, type FeatureConfig } from '../operators/features.ts';
+import { labelJoin, labelJoinStores, type JoinInput, type ScoredSample, type ScorerError } from '../operators/label-join.ts';
+import { BroadcastReader } from '../streams/broadcast.ts';
+import { ExactlyOnceProcessor } from '../streams/exactly-once.ts';
+import type { Label } from '../streams/records.ts';
+import type { TopicSerde } from '../streams/serde.ts';
+import { DLQ_HEADERS } from '../sinks/kafka-outputs.ts';
+
+/**
+ * The feedback path of error memory (after ReLoop2): the curating pipeline records every
+ * model-scored sample by rollout id; a second exactly-once task joins those with the verified
+ * labels that arrive later (both keyed by rollout id, so co-partitioned) and publishes each
+ * scorer error; every worker reads all errors into its error memory, which the
+ * `error-compensate` operator consults.
+ */
+
+/** The scored-by-id records for a processed batch: model-scored samples, keyed by rollout id. */
+export function scoredMessages(envelopes: readonly Envelope[], score: string, features: FeatureConfig): Message[] {
+  const out: Message[] = [];
+  for (const e of envelopes) {
+    if (e.kind !== 'sample') continue;
+    const raw = e.scores[`${score}.raw`] ?? e.scores[score];
+    if (raw === undefined) continue;
+    const scored: ScoredSample = {
+      id: e.rollout.id,
+      raw,
+      model_version: e.scorerVersion ?? '',
+      vector: encodeVector(featurize(e.rollout, features)),
+      at: e.rollout.created_at,
+    };
+    // No partition: the default (murmur2) partitioner puts it where the label with this key goes.
+    out.push({ key: e.rollout.id, value: JSON.stringify(scored) });
+  }
+  return out;
+}
+
+export interface LabelJoinOptions {
+  kafka: Kafka;
+  groupId: string;
+  labels: TopicSerde<Label>;
+  scoredTopic: string;
+  errorsTopic: string;
+  deadLetterTopic: string;
+  changelogTopic: (store: string) => string;
+  ttlMs: number;
+  tickMs: number;
+  pipelineRun: string;
+}
+
+export function labelJoinProcessor(o: LabelJoinOptions): ExactlyOnceProcessor<ReturnType<typeof labelJoin>> {
+  return new ExactlyOnceProcessor({
+    kafka: o.kafka,
+    groupId: o.groupId,
+    inputTopics: [o.labels.topic, o.scoredTopic],
+    stores: [labelJoinStores.scored.name, labelJoinStores.labels.name],
+    changelogTopic: o.changelogTopic,
+    fromBeginning: true,
+    partitionsConsumedConcurrently: 2,
+    maxBatchBytes: 1_048_576,
+    tickMs: o.tickMs,
+    assign: (_p, state) => labelJoin({ ttlMs: o.ttlMs }, { scored: state.store(labelJoinStores.scored.name), labels: state.store(labelJoinStores.labels.name) }),
+    process: async (input, task) => {
+      const inputs: JoinInput[] = [];
+      const dead: Message[] = [];
+      if (input.kind === 'tick') inputs.push({ kind: 'tick', now: input.now });
+      else {
+        for (const m of input.messages) {
+          try {
+            if (input.topic === o.scoredTopic) inputs.push({ kind: 'scored', scored: JSON.parse(m.value!.toString()) as ScoredSample });
+            else {
+              const label = await o.labels.deserialize(m.value!);
+              if (!Number.isFinite(label.value) || label.rollout_id === '') throw new Error(`label for "${label.rollout_id}" has value ${label.value}`);
+              inputs.push({ kind: 'label', id: label.rollout_id, value: label.value, at: label.at });
+            }
+          } catch (err) {
+            // A bad label is dead-lettered like any bad input; the join goes on.
+            dead.push({
+              key: m.key,
+              value: m.value,
+              partition: task.partition,
+              headers: {
+                [DLQ_HEADERS.stage]: 'label-join',
+                [DLQ_HEADERS.reason]: `not a label: ${(err as Error).message}`,
+                [DLQ_HEADERS.topic]: input.topic,
+                [DLQ_HEADERS.partition]: String(task.partition),
+                [DLQ_HEADERS.offset]: m.offset,
+                [DLQ_HEADERS.run]: o.pipelineRun,
+              },
+            });
+          }
+        }
+      }
+      const errors = await lastValueFrom(from(inputs).pipe(task.local, toArray()));
+      const out: TopicMessages[] = [];
+      if (errors.length > 0) out.push({ topic: o.errorsTopic, messages: errors.map((e) => ({ key: e.id, value: JSON.stringify(e) })) });
+      if (dead.length > 0) out.push({ topic: o.deadLetterTopic, messages: dead });
+      return out;
+    },
+  });
+}
+
+/** Every worker's error memory reads all scorer errors. */
+export function errorFeed(kafka: Kafka, topic: string, memory: ErrorMemory): BroadcastReader {
+  return new BroadcastReader(kafka, topic, (m) => {
+    const e = JSON.parse(m.value!.toString()) as ScorerError;
+    memory.add({ key: decodeVector(e.vector), error: e.error, modelVersion: e.model_version, at: e.at });
+  });
+}

@@ -1,0 +1,228 @@
+import { z } from 'zod';
+import { contaminationFilterDefaults } from '../operators/contamination-filter.ts';
+import { errorCompensateDefaults } from '../operators/error-compensate.ts';
+import { exploreExploitDefaults } from '../operators/explore-exploit.ts';
+import { qdArchiveDefaults } from '../operators/qd-archive.ts';
+import { quotaBalanceDefaults } from '../operators/quota-balance.ts';
+import { groupFilterDefaults } from '../operators/group-filter.ts';
+import { minHashDefaults } from '../operators/minhash.ts';
+import { checkNearDedupeConfig, nearDedupeDefaults, type NearDedupeConfig } from '../operators/near-dedupe.ts';
+import { preferencePairsDefaults } from '../operators/preference-pairs.ts';
+import { compileRule } from '../operators/rule-filter.ts';
+import { stalenessFilterDefaults } from '../operators/staleness-filter.ts';
+import { weaknessTrackerDefaults } from '../operators/weakness-tracker.ts';
+
+/**
+ * Config schemas for operators whose defaults live beside the operator (`xxxDefaults`): the file
+ * names what may be set and checks its type; whatever is left out takes the operator's default.
+ */
+export function withDefaults<T extends string, S extends z.ZodRawShape, D extends object>(type: T, shape: S, defaults: D) {
+  return z
+    .strictObject({ type: z.literal(type), ...shape })
+    .transform((given) => ({ ...defaults, ...given }) as unknown as D & { type: T });
+}
+
+const count = z.number().int().positive();
+const positiveNumber = z.number().positive();
+const fraction = z.number().min(0).max(1);
+const ms = z.number().int().nonnegative();
+const name = z.string().min(1);
+
+export const nearDedupeConfig = withDefaults(
+  'near-dedupe',
+  {
+    scope: z.enum(['global', 'group']).optional(),
+    threshold: fraction.optional(),
+    text: z.enum(['response', 'prompt_response']).optional(),
+    minShingles: count.optional(),
+    minhash: z
+      .strictObject({
+        permutations: count.optional(),
+        bands: count.optional(),
+        shingle: z.enum(['word', 'char']).optional(),
+        shingleSize: count.optional(),
+        seed: z.number().int().optional(),
+      })
+      .transform((m) => ({ ...minHashDefaults, ...m }))
+      .optional(),
+    maxEntries: count.optional(),
+    ttlMs: ms.nullable().optional(),
+    maxBucketSize: count.optional(),
+    clock: z.enum(['event', 'event+tick']).optional(),
+    refreshOnHit: z.boolean().optional(),
+    annotateSignature: z.boolean().optional(),
+  },
+  nearDedupeDefaults,
+).superRefine((config, ctx) => {
+  try {
+    checkNearDedupeConfig(config as NearDedupeConfig);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message, path: ['minhash'] });
+  }
+});
+
+export const groupFilterConfig = withDefaults(
+  'group-filter',
+  {
+    groupSize: count.nullable().optional(),
+    maxWaitMs: ms.optional(),
+    timeBasis: z.enum(['event', 'processing', 'both']).optional(),
+    reward: name.optional(),
+    minVarianceSamples: count.optional(),
+    minSize: count.optional(),
+    onIncomplete: z.enum(['reject', 'pass']).optional(),
+    maxOpenGroups: count.optional(),
+    maxGroupSize: count.optional(),
+  },
+  groupFilterDefaults,
+);
+
+export const stalenessFilterConfig = withDefaults(
+  'staleness-filter',
+  { maxLag: z.number().int().nonnegative().optional(), onUnknown: z.enum(['pass', 'reject']).optional() },
+  stalenessFilterDefaults,
+);
+
+export const contaminationFilterConfig = withDefaults(
+  'contamination-filter',
+  {
+    evalSets: z.array(name).min(1, 'name at least one evaluation set file').optional(),
+    n: count.optional(),
+    minN: count.optional(),
+    maxItemsPerNgram: count.optional(),
+    maxNgrams: count.optional(),
+    idField: name.optional(),
+    textFields: z.array(name).min(1).optional(),
+    minOverlap: count.optional(),
+    minFraction: fraction.optional(),
+    fields: z.array(z.enum(['prompt', 'response'])).min(1).optional(),
+  },
+  contaminationFilterDefaults,
+);
+
+const rule = z.strictObject({ name, when: z.string() }).superRefine((r, ctx) => {
+  try {
+    compileRule(r.when, r.name);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message, path: ['when'] });
+  }
+});
+
+export const ruleFilterConfig = withDefaults(
+  'rule-filter',
+  { rules: z.array(rule).min(1, 'list at least one rule').optional(), onMissing: z.enum(['pass', 'reject']).optional() },
+  { rules: [] as Array<{ name: string; when: string }>, onMissing: 'pass' as 'pass' | 'reject' },
+);
+
+export const weaknessTrackerConfig = withDefaults(
+  'weakness-tracker',
+  {
+    reward: name.optional(),
+    passThreshold: z.number().optional(),
+    window: count.optional(),
+    minAttempts: count.optional(),
+    maxPassRate: fraction.optional(),
+    cooldownAttempts: z.number().int().nonnegative().optional(),
+    cooldownMs: ms.optional(),
+    maxPrompts: count.optional(),
+    maxPromptChars: count.optional(),
+  },
+  weaknessTrackerDefaults,
+);
+
+export const preferencePairsConfig = withDefaults(
+  'preference-pairs',
+  {
+    reward: name.optional(),
+    threshold: z.number().optional(),
+    score: name.nullable().optional(),
+    maxPairsPerGroup: count.optional(),
+    excludeReasons: z.array(z.string()).optional(),
+    neutralReasons: z.array(z.string()).optional(),
+  },
+  preferencePairsDefaults,
+);
+
+const numericRef = z.union([
+  z.strictObject({ score: name }),
+  z.strictObject({ reward: name }),
+  z.strictObject({ field: z.literal('token_count') }),
+]);
+const labelRef = z.union([z.strictObject({ tag: name }), z.strictObject({ annotation: name })]);
+
+export const quotaBalanceConfig = withDefaults(
+  'quota-balance',
+  {
+    bucketBy: labelRef.optional(),
+    unknownBucket: name.optional(),
+    quota: z.number().int().nonnegative().optional(),
+    quotas: z.record(z.string(), z.number().int().nonnegative()).optional(),
+    score: name.optional(),
+    windowMs: count.optional(),
+    slideMs: count.optional(),
+    maxOutOfOrdernessMs: ms.optional(),
+    allowedLatenessMs: ms.optional(),
+    maxDelayMs: ms.optional(),
+    retentionMs: ms.optional(),
+    maxHeld: count.optional(),
+    maxWindows: count.optional(),
+  },
+  quotaBalanceDefaults,
+).refine((c) => c.slideMs === undefined || c.windowMs % c.slideMs === 0, { message: 'windowMs must be a multiple of slideMs', path: ['slideMs'] });
+
+export const qdArchiveConfig = withDefaults(
+  'qd-archive',
+  {
+    descriptors: z
+      .array(
+        z.union([
+          z.strictObject({ name, value: numericRef, edges: z.array(z.number()).min(1) }),
+          z.strictObject({ name, label: labelRef, categories: z.array(z.string()).min(1) }),
+        ]),
+      )
+      .min(1)
+      .optional(),
+    score: name.optional(),
+    mode: z.enum(['annotate', 'elites-only']).optional(),
+    reportEvery: count.optional(),
+    maxCells: count.optional(),
+  },
+  qdArchiveDefaults,
+);
+
+const bounded = <T extends z.ZodRawShape, D extends object>(shape: T, defaults: D) =>
+  z.strictObject(shape).transform((given) => ({ ...defaults, ...given }) as unknown as D).optional();
+const ee = exploreExploitDefaults;
+
+export const exploreExploitConfig = withDefaults(
+  'explore-exploit',
+  {
+    score: name.optional(),
+    correctReward: name.optional(),
+    correctMin: z.number().optional(),
+    answerPattern: z.string().optional(),
+    k: count.optional(),
+    windowGroups: count.optional(),
+    windowSamples: count.optional(),
+    maxVersions: count.optional(),
+    reportEvery: count.optional(),
+    minGroups: count.optional(),
+    threshold: bounded(
+      { initial: z.number().optional(), min: z.number().optional(), max: z.number().optional(), gain: positiveNumber.optional(), maxStep: positiveNumber.optional(), deadBand: z.number().nonnegative().optional() },
+      ee.threshold,
+    ),
+    targets: bounded(
+      { passAtK: fraction.optional(), distinctCorrect: z.number().positive().nullable().optional(), acceptRate: fraction.optional(), precision: fraction.optional(), auc: fraction.optional() },
+      ee.targets,
+    ),
+    temperature: bounded({ initial: positiveNumber.optional(), min: positiveNumber.optional(), max: positiveNumber.optional(), step: positiveNumber.optional() }, ee.temperature),
+    samplesPerPrompt: bounded({ initial: count.optional(), min: count.optional(), max: count.optional(), step: count.optional() }, ee.samplesPerPrompt),
+  },
+  exploreExploitDefaults,
+);
+
+export const errorCompensateConfig = withDefaults(
+  'error-compensate',
+  { score: name.optional(), k: count.optional(), minSimilarity: z.number().min(-1).max(1).optional(), min: z.number().optional(), max: z.number().optional() },
+  errorCompensateDefaults,
+);
