@@ -9,7 +9,12 @@ import {
   qdArchiveConfig,
   quotaBalanceConfig,
   groupFilterConfig,
+  heuristicsConfig,
   nearDedupeConfig,
+  onnxScoreConfig,
+  rewardCombineConfig,
+  selfCertaintyConfig,
+  semanticDedupeConfig,
   preferencePairsConfig,
   ruleFilterConfig,
   stalenessFilterConfig,
@@ -66,6 +71,11 @@ export const operatorConfigSchema = z.discriminatedUnion('type', [
   qdArchiveConfig,
   exploreExploitConfig,
   errorCompensateConfig,
+  onnxScoreConfig,
+  semanticDedupeConfig,
+  selfCertaintyConfig,
+  rewardCombineConfig,
+  heuristicsConfig,
 ]);
 
 /** Orders that make no sense are refused at start, not discovered in the data. */
@@ -85,7 +95,7 @@ function checkOperatorOrder(operators: ReadonlyArray<{ type: string }>, ctx: z.R
 }
 
 /** Operators with a state store named after them: one of each per pipeline. */
-const STATEFUL = new Set(['near-dedupe', 'group-filter', 'weakness-tracker', 'quota-balance', 'qd-archive', 'explore-exploit']);
+const STATEFUL = new Set(['near-dedupe', 'group-filter', 'weakness-tracker', 'quota-balance', 'qd-archive', 'explore-exploit', 'semantic-dedupe']);
 
 export const pipelineConfigSchema = z.strictObject({
   /** Application id: names the consumer group, the transactional ids and the changelog topics. */

@@ -4,6 +4,12 @@ import { errorCompensate } from '../operators/error-compensate.ts';
 import type { ErrorMemory } from '../operators/error-memory.ts';
 import { exploreExploit, exploreExploitStore } from '../operators/explore-exploit.ts';
 import { featurize, type FeatureConfig } from '../operators/features.ts';
+import { heuristics } from '../operators/heuristics.ts';
+import { ModelHolder, OnnxScoringModel } from '../operators/model-holder.ts';
+import { onnxScore } from '../operators/onnx-score.ts';
+import { rewardCombine } from '../operators/reward-combine.ts';
+import { selfCertainty } from '../operators/self-certainty.ts';
+import { OnnxEncoder, semanticDedupe, semanticDedupeStore, type Encoder } from '../operators/semantic-dedupe.ts';
 import { qdArchive, qdArchiveStore } from '../operators/qd-archive.ts';
 import { quotaBalance, quotaBalanceStore } from '../operators/quota-balance.ts';
 import type { Curator } from '../operators/envelope.ts';
@@ -24,8 +30,8 @@ import type { OperatorConfig } from './config.ts';
 export interface OperatorResources {
   /** Model versions announced on the model-updates topic. */
   versions: ModelVersions;
-  /** Evaluation-set indexes, by the operator's position in the config. */
-  evalIndexes: Map<number, EvalIndex>;
+  /** Evaluation sets, models and encoders, by the operator's position in the config. */
+  files: OperatorFiles;
   /** Near-duplicate signatures published by every partition (cross-partition dedupe). */
   remoteIndex?: RemoteIndex;
   /** Recent scorer errors, fed from the scorer-errors topic (ReLoop2-style compensation). */
@@ -34,13 +40,40 @@ export interface OperatorResources {
   features: FeatureConfig;
 }
 
-/** Loads the files operators name (evaluation sets…), failing at start with the file's error. */
-export async function loadOperatorFiles(operators: readonly OperatorConfig[]): Promise<Map<number, EvalIndex>> {
-  const indexes = new Map<number, EvalIndex>();
+/** What operators load from files, by their position in the config. */
+export interface OperatorFiles {
+  evalIndexes: Map<number, EvalIndex>;
+  /** onnx-score: the model each one scores with, swappable while running. */
+  models: Map<number, ModelHolder>;
+  /** semantic-dedupe: its encoder. */
+  encoders: Map<number, Encoder>;
+}
+
+/**
+ * Loads what operators name — evaluation sets, ONNX models, encoders — failing at start with the
+ * file's error. An onnx-score without `model.path` starts from the newest artifact announced
+ * under its model name (`announced`).
+ */
+export async function loadOperatorFiles(
+  operators: readonly OperatorConfig[],
+  features: FeatureConfig,
+  announced: (model: string) => { artifact: string; version: string } | undefined,
+): Promise<OperatorFiles> {
+  const files: OperatorFiles = { evalIndexes: new Map(), models: new Map(), encoders: new Map() };
   for (const [i, op] of operators.entries()) {
-    if (op.type === 'contamination-filter') indexes.set(i, await loadEvalSets(op.evalSets, op));
+    if (op.type === 'contamination-filter') files.evalIndexes.set(i, await loadEvalSets(op.evalSets, op));
+    if (op.type === 'semantic-dedupe') files.encoders.set(i, await OnnxEncoder.load(op.encoder.path, { features, executionProviders: op.encoder.executionProviders }));
+    if (op.type === 'onnx-score') {
+      const latest = announced(op.model.name);
+      const source = op.model.path ?? latest?.artifact;
+      if (source === undefined) {
+        throw new Error(`onnx-score "${op.name}": no model to start with — set model.path, or announce a model named "${op.model.name}" on the model-updates topic`);
+      }
+      const version = op.model.path !== undefined ? op.model.version : latest?.version;
+      files.models.set(i, new ModelHolder(await OnnxScoringModel.load(source, version, { executionProviders: op.model.executionProviders })));
+    }
   }
-  return indexes;
+  return files;
 }
 
 const STORES: Partial<Record<OperatorConfig['type'], StoreSpec>> = {
@@ -51,6 +84,7 @@ const STORES: Partial<Record<OperatorConfig['type'], StoreSpec>> = {
   'quota-balance': quotaBalanceStore,
   'qd-archive': qdArchiveStore,
   'explore-exploit': exploreExploitStore,
+  'semantic-dedupe': semanticDedupeStore,
 };
 
 /** The state stores the configured operators need, each declared once. */
@@ -82,7 +116,7 @@ export function buildCurators(operators: readonly OperatorConfig[], state: Parti
       case 'staleness-filter':
         return stalenessFilter(op, resources.versions);
       case 'contamination-filter':
-        return contaminationFilter(op, resources.evalIndexes.get(i)!);
+        return contaminationFilter(op, resources.files.evalIndexes.get(i)!);
       case 'rule-filter':
         return ruleFilter(op);
       case 'weakness-tracker':
@@ -97,6 +131,16 @@ export function buildCurators(operators: readonly OperatorConfig[], state: Parti
         return exploreExploit(op, state.store(exploreExploitStore.name));
       case 'error-compensate':
         return errorCompensate(op, resources.errorMemory, (s) => featurize(s.rollout, resources.features));
+      case 'onnx-score':
+        return onnxScore({ ...op, features: resources.features }, resources.files.models.get(i)!);
+      case 'semantic-dedupe':
+        return semanticDedupe(op, resources.files.encoders.get(i)!, state.store(semanticDedupeStore.name));
+      case 'self-certainty':
+        return selfCertainty(op);
+      case 'reward-combine':
+        return rewardCombine(op);
+      case 'heuristics':
+        return heuristics(op);
     }
   });
   return steps.reduce<Curator>((chain, step) => pipe(chain, step), identity);

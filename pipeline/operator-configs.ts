@@ -1,5 +1,10 @@
 import { z } from 'zod';
 import { contaminationFilterDefaults } from '../operators/contamination-filter.ts';
+import { heuristicsDefaults } from '../operators/heuristics.ts';
+import { rewardCombineDefaults } from '../operators/reward-combine.ts';
+import { ExpressionError, parseExpression } from '../operators/scoring-expression.ts';
+import { selfCertaintyDefaults } from '../operators/self-certainty.ts';
+import { semanticDedupeDefaults } from '../operators/semantic-dedupe.ts';
 import { errorCompensateDefaults } from '../operators/error-compensate.ts';
 import { exploreExploitDefaults } from '../operators/explore-exploit.ts';
 import { qdArchiveDefaults } from '../operators/qd-archive.ts';
@@ -17,9 +22,9 @@ import { weaknessTrackerDefaults } from '../operators/weakness-tracker.ts';
  * names what may be set and checks its type; whatever is left out takes the operator's default.
  */
 export function withDefaults<T extends string, S extends z.ZodRawShape, D extends object>(type: T, shape: S, defaults: D) {
-  return z
-    .strictObject({ type: z.literal(type), ...shape })
-    .transform((given) => ({ ...defaults, ...given }) as unknown as D & { type: T });
+  const schema = z.strictObject({ type: z.literal(type), ...shape });
+  // Fields the operator has a default for take its type; the others (required ones) their own.
+  return schema.transform((given) => ({ ...defaults, ...given }) as unknown as D & Omit<z.output<typeof schema>, keyof D> & { type: T });
 }
 
 const count = z.number().int().positive();
@@ -225,4 +230,82 @@ export const errorCompensateConfig = withDefaults(
   'error-compensate',
   { score: name.optional(), k: count.optional(), minSimilarity: z.number().min(-1).max(1).optional(), min: z.number().optional(), max: z.number().optional() },
   errorCompensateDefaults,
+);
+
+const providers = z.array(z.enum(['cpu', 'cuda'])).min(1);
+const microBatch = { maxBatch: count.optional(), latencyMs: ms.optional() };
+
+/** A model the operator loads: a file to start from, and the name it is announced under for hot swaps. */
+const modelRef = z.strictObject({
+  /** Announcements on <prefix>.model-updates with this model name replace the model live. */
+  name,
+  /** The ONNX file to start with; without it, the newest announced artifact of `name`. */
+  path: name.optional(),
+  version: name.optional(),
+  executionProviders: providers.default(['cpu']),
+});
+
+export const onnxScoreConfig = z.strictObject({
+  type: z.literal('onnx-score'),
+  name: name.default('model'),
+  model: modelRef,
+  skipRejected: z.boolean().default(false),
+  ...microBatch,
+}).transform((c) => ({ maxBatch: 64, latencyMs: 20, ...c }));
+
+export const semanticDedupeConfig = withDefaults(
+  'semantic-dedupe',
+  {
+    encoder: z.strictObject({ path: name, executionProviders: providers.default(['cpu']) }),
+    threshold: z.number().min(-1).max(1).optional(),
+    maxEntries: count.optional(),
+    scope: z.enum(['global', 'group']).optional(),
+    scoreName: name.optional(),
+    ...microBatch,
+  },
+  semanticDedupeDefaults,
+);
+
+export const selfCertaintyConfig = withDefaults('self-certainty', { name: name.optional() }, selfCertaintyDefaults);
+
+export const rewardCombineConfig = withDefaults(
+  'reward-combine',
+  {
+    name: name.optional(),
+    mode: z.enum(['weighted', 'min', 'max', 'expression']).optional(),
+    weights: z.record(z.string(), z.number()).optional(),
+    normalize: z.boolean().optional(),
+    inputs: z.array(name).optional(),
+    expression: z.string().optional(),
+    onMissing: z.enum(['skip', 'zero']).optional(),
+  },
+  rewardCombineDefaults,
+).superRefine((c, ctx) => {
+  if (c.mode !== 'expression') return;
+  try {
+    parseExpression(c.expression);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', path: ['expression'], message: err instanceof ExpressionError ? err.message : String(err) });
+  }
+});
+
+const scoreName = name.nullable().optional();
+export const heuristicsConfig = withDefaults(
+  'heuristics',
+  {
+    names: z
+      .strictObject({ chars: scoreName, tokens: scoreName, repetition: scoreName, overthinking: scoreName, format: scoreName })
+      .transform((n) => ({ ...heuristicsDefaults.names, ...n }))
+      .optional(),
+    repetitionN: count.optional(),
+    overthinking: z
+      .strictObject({ maxTokens: count.optional(), answerPattern: z.string().optional() })
+      .transform((o) => ({ ...heuristicsDefaults.overthinking, ...o }))
+      .optional(),
+    format: z
+      .strictObject({ pattern: z.string().nullable().optional(), flags: z.string().optional() })
+      .transform((f) => ({ ...heuristicsDefaults.format, ...f }))
+      .optional(),
+  },
+  heuristicsDefaults,
 );

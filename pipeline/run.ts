@@ -18,7 +18,9 @@ import { labelJoinStores } from '../operators/label-join.ts';
 import { AnnouncedVersions } from '../operators/staleness-filter.ts';
 import { ErrorMemory } from '../operators/error-memory.ts';
 import { BroadcastReader } from '../streams/broadcast.ts';
-import { loadOperatorFiles, type OperatorResources } from './curators.ts';
+import { loadOperatorFiles, type OperatorFiles, type OperatorResources } from './curators.ts';
+import type { ModelUpdate } from '../streams/records.ts';
+import { hotSwap } from './hot-swap.ts';
 
 export interface PipelineProgress {
   processed: number;
@@ -95,18 +97,25 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
   // evaluation sets. Read before the first decision, so a restart decides as the last run did.
   const versions = new AnnouncedVersions();
   const errorMemory = new ErrorMemory(config.labels.memoryCapacity);
+  const latest = new Map<string, ModelUpdate>();
+  let files: OperatorFiles | undefined;
   const announcements = new BroadcastReader(kafka, catalog.modelUpdates, async (m) => {
+    let update: ModelUpdate;
     try {
-      const update = await modelUpdates.deserialize(m.value!);
-      versions.announce({ model: update.model, version: update.version, announcedAt: update.at });
+      update = await modelUpdates.deserialize(m.value!);
     } catch (err) {
       process.stderr.write(`[flywheel] skipping a model update that does not decode: ${(err as Error).message}\n`);
+      return;
     }
+    versions.announce({ model: update.model, version: update.version, announcedAt: update.at });
+    latest.set(update.model, update);
+    if (files !== undefined) await hotSwap(update, config, files, errorMemory);
   });
   const errorsFeed = errorFeed(kafka, catalog.scorerErrors, errorMemory);
   await Promise.all([announcements.start(), errorsFeed.start()]);
   await Promise.all([announcements.caughtUp, errorsFeed.caughtUp]);
-  const resources: OperatorResources = { versions, evalIndexes: await loadOperatorFiles(config.operators), errorMemory, features: config.features };
+  files = await loadOperatorFiles(config.operators, config.features, (model) => latest.get(model));
+  const resources: OperatorResources = { versions, files, errorMemory, features: config.features };
   const compensated = config.operators.find((o) => o.type === 'error-compensate');
   const scoredTopic = internalTopic(config.topics.prefix, config.name, 'scored-by-id');
   const clickhouse = store ?? (await openStore({ url: connections.clickhouseUrl ?? config.clickhouse.url, path: config.clickhouse.path, database: config.clickhouse.database }));
