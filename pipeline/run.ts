@@ -21,6 +21,7 @@ import { BroadcastReader } from '../streams/broadcast.ts';
 import { loadOperatorFiles, type OperatorFiles, type OperatorResources } from './curators.ts';
 import type { ModelUpdate } from '../streams/records.ts';
 import { hotSwap } from './hot-swap.ts';
+import { SignatureCache, takeSignatures, type PublishedSignature } from './near-dup-broadcast.ts';
 
 export interface PipelineProgress {
   processed: number;
@@ -70,6 +71,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
   await admin.connect();
   try {
     const feedback = config.operators.some((o) => o.type === 'error-compensate');
+    const shareSignatures = config.operators.some((o) => o.type === 'near-dedupe' && o.scope === 'global');
     await ensureTopics(admin, [
       ...catalogTopicConfigs(catalog, config.topics.partitions),
       ...stores.map((s) => changelogTopicConfig(changelog(s), config.topics.partitions)),
@@ -79,6 +81,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
             ...Object.values(labelJoinStores).map((s) => changelogTopicConfig(changelog(s.name), config.topics.partitions)),
           ]
         : []),
+      ...(shareSignatures ? [{ topic: internalTopic(config.topics.prefix, config.name, 'near-dup-index'), numPartitions: 1, replicationFactor: -1, configEntries: [{ name: 'retention.ms', value: String(24 * 3600 * 1000) }] }] : []),
     ]);
   } finally {
     await admin.disconnect();
@@ -112,10 +115,15 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
     if (files !== undefined) await hotSwap(update, config, files, errorMemory);
   });
   const errorsFeed = errorFeed(kafka, catalog.scorerErrors, errorMemory);
-  await Promise.all([announcements.start(), errorsFeed.start()]);
-  await Promise.all([announcements.caughtUp, errorsFeed.caughtUp]);
+  const globalNearDedupe = config.operators.find((o) => o.type === 'near-dedupe' && o.scope === 'global');
+  const signatureTopic = internalTopic(config.topics.prefix, config.name, 'near-dup-index');
+  const signatures = globalNearDedupe?.type === 'near-dedupe' ? new SignatureCache(globalNearDedupe, globalNearDedupe.maxEntries) : undefined;
+  const signatureFeed = signatures && new BroadcastReader(kafka, signatureTopic, (m) => signatures.add(JSON.parse(m.value!.toString()) as PublishedSignature));
+  const feeds = [announcements, errorsFeed, ...(signatureFeed ? [signatureFeed] : [])];
+  await Promise.all(feeds.map((f) => f.start()));
+  await Promise.all(feeds.map((f) => f.caughtUp));
   files = await loadOperatorFiles(config.operators, config.features, (model) => latest.get(model));
-  const resources: OperatorResources = { versions, files, errorMemory, features: config.features };
+  const resources: OperatorResources = { versions, files, errorMemory, features: config.features, remoteIndex: signatures };
   const compensated = config.operators.find((o) => o.type === 'error-compensate');
   const scoredTopic = internalTopic(config.topics.prefix, config.name, 'scored-by-id');
   const clickhouse = store ?? (await openStore({ url: connections.clickhouseUrl ?? config.clickhouse.url, path: config.clickhouse.path, database: config.clickhouse.database }));
@@ -141,9 +149,10 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
         input.kind === 'tick'
           ? [{ kind: 'tick', now: input.now }]
           : await Promise.all(input.messages.map((m) => decodeRollout(m, input.topic, partition.partition, rollouts)));
-      const curated = await lastValueFrom(from(envelopes).pipe(partition.local, toArray()));
+      const { envelopes: curated, messages: indexed } = takeSignatures(await lastValueFrom(from(envelopes).pipe(partition.local, toArray())));
       const outputs = await encodeOutputs(curated, partition.partition, { decisions, accepted, deadLetter: catalog.deadLetter, side: { control: catalog.control, weaknesses: catalog.weaknesses, preferencePairs: catalog.preferencePairs } }, context);
       if (compensated !== undefined) outputs.push({ topic: scoredTopic, messages: scoredMessages(curated, compensated.score, config.features) });
+      if (signatures !== undefined) outputs.push({ topic: signatureTopic, messages: indexed });
       return outputs.filter((t) => t.messages.length > 0);
     },
     onCommit: ({ records }) => (progress.processed += records),
@@ -182,7 +191,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
   const done = new Promise<void>((resolve) => (finished = resolve));
   const stop = () =>
     (stopping ??= (async () => {
-      await Promise.allSettled([processor.stop(), sink.stop(), joiner?.stop(), announcements.stop(), errorsFeed.stop()]);
+      await Promise.allSettled([processor.stop(), sink.stop(), joiner?.stop(), ...feeds.map((f) => f.stop())]);
       await endpoint?.close();
       if (store === undefined) await clickhouse.close();
       finished();
