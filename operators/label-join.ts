@@ -9,7 +9,7 @@ export interface ScoredSample {
   model_version: string;
   /** The error memory's key for this sample (features), base64 Float32. */
   vector: string;
-  /** Epoch milliseconds of the decision. */
+  /** Epoch milliseconds of the decision (processing time, as labels' `at`). */
   at: number;
 }
 
@@ -43,7 +43,8 @@ export function labelJoin(config: LabelJoinConfig, stores: { scored: KeyValueSto
   // Arrival order is a queue in the store (`#head`, `#tail`, `#q:<seq>` → key), so expiry pops
   // the oldest entries in O(expired); entries already joined are skipped when popped.
   const expiry = (store: KeyValueStore, now: number) => {
-    let head = Number(store.get('#head') ?? 0);
+    const start = Number(store.get('#head') ?? 0);
+    let head = start;
     const tail = Number(store.get('#tail') ?? 0);
     while (head < tail) {
       const key = store.get(`#q:${head}`)!;
@@ -53,7 +54,8 @@ export function labelJoin(config: LabelJoinConfig, stores: { scored: KeyValueSto
       store.delete(`#q:${head}`);
       head++;
     }
-    store.put('#head', String(head));
+    // Idle ticks write nothing, so they commit nothing.
+    if (head !== start) store.put('#head', String(head));
   };
   const remember = (store: KeyValueStore, key: string, value: string) => {
     if (store.get(key) === undefined) {

@@ -19,7 +19,7 @@ import { DLQ_HEADERS } from '../sinks/kafka-outputs.ts';
  */
 
 /** The scored-by-id records for a processed batch: model-scored samples, keyed by rollout id. */
-export function scoredMessages(envelopes: readonly Envelope[], score: string, features: FeatureConfig): Message[] {
+export function scoredMessages(envelopes: readonly Envelope[], score: string, features: FeatureConfig, now = Date.now()): Message[] {
   const out: Message[] = [];
   for (const e of envelopes) {
     if (e.kind !== 'sample') continue;
@@ -30,7 +30,8 @@ export function scoredMessages(envelopes: readonly Envelope[], score: string, fe
       raw,
       model_version: e.scorerVersion ?? '',
       vector: encodeVector(featurize(e.rollout, features)),
-      at: e.rollout.created_at,
+      // Decision time, not generation time: the join's TTL runs on the clock labels arrive by.
+      at: now,
     };
     // No partition: the default (murmur2) partitioner puts it where the label with this key goes.
     out.push({ key: e.rollout.id, value: JSON.stringify(scored) });

@@ -6,10 +6,10 @@
 // from arraySort + arrayCumSum), joins spelled `ALL … JOIN … USING`, no parameterised views.
 //
 // Views, not materialized views: a view reads `samples` at query time, so it is correct for rows
-// already stored when it is created, it follows ReplacingMergeTree collapses, and a changed
-// definition is a DROP + CREATE instead of a backfill. The daily questions group by run and hour
-// over one table; that stays fast at the volumes one pipeline stores. Quantiles and ranks cannot
-// be pre-aggregated into plain columns anyway.
+// already stored when it is created, and a changed definition is a DROP + CREATE instead of a
+// backfill. A materialized view would keep counting a re-delivered row after ReplacingMergeTree
+// collapsed it, and quantiles/ranks would need AggregatingMergeTree state columns per view. The
+// daily questions group one table by run and hour; that stays fast at one pipeline's volumes.
 //
 // Views read `samples` without FINAL: the sink stores each Kafka record once (README,
 // "Exactly once into ClickHouse"); the ReplacingMergeTree key is only a backstop.
@@ -369,17 +369,17 @@ GROUP BY pipeline_run, model_version, score_name`,
   {
     name: 'error_compensation',
     purpose:
-      "Error memory at work: per model version and compensated score <x> (scores <x>.raw, <x>.correction, <x>), the mean |correction| and, on labelled samples, the mean absolute error of raw vs compensated.",
+      "Error memory at work: per model version and compensated score x (scores x.raw, x.correction, x), the mean |correction| and, on labelled samples, the mean absolute error of raw vs compensated.",
     columns: [
       ['pipeline_run', 'the curating run'],
       ['model_version', 'the generating model'],
-      ['score', 'the compensated score <x>'],
-      ['samples', 'samples carrying <x>.raw, <x>.correction and <x>'],
+      ['score', 'the compensated score x'],
+      ['samples', 'samples carrying x.raw, x.correction and x'],
       ['corrected', 'samples with a non-zero correction'],
-      ['mean_abs_correction', 'mean |<x>.correction|'],
+      ['mean_abs_correction', 'mean abs(x.correction)'],
       ['labelled', `samples with the reward '${VERIFIED_REWARD}' (its value is the label)`],
-      ['mae_raw', `mean |label − <x>.raw| over labelled samples`],
-      ['mae_compensated', `mean |label − <x>| over labelled samples`],
+      ['mae_raw', 'mean abs(label − x.raw) over labelled samples'],
+      ['mae_compensated', 'mean abs(label − x) over labelled samples'],
       ['mae_reduction', 'mae_raw − mae_compensated (> 0: the memory helps)'],
     ],
     select: (t) => `SELECT
