@@ -5,7 +5,9 @@ import { demo } from './demo.ts';
 import { produceFile } from './produce.ts';
 import { runCommand } from './run.ts';
 import { services } from './services.ts';
-import { sqlCommand } from './sql.ts';
+import { openQueryStore, sqlCommand } from './sql.ts';
+import { compareCommand } from './compare.ts';
+import { formatReplay, replay } from './replay.ts';
 
 const USAGE = `flywheel — the data plane between rollout generators and trainers
 
@@ -15,6 +17,11 @@ const USAGE = `flywheel — the data plane between rollout generators and traine
                                        encode JSON lines as rollouts and send them
   flywheel sql "<query>" [--config <file> | --path <dir>]
                                        query the pipeline's ClickHouse store
+  flywheel replay --config <file> --run <name> [--from <pos>] [--to <pos>] [--source-prefix <p>]
+                                       rerun a range of a rollouts topic through a config as a named run;
+                                       <pos>: earliest | latest | an offset | p:offset,… | an ISO time
+  flywheel compare <runA> <runB> [--config <file> | --path <dir>]
+                                       two runs side by side: overlap, reasons, scores, precision
   flywheel demo [--groups N]           start the services, curate synthetic rollouts, print a summary
 
 Environment: KAFKA_BROKERS, SCHEMA_REGISTRY_URL, CLICKHOUSE_URL select running services
@@ -31,6 +38,10 @@ async function main(argv: string[]): Promise<number> {
       file: { type: 'string' },
       path: { type: 'string' },
       groups: { type: 'string' },
+      run: { type: 'string' },
+      from: { type: 'string' },
+      to: { type: 'string' },
+      'source-prefix': { type: 'string' },
     },
   });
   const need = (name: keyof typeof values): string => {
@@ -56,6 +67,37 @@ async function main(argv: string[]): Promise<number> {
       if (query === '') throw new UsageError('sql needs a query, e.g. flywheel sql "SELECT count() FROM samples"');
       const path = values.path ?? (values.config === undefined ? undefined : loadConfig(values.config).clickhouse.path);
       process.stdout.write(await sqlCommand(query, connectionsFromEnv(), path));
+      return 0;
+    }
+    case 'replay': {
+      const config = loadConfig(need('config'));
+      const store = await openQueryStore(connectionsFromEnv(), config.clickhouse.path);
+      try {
+        const result = await replay(config, connectionsFromEnv(), {
+          run: need('run'),
+          sourcePrefix: values['source-prefix'],
+          from: values.from ?? 'earliest',
+          to: values.to ?? 'latest',
+          store,
+          onProgress: (done, total) => process.stderr.write(`\r[flywheel] replayed ${done}/${total}`),
+        });
+        process.stderr.write('\n');
+        console.log(formatReplay(result));
+      } finally {
+        await store.close();
+      }
+      return 0;
+    }
+    case 'compare': {
+      const [runA, runB] = positionals;
+      if (runA === undefined || runB === undefined) throw new UsageError('compare needs two run names');
+      const path = values.path ?? (values.config === undefined ? undefined : loadConfig(values.config).clickhouse.path);
+      const store = await openQueryStore(connectionsFromEnv(), path);
+      try {
+        console.log(await compareCommand(runA, runB, store));
+      } finally {
+        await store.close();
+      }
       return 0;
     }
     case 'demo': {

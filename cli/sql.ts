@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { readEndpointFile } from '../sinks/clickhouse/http-endpoint.ts';
-import { DEFAULT_EMBEDDED_PATH, openStore } from '../sinks/clickhouse/store.ts';
+import { DEFAULT_EMBEDDED_PATH, openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import type { Connections } from '../streams/connections.ts';
 
 /**
@@ -10,15 +10,21 @@ import type { Connections } from '../streams/connections.ts';
  * which case the query goes through the endpoint that pipeline serves.
  */
 export async function sqlCommand(query: string, connections: Connections, path = DEFAULT_EMBEDDED_PATH): Promise<string> {
-  if (connections.clickhouseUrl === undefined && !existsSync(path)) {
-    throw new Error(`no embedded ClickHouse store at ${path}: pass --path <dir> or --config <file>, or set CLICKHOUSE_URL`);
-  }
-  const owner = connections.clickhouseUrl === undefined ? readEndpointFile(path) : undefined;
-  const store = await openStore({ url: connections.clickhouseUrl ?? owner?.url, path });
+  const store = await openQueryStore(connections, path);
   try {
     const result = await store.raw(query, { format: 'PrettyCompact' });
     return result.body.toString('utf8');
   } finally {
     await store.close();
   }
+}
+
+/**
+ * The pipeline's store for a command in another process: the server when CLICKHOUSE_URL is
+ * set; else the embedded directory, through the endpoint of the worker that owns it if one runs.
+ */
+export async function openQueryStore(connections: Connections, path = DEFAULT_EMBEDDED_PATH): Promise<ClickHouseStore> {
+  if (connections.clickhouseUrl !== undefined) return openStore({ url: connections.clickhouseUrl });
+  if (!existsSync(path)) throw new Error(`no embedded ClickHouse store at ${path}: pass --path <dir> or --config <file>, or set CLICKHOUSE_URL`);
+  return openStore({ url: readEndpointFile(path)?.url, path });
 }

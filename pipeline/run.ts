@@ -2,6 +2,7 @@ import { from, lastValueFrom, toArray } from 'rxjs';
 import { ClickHouseSink } from '../sinks/clickhouse-sink.ts';
 import { serveStore, type StoreEndpoint } from '../sinks/clickhouse/http-endpoint.ts';
 import { migrate } from '../sinks/clickhouse/schema.ts';
+import { migrateViews } from '../sinks/clickhouse/views.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { encodeOutputs } from '../sinks/kafka-outputs.ts';
 import type { Connections } from '../streams/connections.ts';
@@ -128,6 +129,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
   const scoredTopic = internalTopic(config.topics.prefix, config.name, 'scored-by-id');
   const clickhouse = store ?? (await openStore({ url: connections.clickhouseUrl ?? config.clickhouse.url, path: config.clickhouse.path, database: config.clickhouse.database }));
   await migrate(clickhouse);
+  await migrateViews(clickhouse);
 
   const context = { configHash: configHash(config), pipelineRun: config.run };
   const progress: PipelineProgress = { processed: 0, stored: { samples: 0, dead_letters: 0 } };

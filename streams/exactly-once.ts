@@ -83,6 +83,7 @@ export class ExactlyOnceProcessor<L> {
   /** Per-partition serialisation of assignment work and batch work. */
   private readonly locks = new Map<number, Promise<unknown>>();
   private subscription: Subscription | undefined;
+  private readonly rangeDone = new Set<string>();
   private ticker: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: ExactlyOnceOptions<L>) {
@@ -96,6 +97,10 @@ export class ExactlyOnceProcessor<L> {
       partitionAssigners: [coPartitionAssigner],
     });
     this.admin = options.kafka.admin();
+    // Empty ranges are done before they start: no batch will ever arrive to say so.
+    for (const [topic, partitions] of options.range ?? []) {
+      for (const [partition, { from, to }] of partitions) if (from >= to) this.rangeDone.add(`${topic}:${partition}`);
+    }
   }
 
   /** Runs until `stop()`; the promise rejects if the consumer fails for good. */
@@ -118,6 +123,7 @@ export class ExactlyOnceProcessor<L> {
         .pipe(mergeMap((source) => this.handle(source)))
         .subscribe({ error: reject, complete: resolve });
     });
+    this.reportRangeDone();
     if (this.options.tickMs !== undefined) {
       this.ticker = setInterval(() => {
         const now = Date.now();
@@ -162,8 +168,6 @@ export class ExactlyOnceProcessor<L> {
     this.checkRangeDone(owned);
   }
 
-  private readonly rangeDone = new Set<string>();
-
   /** A range is done per topic-partition once everything before its end is committed (or it is empty). */
   private checkRangeDone(owned: Owned<L>): void {
     if (this.options.range === undefined) return;
@@ -171,6 +175,11 @@ export class ExactlyOnceProcessor<L> {
       const bounds = partitions.get(owned.partition);
       if (bounds !== undefined && (owned.nextOffsets.get(topic) ?? bounds.from) >= bounds.to) this.rangeDone.add(`${topic}:${owned.partition}`);
     }
+    this.reportRangeDone();
+  }
+
+  private reportRangeDone(): void {
+    if (this.options.range === undefined) return;
     const total = [...this.options.range.values()].reduce((sum, partitions) => sum + partitions.size, 0);
     if (this.rangeDone.size === total) this.options.onRangeDone?.();
   }
