@@ -18,6 +18,11 @@ export interface SyntheticOptions {
   invalidRate: number;
   /** How many raw non-rollout records to add. */
   garbage: number;
+  /**
+   * How strongly the wording gives correctness away (0: not at all): with this probability a
+   * right answer shows its check and a wrong one hedges — a signal a text scorer can learn.
+   */
+  signal: number;
 }
 
 export interface SyntheticData {
@@ -34,6 +39,7 @@ export const syntheticDefaults: SyntheticOptions = {
   duplicateRate: 0.06,
   invalidRate: 0.01,
   garbage: 5,
+  signal: 0,
 };
 
 /** mulberry32: small, fast, and the same sequence on every machine. */
@@ -50,6 +56,8 @@ export function prng(seed: number): () => number {
 
 const SKILLS = ['addition', 'multiplication', 'subtraction'] as const;
 const OPENERS = ['Let me work this out.', 'First, read the question.', 'Step by step:', 'We compute carefully.', 'Think about the numbers.'];
+const CHECKS = ['Checking by the inverse operation confirms it.', 'I verified the result twice.', 'Substituting back gives the same value.'];
+const HEDGES = ['Probably, though I rushed it.', 'I guessed the last digit.', 'Not sure about the carry.'];
 
 export function syntheticRollouts(options: Partial<SyntheticOptions> = {}): SyntheticData {
   const o = { ...syntheticDefaults, ...options };
@@ -97,7 +105,8 @@ export function syntheticRollouts(options: Partial<SyntheticOptions> = {}): Synt
       const correct = random() < difficulty;
       const formatted = random() < 0.9;
       const answer = correct ? truth : truth + 1 + Math.floor(random() * 9);
-      const reasoning = `${pick(OPENERS)} Sample ${s} of ${promptId} computes ${a} ${symbol} ${b}.`;
+      const tell = o.signal > 0 && random() < o.signal ? ` ${pick(correct ? CHECKS : HEDGES)}` : '';
+      const reasoning = `${pick(OPENERS)} Sample ${s} of ${promptId} computes ${a} ${symbol} ${b}.${tell}`;
       const response = formatted ? `${reasoning}\nAnswer: ${answer}` : `${reasoning} I believe it is ${answer}.`;
       const tokens = response.split(/\s+/).length;
       const logprobs = Array.from({ length: Math.min(tokens, 16) }, () => -random() * (correct ? 0.3 : 1.5));

@@ -165,7 +165,10 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
     groupId: `${config.topics.prefix}.${config.name}.clickhouse-sink`,
     decisions,
     deadLetterTopic: catalog.deadLetter,
-    onInsert: ({ table, rows }) => (progress.stored[table as keyof PipelineProgress['stored']] += rows),
+    trainerProgressTopic: catalog.trainerProgress,
+    onInsert: ({ table, rows }) => {
+      if (table === 'samples' || table === 'dead_letters') progress.stored[table] += rows;
+    },
   });
 
   const joiner =

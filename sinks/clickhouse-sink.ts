@@ -3,6 +3,7 @@ import type { Decision } from '../streams/records.ts';
 import type { TopicSerde } from '../streams/serde.ts';
 import { kafkaBatches } from '../streams/source.ts';
 import { sinkHighWater } from './clickhouse/schema.ts';
+import { TRAINER_PROGRESS_TABLE } from './clickhouse/views.ts';
 import type { ClickHouseStore } from './clickhouse/store.ts';
 import { DLQ_HEADERS } from './kafka-outputs.ts';
 import { mergeMap, type Subscription } from 'rxjs';
@@ -13,6 +14,8 @@ export interface ClickHouseSinkOptions {
   groupId: string;
   decisions: TopicSerde<Decision>;
   deadLetterTopic: string;
+  /** Trainers' progress reports (JSON TrainerProgressRow), stored in `trainer_progress`. */
+  trainerProgressTopic: string;
   /** Called after rows are stored, with how many. */
   onInsert?: (info: { table: string; rows: number }) => void;
 }
@@ -44,7 +47,7 @@ export class ClickHouseSink {
     this.consumer.on(this.consumer.events.GROUP_JOIN, () => (this.highWater = new Map()));
     const stopped = new Promise<void>((resolve, reject) => {
       this.subscription = kafkaBatches(this.consumer, {
-        topics: [this.options.decisions.topic, this.options.deadLetterTopic],
+        topics: [this.options.decisions.topic, this.options.deadLetterTopic, this.options.trainerProgressTopic],
         fromBeginning: true,
         partitionsConsumedConcurrently: 1,
       })
@@ -69,6 +72,7 @@ export class ClickHouseSink {
   }
 
   private async store(topic: string, partition: number, messages: KafkaMessage[]): Promise<void> {
+    if (topic === this.options.trainerProgressTopic) return this.storeProgress(topic, partition, messages);
     const table = topic === this.options.deadLetterTopic ? 'dead_letters' : 'samples';
     const stored = await this.storedOffsets(table, topic);
     const after = stored.get(partition) ?? -1;
@@ -81,6 +85,29 @@ export class ClickHouseSink {
       await this.options.store.insert(table, rows);
       stored.set(partition, Number(fresh[fresh.length - 1]!.offset));
       this.options.onInsert?.({ table, rows: rows.length });
+    }
+    const last = messages[messages.length - 1];
+    if (last !== undefined) await this.consumer.commitOffsets([{ topic, partition, offset: String(BigInt(last.offset) + 1n) }]);
+  }
+
+  /**
+   * Progress reports are small and keyed by (trainer, model version, step): a report stored
+   * twice after a crash collapses in the ReplacingMergeTree, so at-least-once suffices here.
+   * A report that is not valid JSON is skipped with a message — it is telemetry, not data.
+   */
+  private async storeProgress(topic: string, partition: number, messages: KafkaMessage[]): Promise<void> {
+    const rows: Record<string, unknown>[] = [];
+    for (const m of messages) {
+      try {
+        const row = JSON.parse(m.value!.toString()) as Record<string, unknown>;
+        rows.push({ ...row, at: new Date(Number(row.at ?? Date.now())) });
+      } catch (err) {
+        process.stderr.write(`[flywheel] skipping a trainer progress report at ${topic}[${partition}]@${m.offset}: ${(err as Error).message}\n`);
+      }
+    }
+    if (rows.length > 0) {
+      await this.options.store.insert(TRAINER_PROGRESS_TABLE, rows);
+      this.options.onInsert?.({ table: TRAINER_PROGRESS_TABLE, rows: rows.length });
     }
     const last = messages[messages.length - 1];
     if (last !== undefined) await this.consumer.commitOffsets([{ topic, partition, offset: String(BigInt(last.offset) + 1n) }]);

@@ -16,6 +16,8 @@ export interface TopicCatalog {
   preferencePairs: string;
   /** Scorer errors (label − score) that every worker's error memory reads. */
   scorerErrors: string;
+  /** Trainers' progress reports (JSON), stored in ClickHouse's trainer_progress. */
+  trainerProgress: string;
 }
 
 export function topicCatalog(prefix: string): TopicCatalog {
@@ -30,6 +32,7 @@ export function topicCatalog(prefix: string): TopicCatalog {
     weaknesses: `${prefix}.weaknesses`,
     preferencePairs: `${prefix}.preference-pairs`,
     scorerErrors: `${prefix}.scorer-errors`,
+    trainerProgress: `${prefix}.trainer-progress`,
   };
 }
 
@@ -67,6 +70,7 @@ export function catalogTopicConfigs(catalog: TopicCatalog, partitions: number): 
     { topic: catalog.control, numPartitions: 1, replicationFactor: -1 },
     data(catalog.weaknesses),
     data(catalog.preferencePairs),
+    { topic: catalog.trainerProgress, numPartitions: 1, replicationFactor: -1 },
     { topic: catalog.scorerErrors, numPartitions: 1, replicationFactor: -1, configEntries: [{ name: 'retention.ms', value: String(24 * 3600 * 1000) }] },
   ];
 }
