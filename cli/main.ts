@@ -22,7 +22,9 @@ const USAGE = `flywheel — the data plane between rollout generators and traine
                                        <pos>: earliest | latest | an offset | p:offset,… | an ISO time
   flywheel compare <runA> <runB> [--config <file> | --path <dir>]
                                        two runs side by side: overlap, reasons, scores, precision
-  flywheel demo [--groups N]           start the services, curate synthetic rollouts, print a summary
+  flywheel demo [--rounds R] [--groups N]
+                                       start the services, run R rounds of the flywheel (generate → curate →
+                                       label → train → new scorer) on synthetic rollouts, print a table per round
 
 Environment: KAFKA_BROKERS, SCHEMA_REGISTRY_URL, CLICKHOUSE_URL select running services
 instead of the local ones.`;
@@ -38,6 +40,7 @@ async function main(argv: string[]): Promise<number> {
       file: { type: 'string' },
       path: { type: 'string' },
       groups: { type: 'string' },
+      rounds: { type: 'string' },
       run: { type: 'string' },
       from: { type: 'string' },
       to: { type: 'string' },
@@ -105,9 +108,11 @@ async function main(argv: string[]): Promise<number> {
       if ((process.env.KAFKA_BROKERS === undefined || process.env.SCHEMA_REGISTRY_URL === undefined) && services('up') !== 0) {
         throw new Error('the local services did not start (see above)');
       }
-      const groups = Number(values.groups ?? 750);
+      const groups = Number(values.groups ?? 250);
+      const rounds = Number(values.rounds ?? 4);
       if (!Number.isInteger(groups) || groups < 1) throw new UsageError('--groups takes a positive whole number');
-      await demo(connections, { groups, dataDir: '.flywheel/demo' });
+      if (!Number.isInteger(rounds) || rounds < 1) throw new UsageError('--rounds takes a positive whole number');
+      await demo(connections, { rounds, groups, dataDir: '.flywheel/demo' });
       return 0;
     }
     case undefined:

@@ -109,7 +109,7 @@ export function syntheticRollouts(options: Partial<SyntheticOptions> = {}): Synt
       const reasoning = `${pick(OPENERS)} Sample ${s} of ${promptId} computes ${a} ${symbol} ${b}.${tell}`;
       const response = formatted ? `${reasoning}\nAnswer: ${answer}` : `${reasoning} I believe it is ${answer}.`;
       const tokens = response.split(/\s+/).length;
-      const logprobs = Array.from({ length: Math.min(tokens, 16) }, () => -random() * (correct ? 0.3 : 1.5));
+      const logprobs = Array.from({ length: Math.min(tokens, 16) }, () => -random() * (correct ? 1 : 1.3));
       let rollout: Rollout = { ...base, response, rewards: { correct: correct ? 1 : 0 }, token_count: tokens, logprobs };
       let fate: Fate = !correct ? 'wrong' : !formatted ? 'unformatted' : 'accept';
       if (random() < o.invalidRate) {

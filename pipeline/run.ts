@@ -42,6 +42,8 @@ export interface RunningPipeline {
    * or undefined for a ClickHouse server, which needs no help.
    */
   serve(): Promise<string | undefined>;
+  /** The version an onnx-score operator following `model` scores with now (undefined: none does). */
+  scorerVersion(model: string): string | undefined;
 }
 
 /**
@@ -215,6 +217,10 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
     progress,
     stopped,
     stop,
+    scorerVersion: (model) => {
+      const i = config.operators.findIndex((op) => op.type === 'onnx-score' && op.model.name === model);
+      return i < 0 ? undefined : files.models.get(i)?.current().version;
+    },
     serve: async () => {
       if (clickhouse.kind !== 'embedded') return undefined;
       endpoint ??= await serveStore(clickhouse, { dataDir: config.clickhouse.path });

@@ -200,6 +200,8 @@ export interface TrainerClientOptions {
   sessionTimeout?: number;
   heartbeatInterval?: number;
   maxBytesPerPartition?: number;
+  /** How long a fetch waits for data at the broker (default 500): also bounds how long close() waits. */
+  maxWaitTimeInMs?: number;
 }
 
 export interface BatchOptions {
@@ -261,6 +263,7 @@ export class TrainerClient {
   private seq = 0;
   private closed = false;
   private iterating = false;
+  private interrupted = false;
   private failure: Error | undefined;
   private wake: (() => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -287,6 +290,7 @@ export class TrainerClient {
       heartbeatInterval: options.heartbeatInterval ?? 1_000,
       rebalanceTimeout: 30_000,
       maxBytesPerPartition: options.maxBytesPerPartition ?? 1_048_576,
+      maxWaitTimeInMs: options.maxWaitTimeInMs ?? 500,
       allowAutoTopicCreation: false,
     });
     this.producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
@@ -414,6 +418,7 @@ export class TrainerClient {
     this.generation++;
     this.mismatches.clear();
     for (const s of seeks) this.consumer.seek({ topic: s.topic, partition: s.partition, offset: s.offset.toString() });
+    this.maybeResume();
   }
 
   /** kafkajs consumed a batch of only markers/aborted records itself: follow it if it started at our position. */
@@ -501,6 +506,7 @@ export class TrainerClient {
     if (maxRecords < 1) throw new Error('maxRecords must be at least 1');
     if (this.iterating) throw new Error('trainer client: batches() is already being iterated');
     this.iterating = true;
+    this.interrupted = false;
     try {
       for (;;) {
         const batch = await this.nextBatch(maxRecords, maxWaitMs, options.emptyBatches ?? false);
@@ -516,7 +522,7 @@ export class TrainerClient {
     const deadline = Date.now() + maxWaitMs;
     for (;;) {
       if (this.failure) throw this.failure;
-      if (this.closed) return undefined;
+      if (this.closed || this.interrupted) return undefined;
       const now = Date.now();
       if (this.buffered >= maxRecords) return this.form(maxRecords, now);
       if (now >= deadline) {
@@ -560,10 +566,7 @@ export class TrainerClient {
         this.chunks.shift();
       }
     }
-    if (this.paused && this.buffered < this.bufferLimit / 2) {
-      this.paused = false;
-      this.consumer.resume(this.topics.map((t) => ({ topic: t })));
-    }
+    this.maybeResume();
     const decisions = records.flatMap((r) => (r.kind === 'decision' ? [r] : []));
     const labels = records.flatMap((r) => (r.kind === 'label' ? [r] : []));
     let replayed: ReplayedRecord[] = [];
@@ -592,6 +595,13 @@ export class TrainerClient {
     // Only fresh examples feed the starvation monitor: replays are what a starving trainer falls back on.
     this.monitor?.record(records.length, now, rejectedByReason);
     return batch;
+  }
+
+  private maybeResume(): void {
+    if (this.paused && this.buffered < this.bufferLimit / 2) {
+      this.paused = false;
+      this.consumer.resume(this.topics.map((t) => ({ topic: t })));
+    }
   }
 
   private admit(record: TrainerRecord): { reason: string; lag: number | undefined } | null {
@@ -696,6 +706,15 @@ export class TrainerClient {
     const v = this.versions;
     if (v === null) return undefined;
     return typeof v === 'function' ? v(model, version) : v.lag(model, version);
+  }
+
+  /**
+   * Ends the current `batches()` iteration after the batch in hand (or at once, if it is
+   * waiting), keeping the client open: commits and announcements still work.
+   */
+  interrupt(): void {
+    this.interrupted = true;
+    this.wake?.();
   }
 
   private fail(err: Error): void {

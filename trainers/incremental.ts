@@ -1,0 +1,379 @@
+import { linearModelOnnx } from './onnx-model.ts';
+
+/**
+ * Incremental linear learners on CPU, over the pipeline's feature vectors (operators/features.ts),
+ * exportable as the ONNX models the onnx-score operator loads.
+ *
+ * Both keep a dense (D+1)×(D+1) matrix (D features + the bias, which is the last coordinate):
+ * one update costs O(D²) time (≈1 M multiply-adds at D≈1000, about a millisecond) and the
+ * matrix takes 8(D+1)² bytes (8.5 MB at D = 1031). That is fine up to D ≈ 2000; beyond, use
+ * a diagonal/low-rank approximation or a GPU trainer (docs/trainer-contract.md).
+ *
+ * What is exact and what is not:
+ * - RecursiveRidge is exact: after any sequence of updates its weights are the weighted ridge
+ *   solution (Σ βⁿ⁻ⁱ rᵢ zᵢzᵢ' + βⁿΛ)⁻¹ Σ βⁿ⁻ⁱ rᵢ yᵢ zᵢ (z = [x, 1], Λ = diag(λ…λ, λ_bias),
+ *   r = example weight, β = forgetting factor); with β = 1 and r = 1 that is (X'X + Λ)⁻¹X'y.
+ *   Equal to a direct solve up to floating-point rounding (tests/trainers.test.ts).
+ * - OnlineLogistic is an online Newton method (the extended-Kalman / Laplace-propagation
+ *   update): each example's log-loss is replaced by its second-order Taylor expansion at the
+ *   weights current when it arrived, and the weights are the EXACT minimiser of the prior plus
+ *   the sum of those expansions. It is NOT the exact L2-regularised logistic MAP over all data
+ *   (no finite sufficient statistics exist for that); it approaches it as the weights settle,
+ *   and `logisticMap` (batch Newton) gives the exact MAP for comparison.
+ */
+
+export interface RidgeConfig {
+  /** Feature dimension D (the bias is added internally). */
+  dim: number;
+  /** L2 penalty on the feature weights (> 0). */
+  lambda: number;
+  /** L2 penalty on the bias (> 0; default: lambda). */
+  biasLambda?: number;
+  /** Exponential forgetting β in (0, 1]; 1 (default) weighs all examples equally. */
+  forgetting?: number;
+}
+
+export interface LogisticConfig {
+  dim: number;
+  /** Gaussian prior precision on the feature weights (> 0). */
+  lambda: number;
+  biasLambda?: number;
+}
+
+export interface LinearWeights {
+  weights: Float64Array;
+  bias: number;
+}
+
+interface LinearState {
+  examples: number;
+  P: Float64Array;
+  w: Float64Array;
+}
+
+/** Common machinery: P (the inverse of the precision), w, and z = [x, 1]. */
+abstract class LinearLearner {
+  readonly n: number;
+  protected readonly P: Float64Array;
+  protected readonly w: Float64Array;
+  protected readonly u: Float64Array;
+  protected readonly z: Float64Array;
+  examples = 0;
+  private sinceSymmetrised = 0;
+
+  protected constructor(
+    readonly dim: number,
+    lambda: number,
+    biasLambda: number,
+    state?: LinearState,
+  ) {
+    if (!(dim >= 1) || !Number.isInteger(dim)) throw new Error(`dim must be a positive integer, got ${dim}`);
+    if (!(lambda > 0) || !(biasLambda > 0)) throw new Error(`penalties must be > 0 (lambda ${lambda}, biasLambda ${biasLambda})`);
+    this.n = dim + 1;
+    const n = this.n;
+    this.u = new Float64Array(n);
+    this.z = new Float64Array(n);
+    if (state !== undefined) {
+      if (state.P.length !== n * n || state.w.length !== n) throw new Error(`state is for another dimension (P ${state.P.length}, w ${state.w.length}, dim ${dim})`);
+      this.P = Float64Array.from(state.P);
+      this.w = Float64Array.from(state.w);
+      this.examples = state.examples;
+    } else {
+      this.P = new Float64Array(n * n);
+      this.w = new Float64Array(n);
+      for (let i = 0; i < dim; i++) this.P[i * n + i] = 1 / lambda;
+      this.P[n * n - 1] = 1 / biasLambda;
+    }
+  }
+
+  /** x·w + b. */
+  margin(x: ArrayLike<number>): number {
+    if (x.length !== this.dim) throw new Error(`feature vector has ${x.length} entries, expected ${this.dim}`);
+    let s = this.w[this.dim]!;
+    for (let i = 0; i < this.dim; i++) s += x[i]! * this.w[i]!;
+    return s;
+  }
+
+  abstract predict(x: ArrayLike<number>): number;
+
+  linearWeights(): LinearWeights {
+    return { weights: this.w.slice(0, this.dim), bias: this.w[this.dim]! };
+  }
+
+  /** z = [x, 1]; u = P z using only the non-zero entries of z (P is symmetric); returns z'u. */
+  protected project(x: ArrayLike<number>): number {
+    const { n, P, u, z } = this;
+    if (x.length !== this.dim) throw new Error(`feature vector has ${x.length} entries, expected ${this.dim}`);
+    for (let i = 0; i < this.dim; i++) {
+      const v = x[i]!;
+      if (!Number.isFinite(v)) throw new Error(`feature ${i} is not finite (${v})`);
+      z[i] = v;
+    }
+    z[this.dim] = 1;
+    u.fill(0);
+    for (let j = 0; j < n; j++) {
+      const zj = z[j]!;
+      if (zj === 0) continue;
+      const row = j * n;
+      for (let i = 0; i < n; i++) u[i]! += P[row + i]! * zj;
+    }
+    let s = 0;
+    for (let i = 0; i < n; i++) s += z[i]! * u[i]!;
+    return s;
+  }
+
+  /** P ← (P − c·u u') / scale, kept symmetric against rounding drift. */
+  protected rankOneDowndate(c: number, scale: number): void {
+    const { n, P, u } = this;
+    const inv = 1 / scale;
+    for (let i = 0; i < n; i++) {
+      const cu = c * u[i]!;
+      const row = i * n;
+      if (scale === 1) for (let j = 0; j < n; j++) P[row + j]! -= cu * u[j]!;
+      else for (let j = 0; j < n; j++) P[row + j] = (P[row + j]! - cu * u[j]!) * inv;
+    }
+    if (++this.sinceSymmetrised >= 256) {
+      this.sinceSymmetrised = 0;
+      for (let i = 0; i < n; i++) {
+        for (let j = i + 1; j < n; j++) {
+          const m = (P[i * n + j]! + P[j * n + i]!) / 2;
+          P[i * n + j] = m;
+          P[j * n + i] = m;
+        }
+      }
+    }
+  }
+
+  /** Arrays for a checkpoint (copied). */
+  arrays(): { P: Float64Array; w: Float64Array } {
+    return { P: this.P.slice(), w: this.w.slice() };
+  }
+
+  abstract toOnnx(version: string): Uint8Array;
+}
+
+/**
+ * Recursive least squares with a ridge prior (exact; see the file comment). `update` returns
+ * the prediction made before learning from the example (prequential).
+ */
+export class RecursiveRidge extends LinearLearner {
+  readonly kind = 'ridge' as const;
+  readonly forgetting: number;
+
+  constructor(
+    readonly config: RidgeConfig,
+    state?: LinearState,
+  ) {
+    super(config.dim, config.lambda, config.biasLambda ?? config.lambda, state);
+    this.forgetting = config.forgetting ?? 1;
+    if (!(this.forgetting > 0 && this.forgetting <= 1)) throw new Error(`forgetting must be in (0, 1], got ${this.forgetting}`);
+  }
+
+  predict(x: ArrayLike<number>): number {
+    return this.margin(x);
+  }
+
+  /**
+   * Sherman–Morrison: u = Pz, k = r·u / (β + r·z'u), w += k(y − w'z), P = (P − k u')/β.
+   * O(n·nnz(x)) for u, O(n²) for P.
+   */
+  update(x: ArrayLike<number>, y: number, weight = 1): number {
+    if (!Number.isFinite(y)) throw new Error(`label is not finite (${y})`);
+    if (!(weight > 0)) throw new Error(`example weight must be > 0, got ${weight}`);
+    const s = this.project(x);
+    const { n, u, w, z } = this;
+    let prediction = 0;
+    for (let i = 0; i < n; i++) prediction += w[i]! * z[i]!;
+    const beta = this.forgetting;
+    const denom = beta + weight * s;
+    const gain = (weight * (y - prediction)) / denom;
+    for (let i = 0; i < n; i++) w[i]! += gain * u[i]!;
+    this.rankOneDowndate(weight / denom, beta);
+    this.examples++;
+    return prediction;
+  }
+
+  /** A linear ONNX scorer (score = x·w + b, not clamped). */
+  toOnnx(version: string): Uint8Array {
+    const { weights, bias } = this.linearWeights();
+    return linearModelOnnx({ weights: Float32Array.from(weights), bias, inputDim: this.dim, output: 'linear', version });
+  }
+}
+
+const sigmoid = (t: number) => (t >= 0 ? 1 / (1 + Math.exp(-t)) : Math.exp(t) / (1 + Math.exp(t)));
+
+/**
+ * Online Newton logistic regression (approximate; see the file comment). With p = σ(w'z),
+ * g = r(p − y), h = r·p(1 − p), u = Pz, s = z'u:  w ← w − g·u/(1 + h·s),  P ← P − h·u u'/(1 + h·s).
+ * Labels may be soft, in [0, 1].
+ */
+export class OnlineLogistic extends LinearLearner {
+  readonly kind = 'logistic' as const;
+
+  constructor(
+    readonly config: LogisticConfig,
+    state?: LinearState,
+  ) {
+    super(config.dim, config.lambda, config.biasLambda ?? config.lambda, state);
+  }
+
+  predict(x: ArrayLike<number>): number {
+    return sigmoid(this.margin(x));
+  }
+
+  /** Returns the probability predicted before the update. */
+  update(x: ArrayLike<number>, y: number, weight = 1): number {
+    if (!(y >= 0 && y <= 1)) throw new Error(`logistic label must be in [0, 1], got ${y}`);
+    if (!(weight > 0)) throw new Error(`example weight must be > 0, got ${weight}`);
+    const s = this.project(x);
+    const { n, u, w, z } = this;
+    let t = 0;
+    for (let i = 0; i < n; i++) t += w[i]! * z[i]!;
+    const p = sigmoid(t);
+    const g = weight * (p - y);
+    const h = weight * p * (1 - p);
+    const denom = 1 + h * s;
+    for (let i = 0; i < n; i++) w[i]! -= (g * u[i]!) / denom;
+    this.rankOneDowndate(h / denom, 1);
+    this.examples++;
+    return p;
+  }
+
+  toOnnx(version: string): Uint8Array {
+    const { weights, bias } = this.linearWeights();
+    return linearModelOnnx({ weights: Float32Array.from(weights), bias, inputDim: this.dim, output: 'logistic', version });
+  }
+}
+
+export type IncrementalLearner = RecursiveRidge | OnlineLogistic;
+
+export type LearnerConfig = ({ kind: 'ridge' } & Omit<RidgeConfig, 'dim'>) | ({ kind: 'logistic' } & Omit<LogisticConfig, 'dim'>);
+
+export function createLearner(config: LearnerConfig, dim: number, state?: LinearState): IncrementalLearner {
+  return config.kind === 'ridge' ? new RecursiveRidge({ ...config, dim }, state) : new OnlineLogistic({ ...config, dim }, state);
+}
+
+/** The per-example loss each learner reports: squared error for ridge, log-loss for logistic. */
+export function exampleLoss(kind: IncrementalLearner['kind'], prediction: number, y: number): number {
+  if (kind === 'ridge') return (prediction - y) ** 2;
+  const p = Math.min(1 - 1e-12, Math.max(1e-12, prediction));
+  return -(y * Math.log(p) + (1 - y) * Math.log(1 - p));
+}
+
+// ─── Direct solvers (the reference the incremental learners are tested against) ───────────────
+
+/**
+ * Solves A x = b for symmetric positive definite A (row-major n×n) by Cholesky, A = L L'.
+ * Throws when A is not positive definite.
+ */
+export function choleskySolve(A: Float64Array, b: Float64Array, n: number): Float64Array {
+  const L = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let sum = A[i * n + j]!;
+      for (let k = 0; k < j; k++) sum -= L[i * n + k]! * L[j * n + k]!;
+      if (i === j) {
+        if (!(sum > 0)) throw new Error(`matrix is not positive definite (pivot ${i}: ${sum})`);
+        L[i * n + i] = Math.sqrt(sum);
+      } else L[i * n + j] = sum / L[j * n + j]!;
+    }
+  }
+  const y = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    let sum = b[i]!;
+    for (let k = 0; k < i; k++) sum -= L[i * n + k]! * y[k]!;
+    y[i] = sum / L[i * n + i]!;
+  }
+  const x = new Float64Array(n);
+  for (let i = n - 1; i >= 0; i--) {
+    let sum = y[i]!;
+    for (let k = i + 1; k < n; k++) sum -= L[k * n + i]! * x[k]!;
+    x[i] = sum / L[i * n + i]!;
+  }
+  return x;
+}
+
+export interface BatchRidgeOptions {
+  lambda: number;
+  biasLambda?: number;
+  /** Per-example weights r (default 1). */
+  weights?: ArrayLike<number>;
+  /** Forgetting β: example i of N gets β^(N−1−i), the prior β^N (default 1). */
+  forgetting?: number;
+}
+
+/** The ridge solution by a direct solve: (Σ cᵢ zᵢzᵢ' + c₀Λ)⁻¹ Σ cᵢ yᵢ zᵢ with z = [x, 1]. */
+export function ridgeSolve(rows: ReadonlyArray<ArrayLike<number>>, y: ArrayLike<number>, options: BatchRidgeOptions): LinearWeights {
+  if (rows.length === 0) throw new Error('no rows');
+  const dim = rows[0]!.length;
+  const n = dim + 1;
+  const beta = options.forgetting ?? 1;
+  const N = rows.length;
+  const A = new Float64Array(n * n);
+  const b = new Float64Array(n);
+  const z = new Float64Array(n);
+  rows.forEach((x, r) => {
+    const c = (options.weights?.[r] ?? 1) * beta ** (N - 1 - r);
+    for (let i = 0; i < dim; i++) z[i] = x[i]!;
+    z[dim] = 1;
+    for (let i = 0; i < n; i++) {
+      const ci = c * z[i]!;
+      if (ci === 0) continue;
+      b[i]! += ci * y[r]!;
+      for (let j = 0; j < n; j++) A[i * n + j]! += ci * z[j]!;
+    }
+  });
+  const prior = beta ** N;
+  for (let i = 0; i < dim; i++) A[i * n + i]! += prior * options.lambda;
+  A[n * n - 1]! += prior * (options.biasLambda ?? options.lambda);
+  const w = choleskySolve(A, b, n);
+  return { weights: w.slice(0, dim), bias: w[dim]! };
+}
+
+/**
+ * The exact MAP of L2-regularised logistic regression, min Σ logloss(yᵢ, σ(w'zᵢ)) + ½ w'Λw, by
+ * Newton's method (IRLS) to convergence. O(N n² + n³) per iteration.
+ */
+export function logisticMap(
+  rows: ReadonlyArray<ArrayLike<number>>,
+  y: ArrayLike<number>,
+  options: { lambda: number; biasLambda?: number; iterations?: number; tolerance?: number },
+): LinearWeights & { iterations: number } {
+  if (rows.length === 0) throw new Error('no rows');
+  const dim = rows[0]!.length;
+  const n = dim + 1;
+  const lambdas = Float64Array.from({ length: n }, (_, i) => (i < dim ? options.lambda : (options.biasLambda ?? options.lambda)));
+  const w = new Float64Array(n);
+  const z = new Float64Array(n);
+  const maxIterations = options.iterations ?? 100;
+  for (let it = 1; it <= maxIterations; it++) {
+    const H = new Float64Array(n * n);
+    const g = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      H[i * n + i] = lambdas[i]!;
+      g[i] = lambdas[i]! * w[i]!;
+    }
+    rows.forEach((x, r) => {
+      for (let i = 0; i < dim; i++) z[i] = x[i]!;
+      z[dim] = 1;
+      let t = 0;
+      for (let i = 0; i < n; i++) t += w[i]! * z[i]!;
+      const p = sigmoid(t);
+      const h = p * (1 - p);
+      for (let i = 0; i < n; i++) {
+        g[i]! += (p - y[r]!) * z[i]!;
+        const hz = h * z[i]!;
+        if (hz === 0) continue;
+        for (let j = 0; j < n; j++) H[i * n + j]! += hz * z[j]!;
+      }
+    });
+    const step = choleskySolve(H, g, n);
+    let size = 0;
+    for (let i = 0; i < n; i++) {
+      w[i]! -= step[i]!;
+      size = Math.max(size, Math.abs(step[i]!));
+    }
+    if (size < (options.tolerance ?? 1e-12)) return { weights: w.slice(0, dim), bias: w[dim]!, iterations: it };
+  }
+  return { weights: w.slice(0, dim), bias: w[dim]!, iterations: maxIterations };
+}
