@@ -3,7 +3,7 @@ import { createInterface } from 'node:readline';
 import type { Rollout, TrajectoryStep } from '../streams/records.ts';
 import type { KeyValueStore } from '../streams/state-store.ts';
 import { openIndex } from './dedupe-index.ts';
-import { contentKey, type ExactDedupeConfig } from './exact-dedupe.ts';
+import { contentKey, rememberExact, type ExactDedupeConfig } from './exact-dedupe.ts';
 import { checkNearDedupeConfig, comparedText, layoutOf, nearDedupeStep, responseText, type NearDedupeConfig } from './near-dedupe.ts';
 
 /**
@@ -65,10 +65,8 @@ export async function seedNearDedupe(store: KeyValueStore, config: NearDedupeCon
 export async function seedExactDedupe(store: KeyValueStore, config: ExactDedupeConfig, items: AsyncIterable<CorpusItem>): Promise<number> {
   let added = 0;
   for await (const item of items) {
-    const key = contentKey(corpusRollout(item, groupOf(item, config.scope)), config.scope);
-    if (store.get(key) !== undefined) continue;
-    store.put(key, item.id);
-    added++;
+    const rollout = corpusRollout(item, groupOf(item, config.scope));
+    if (rememberExact(store, config, contentKey(rollout, config.scope), item.id, rollout.created_at) === undefined) added++;
   }
   return added;
 }

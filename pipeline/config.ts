@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { exactDedupeDefaults } from '../operators/exact-dedupe.ts';
 import { featureDefaults } from '../operators/features.ts';
 import {
   contaminationFilterConfig,
@@ -53,6 +54,9 @@ export const operatorConfigSchema = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('exact-dedupe'),
     scope: z.enum(['global', 'group']).default('global'),
+    maxEntries: z.number().int().positive().default(exactDedupeDefaults.maxEntries),
+    ttlMs: z.number().int().positive().nullable().default(exactDedupeDefaults.ttlMs),
+    refreshOnHit: z.boolean().default(exactDedupeDefaults.refreshOnHit),
   }),
   z.strictObject({
     type: z.literal('threshold-filter'),
@@ -95,7 +99,7 @@ function checkOperatorOrder(operators: ReadonlyArray<{ type: string }>, ctx: z.R
 }
 
 /** Operators with a state store named after them: one of each per pipeline. */
-const STATEFUL = new Set(['near-dedupe', 'group-filter', 'weakness-tracker', 'quota-balance', 'qd-archive', 'explore-exploit', 'semantic-dedupe']);
+const STATEFUL = new Set(['exact-dedupe', 'near-dedupe', 'group-filter', 'weakness-tracker', 'quota-balance', 'qd-archive', 'explore-exploit', 'semantic-dedupe']);
 
 export const pipelineConfigSchema = z.strictObject({
   /** Application id: names the consumer group, the transactional ids and the changelog topics. */

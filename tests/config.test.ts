@@ -57,8 +57,15 @@ describe('pipeline config', () => {
     expect(configHash(a)).not.toBe(configHash(c));
   });
 
-  it('declares the state stores the operators need, once', () => {
-    const config = parseConfig({ name: 'p', operators: [{ type: 'exact-dedupe' }, { type: 'exact-dedupe', scope: 'group' }] });
-    expect(declaredStores(config.operators).map((s) => s.name)).toEqual(['exact-dedupe']);
+  it('declares the state stores the operators need, and refuses two operators sharing one', () => {
+    const config = parseConfig({ name: 'p', operators: [{ type: 'exact-dedupe' }, { type: 'near-dedupe' }, { type: 'validate' }] });
+    expect(declaredStores(config.operators).map((s) => s.name)).toEqual(['exact-dedupe', 'near-dedupe']);
+    expect(() => parseConfig({ name: 'p', operators: [{ type: 'exact-dedupe' }, { type: 'exact-dedupe', scope: 'group' }] })).toThrow(/exact-dedupe appears twice/);
+  });
+
+  it('checks operator order and expressions at start', () => {
+    expect(() => parseConfig({ name: 'p', operators: [{ type: 'preference-pairs' }, { type: 'validate' }] })).toThrow(/must be the last operator[\s\S]*needs a group-filter/);
+    expect(() => parseConfig({ name: 'p', operators: [{ type: 'reward-combine', mode: 'expression', expression: 'min(a,' }] })).toThrow(/operators\[0\]\.expression/);
+    expect(() => parseConfig({ name: 'p', operators: [{ type: 'rule-filter', rules: [{ name: 'r', when: 'token_count >' }] }] })).toThrow(/operators\[0\]\.rules\[0\]\.when/);
   });
 });

@@ -6,7 +6,7 @@ import { prng } from '../cli/synthetic.ts';
 import { clickhouseItems, jsonlItems, seedExactDedupe, seedNearDedupe, type CorpusItem, type QueryStore } from '../operators/corpus-seed.ts';
 import { indexEntryChars } from '../operators/dedupe-index.ts';
 import type { Envelope, Sample } from '../operators/envelope.ts';
-import { exactDedupe } from '../operators/exact-dedupe.ts';
+import { exactDedupe, exactDedupeDefaults } from '../operators/exact-dedupe.ts';
 import { bandKeys, decodeSketch, minHashDefaults, sketchOf } from '../operators/minhash.ts';
 import {
   bandKeysOf,
@@ -365,11 +365,11 @@ describe('corpus seeding', () => {
 
   it('seeds exact-dedupe under its own key layout', async () => {
     const store = memStore();
-    expect(await seedExactDedupe(store, { scope: 'group' }, jsonlItems(jsonl))).toBe(4);
-    expect(await seedExactDedupe(store, { scope: 'group' }, jsonlItems(jsonl))).toBe(0);
+    expect(await seedExactDedupe(store, { ...exactDedupeDefaults, scope: 'group', ttlMs: null }, jsonlItems(jsonl))).toBe(4);
+    expect(await seedExactDedupe(store, { ...exactDedupeDefaults, scope: 'group', ttlMs: null }, jsonlItems(jsonl))).toBe(0);
     const copy = s(`  ${corpus[0]!.toUpperCase()} `, { prompt: 'What is 2 + 2?' });
     const trajectory = s('', { prompt: 'Trajectory', response: null, steps: [{ role: 'assistant', content: corpus[2]! }] });
-    const out = await through(exactDedupe({ scope: 'group' }, store), [copy, trajectory]);
+    const out = await through(exactDedupe({ ...exactDedupeDefaults, scope: 'group', ttlMs: null }, store), [copy, trajectory]);
     expect(samplesOf(out).map((x) => x.duplicateOf)).toEqual(['c0', 'c2']);
   });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { exactDedupe, exactDedupeStore } from '../operators/exact-dedupe.ts';
+import { deleteExactWhere, exactDedupe, exactDedupeDefaults, exactDedupeStore, exactEntries } from '../operators/exact-dedupe.ts';
 import { mapSamples } from '../operators/envelope.ts';
 import { ruleScore } from '../operators/rule-score.ts';
 import { thresholdFilter } from '../operators/threshold-filter.ts';
@@ -98,7 +98,7 @@ describe('exactDedupe', () => {
     const first = sample({ id: 'a', response: 'Answer: 4' });
     const again = sample({ id: 'b', response: '  answer:   4 ' });
     const other = sample({ id: 'c', response: 'Answer: 5' });
-    const out = samplesOf(await through(exactDedupe({ scope: 'global' }, store), [first, again, other]));
+    const out = samplesOf(await through(exactDedupe({ ...exactDedupeDefaults, scope: 'global' }, store), [first, again, other]));
     expect(out.map((s) => [s.rollout.id, s.duplicateOf, s.reasons])).toEqual([
       ['a', null, []],
       ['b', 'a', ['duplicate']],
@@ -110,7 +110,7 @@ describe('exactDedupe', () => {
   it('scopes by group when asked: the same text in another group is not a duplicate', async () => {
     const { store } = setup();
     const out = samplesOf(
-      await through(exactDedupe({ scope: 'group' }, store), [sample({ id: 'a', group_id: 'g1' }), sample({ id: 'b', group_id: 'g2' })]),
+      await through(exactDedupe({ ...exactDedupeDefaults, scope: 'group' }, store), [sample({ id: 'a', group_id: 'g1' }), sample({ id: 'b', group_id: 'g2' })]),
     );
     expect(out.every((s) => s.reasons.length === 0)).toBe(true);
   });
@@ -119,22 +119,53 @@ describe('exactDedupe', () => {
     const { store } = setup();
     const rejected = sample({ id: 'a' }, { reasons: ['below_min:rule'] });
     const later = sample({ id: 'b' });
-    const out = samplesOf(await through(exactDedupe({ scope: 'global' }, store), [rejected, later]));
+    const out = samplesOf(await through(exactDedupe({ ...exactDedupeDefaults, scope: 'global' }, store), [rejected, later]));
     expect(out[1]!.reasons).toEqual([]);
   });
 
   it('keeps what it learned only when the batch commits', async () => {
     const { state, store } = setup();
-    const dedupe = exactDedupe({ scope: 'global' }, store);
+    const dedupe = exactDedupe({ ...exactDedupeDefaults, scope: 'global' }, store);
     await through(dedupe, [sample({ id: 'a' })]);
-    expect(state.pendingChanges()).toHaveLength(1);
+    expect(state.pendingChanges().length).toBeGreaterThan(0);
     state.abort();
+    expect(exactEntries(store)).toBe(0);
     const [retried] = samplesOf(await through(dedupe, [sample({ id: 'a2' })]));
     expect(retried!.reasons).toEqual([]);
     state.commit();
-    expect(store.size).toBe(1);
+    expect(exactEntries(store)).toBe(1);
     const [repeat] = samplesOf(await through(dedupe, [sample({ id: 'a3' })]));
     expect(repeat!.duplicateOf).toBe('a2');
+  });
+});
+
+describe('exactDedupe bounds', () => {
+  const at = (i: number) => 1_000_000 + i * 1000;
+  const texts = (n: number, from = 0) => Array.from({ length: n }, (_, i) => sample({ id: `s${from + i}`, response: `Answer: ${from + i}`, created_at: at(from + i) }));
+
+  it('forgets the least recently seen beyond maxEntries', async () => {
+    const state = new PartitionState(0, [exactDedupeStore.name]);
+    const store = state.store(exactDedupeStore.name);
+    const dedupe = exactDedupe({ ...exactDedupeDefaults, maxEntries: 3, ttlMs: null }, store);
+    await through(dedupe, texts(3));
+    // A repeat of s0 refreshes it, so s1 is the oldest when s3 arrives.
+    await through(dedupe, [sample({ id: 'again', response: 'Answer: 0', created_at: at(3) }), ...texts(1, 3)]);
+    expect(exactEntries(store)).toBe(3);
+    const out = samplesOf(await through(dedupe, [sample({ id: 'x0', response: 'Answer: 0', created_at: at(5) }), sample({ id: 'x1', response: 'Answer: 1', created_at: at(5) })]));
+    expect(out.map((s) => s.duplicateOf)).toEqual(['s0', null]);
+  });
+
+  it('forgets hashes not seen for ttlMs of event time, and deletes in bulk', async () => {
+    const state = new PartitionState(0, [exactDedupeStore.name]);
+    const store = state.store(exactDedupeStore.name);
+    const dedupe = exactDedupe({ ...exactDedupeDefaults, ttlMs: 5000 }, store);
+    await through(dedupe, texts(10));
+    // The clock is now at(9): entries last seen before at(4) are gone.
+    expect(exactEntries(store)).toBe(6);
+    expect(deleteExactWhere(store, (e) => e.id === 's8' || e.id === 's9')).toBe(2);
+    expect(exactEntries(store)).toBe(4);
+    const out = samplesOf(await through(dedupe, [sample({ id: 'y', response: 'Answer: 9', created_at: at(9) }), sample({ id: 'z', response: 'Answer: 7', created_at: at(9) })]));
+    expect(out.map((s) => s.duplicateOf)).toEqual([null, 's7']);
   });
 });
 

@@ -357,16 +357,18 @@ describe('trainer client: two members in one group (rebalance)', () => {
     const union = () => new Set([...trained.a, ...trained.b]);
     const done = () => union().size >= decisions.length;
     const a = await open('a');
-    const runA = member(a, trained.a, done, 30);
-    await waitUntil(() => trained.a.length >= 100, 'member a to train 100 examples');
+    // A is slow enough that, when B joins, every partition still has records to read.
+    const runA = member(a, trained.a, done, 100);
+    await waitUntil(() => trained.a.length >= 10, 'member a to start');
     const b = await open('b');
     const runB = member(b, trained.b, done, 30);
-    await waitUntil(() => b.metrics.assigned.length > 0 && trained.b.length > 0, 'member b to get partitions');
+    await waitUntil(() => b.metrics.assigned.length > 0 && trained.b.length > 0, 'member b to take partitions over', 30_000);
     await waitUntil(done, 'the two members to cover everything', 60_000);
     a.interrupt();
     b.interrupt();
     await Promise.all([runA, runB]);
     const partitions = [a.metrics.assigned, b.metrics.assigned].map((l) => l.map((x) => x.partition).sort());
+    expect(a.metrics.assigned.length).toBeGreaterThan(0);
     await Promise.all([a.close(), b.close()]);
     expect(new Set(trained.a).size, 'member a: nothing twice').toBe(trained.a.length);
     expect(new Set(trained.b).size, 'member b: nothing twice').toBe(trained.b.length);

@@ -160,7 +160,8 @@ export interface TrainerMetrics {
   /** Records fetched and waiting for the trainer. */
   buffered: number;
   paused: boolean;
-  assigned: TopicPartitionOffset[];
+  /** The partitions this member holds, with the position it has handed out to (null: nothing read yet). */
+  assigned: Array<{ topic: string; partition: number; position: string | null }>;
   replayBuffer: number;
   starvation: StarvationStatus | null;
   /** The last starvation signal (also published on the control topic when configured). */
@@ -694,7 +695,7 @@ export class TrainerClient {
       assigned: [...this.assignedTps].map((tp) => {
         const [partition, topic] = tp.split('\u0000') as [string, string];
         const y = this.yielded.get(tp);
-        return { topic, partition: Number(partition), offset: y?.offset.toString() ?? '' };
+        return { topic, partition: Number(partition), position: y?.offset.toString() ?? null };
       }),
       replayBuffer: this.replay?.size ?? 0,
       starvation: this.monitor?.status(Date.now()) ?? null,
