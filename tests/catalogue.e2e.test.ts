@@ -139,7 +139,7 @@ describe('the operator catalogue in one pipeline', () => {
   });
 
   it('leaves every decision and reason queryable in ClickHouse', async () => {
-    await waitUntil(() => pipeline.progress.stored.samples >= all.length, 'the sink');
+    await waitUntil(() => pipeline.progress.stored.samples >= all.length, () => `the sink (${JSON.stringify(pipeline.progress)})`);
     const rows = await store.query<{ reason: string; n: number }>(
       `SELECT reason, count() AS n FROM samples WHERE pipeline_run = {run:String} GROUP BY reason ORDER BY n DESC`,
       { run: prefix },

@@ -110,7 +110,7 @@ describe.each(backends)('pipeline end to end, %s ClickHouse', (backend, open) =>
   it('stores every sample and dead letter in ClickHouse exactly once', async () => {
     await waitUntil(
       () => pipeline.progress.stored.samples >= expected.decided && pipeline.progress.stored.dead_letters >= expected.dead,
-      'the sink to store everything',
+      () => `the sink to store everything (${JSON.stringify(pipeline.progress)})`,
     );
     const [rows] = await store.query<{ rows: number; inputs: number; ids: number; accepted: number; duplicates: number }>(
       `SELECT count() AS rows, uniqExact(source_partition, source_offset) AS inputs, uniqExact(id) AS ids,

@@ -30,7 +30,7 @@ describe('replaying a topic range as a named run', () => {
     store = await openStore({ path: config.clickhouse.path });
     const live = await startPipeline(config, connections, { store });
     await produceRollouts(kafka, await rolloutSerde(registryClient(connections.schemaRegistryUrl), live.catalog.rollouts), data.rollouts, { raw: data.garbage });
-    await waitUntil(() => live.progress.stored.samples + live.progress.stored.dead_letters >= total, 'the live run');
+    await waitUntil(() => live.progress.stored.samples + live.progress.stored.dead_letters >= total, () => `the live run to store ${total} records (${JSON.stringify(live.progress)})`);
     await live.stop();
   }, 180_000);
 

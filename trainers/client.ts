@@ -262,6 +262,7 @@ export class TrainerClient {
   private buffered = 0;
   private paused = false;
   private seq = 0;
+  private lastCommittedSeq = 0;
   private closed = false;
   private iterating = false;
   private interrupted = false;
@@ -541,7 +542,7 @@ export class TrainerClient {
   }
 
   /** Takes up to maxRecords fetched records, applies admission, draws replays. */
-  private form(maxRecords: number, now: number): TrainingBatch {
+  private form(maxRecords: number, now: number, draw = true): TrainingBatch {
     const records: TrainerRecord[] = [];
     const rejected: RejectedRecord[] = [];
     const skipped: SkippedRecord[] = [];
@@ -571,7 +572,7 @@ export class TrainerClient {
     const decisions = records.flatMap((r) => (r.kind === 'decision' ? [r] : []));
     const labels = records.flatMap((r) => (r.kind === 'label' ? [r] : []));
     let replayed: ReplayedRecord[] = [];
-    if (this.replay !== null) {
+    if (this.replay !== null && draw) {
       replayed = this.replay.draw(this.replay.config.perBatch, now).map((d) => ({ record: d.value, uses: d.uses, priority: d.priority }));
       const scoreName = this.replay.config.scoreName;
       this.replay.add(
@@ -596,6 +597,14 @@ export class TrainerClient {
     // Only fresh examples feed the starvation monitor: replays are what a starving trainer falls back on.
     this.monitor?.record(records.length, now, rejectedByReason);
     return batch;
+  }
+
+  /**
+   * A batch with no records at the current position: to checkpoint between batches (e.g. on
+   * shutdown) when every batch handed out has been trained.
+   */
+  emptyBatch(): TrainingBatch {
+    return this.form(0, Date.now(), false);
   }
 
   private maybeResume(): void {
@@ -623,6 +632,9 @@ export class TrainerClient {
   async commit(batch: TrainingBatch, checkpoint: (cp: CheckpointWriter) => Promise<void>): Promise<CommitResult> {
     const run = async (): Promise<CommitResult> => {
       if (this.failure) throw this.failure;
+      if (!this.replaySnapshots.has(batch)) throw new Error('commit: this batch did not come from this client');
+      // An older batch's offsets under newer state would re-read (and re-train) what lies between.
+      if (batch.seq < this.lastCommittedSeq) throw new Error(`commit: batch ${batch.seq} is older than the committed batch ${this.lastCommittedSeq}`);
       const replay = this.replaySnapshots.get(batch);
       let written = false;
       const writer: CheckpointWriter = {
@@ -637,6 +649,7 @@ export class TrainerClient {
       await checkpoint(writer);
       if (!written) throw new Error(`checkpoint callback for batch ${batch.seq} returned without writing the checkpoint: nothing committed`);
       this.m.checkpoints++;
+      this.lastCommittedSeq = batch.seq;
       const owned = batch.offsets.filter((o) => this.assignedTps.has(tpKey(o.topic, o.partition)));
       if (owned.length === 0) return { offsets: batch.offsets, kafka: 'nothing-assigned' };
       try {

@@ -74,6 +74,8 @@ interface TrainerState {
   learner: { kind: IncrementalLearner['kind']; dim: number; examples: number };
   version: number;
   examples: number;
+  /** Examples trained since the last exported version. */
+  sinceExport: number;
   lossSum: number;
   lossCount: number;
   clock: number;
@@ -109,7 +111,6 @@ export class ReferenceTrainer {
   private counters: ReferenceTrainerStats['counters'] = { expiredDecisions: 0, expiredLabels: 0, droppedOverflow: 0, unlabelled: 0, invalid: 0 };
   private stopping = false;
   private running: Promise<void> | undefined;
-  private lastBatch: TrainingBatch | undefined;
 
   private constructor(
     private readonly options: ReferenceTrainerOptions,
@@ -130,6 +131,7 @@ export class ReferenceTrainer {
     this.learner = createLearner(options.learner, dim, { P, w, examples: state.learner.examples });
     this.version = state.version;
     this.examples = state.examples;
+    this.sinceExport = state.sinceExport;
     this.lossSum = state.lossSum;
     this.lossCount = state.lossCount;
     this.clock = state.clock;
@@ -180,7 +182,6 @@ export class ReferenceTrainer {
     const batchOptions = { maxRecords: 256, maxWaitMs: 500, ...this.options.batch };
     for await (const batch of this.client.batches(batchOptions)) {
       this.trainBatch(batch);
-      this.lastBatch = batch;
       this.batchesSinceCheckpoint++;
       if (this.sinceExport >= this.options.updateEvery) await this.exportAndAnnounce(batch);
       else if (this.batchesSinceCheckpoint >= (this.options.checkpointEvery ?? 20)) await this.checkpoint(batch);
@@ -198,7 +199,8 @@ export class ReferenceTrainer {
     this.client.interrupt();
     try {
       await this.running?.catch(() => undefined);
-      if (options.publish && this.sinceExport > 0 && this.lastBatch !== undefined) await this.exportAndAnnounce(this.lastBatch);
+      // Everything handed out is trained once the loop is over: the current position is covered.
+      if (options.publish && this.sinceExport > 0) await this.exportAndAnnounce(this.client.emptyBatch());
     } finally {
       await this.client.close();
     }
@@ -284,6 +286,7 @@ export class ReferenceTrainer {
       learner: { kind: this.learner.kind, dim: this.learner.dim, examples: this.learner.examples },
       version: this.version,
       examples: this.examples,
+      sinceExport: this.sinceExport,
       lossSum: this.lossSum,
       lossCount: this.lossCount,
       clock: this.clock,

@@ -46,10 +46,11 @@ export async function consumeTopic(
   return messages;
 }
 
-export async function waitUntil(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 120_000): Promise<void> {
+/** Polls `condition`; `what` (or what it returns, evaluated at the timeout) says what was awaited. */
+export async function waitUntil(condition: () => boolean | Promise<boolean>, what: string | (() => string), timeoutMs = 120_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`);
     await new Promise((r) => setTimeout(r, 250));
   }
 }
