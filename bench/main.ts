@@ -7,7 +7,7 @@
 import { from, lastValueFrom, toArray } from 'rxjs';
 import { syntheticRollouts } from '../cli/synthetic.ts';
 import { formatTable } from '../cli/table.ts';
-import type { Envelope } from '../operators/envelope.ts';
+import { newSample, type Envelope } from '../operators/envelope.ts';
 import { featureDefaults, featurize } from '../operators/features.ts';
 import { minHashDefaults, sketchOf } from '../operators/minhash.ts';
 import { ModelHolder, OnnxScoringModel } from '../operators/model-holder.ts';
@@ -22,19 +22,7 @@ import { featureSize } from '../operators/features.ts';
 import { linearModelOnnx } from '../trainers/onnx-model.ts';
 
 const data = syntheticRollouts({ groups: 5000, samplesPerGroup: 4, invalidRate: 0, garbage: 0 });
-const envelopes: Envelope[] = data.rollouts.map((rollout, i) => ({
-  kind: 'sample',
-  rollout,
-  source: { topic: 'bench', partition: 0, offset: String(i) },
-  payload: Buffer.alloc(0),
-  key: null,
-  scores: {},
-  duplicateOf: null,
-  dedupeMethod: null,
-  reasons: [],
-  annotations: {},
-  scorerVersion: null,
-}));
+const envelopes: Envelope[] = data.rollouts.map((rollout, i) => newSample(rollout, { topic: 'bench', partition: 0, offset: String(i) }, Buffer.alloc(0), null));
 const rows: Array<Record<string, string | number>> = [];
 
 async function measure(name: string, records: number, work: () => Promise<unknown> | unknown): Promise<void> {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { aucMannWhitney } from '../operators/explore-exploit.ts';
 import { featureSize } from '../operators/features.ts';
 import { loadConfig, withOverrides } from '../pipeline/config.ts';
 import { startPipeline } from '../pipeline/run.ts';
@@ -133,27 +134,10 @@ async function roundMetrics(store: ClickHouseStore, run: string, roundRun: strin
     accepted: accepted.length,
     precision: round3(accepted.filter((r) => r.correct === 1).length / Math.max(1, accepted.length)),
     recall: round3(accepted.filter((r) => r.correct === 1).length / Math.max(1, right.length)),
-    auc: round3(auc(rows.map((r) => [r.raw, r.correct === 1]))),
+    auc: round3(aucMannWhitney(rows.map((r) => [r.raw, r.correct === 1])) ?? 0.5),
     duplicates: rows.filter((r) => r.duplicate).length,
     coverage: round3(cells.size / 12),
   };
-}
-
-/** Area under the ROC curve by the rank-sum statistic, ties counted half. */
-export function auc(scored: Array<[number, boolean]>): number {
-  const positives = scored.filter(([, p]) => p).length;
-  const negatives = scored.length - positives;
-  if (positives === 0 || negatives === 0) return 0.5;
-  const sorted = [...scored].sort((a, b) => a[0] - b[0]);
-  let rankSum = 0;
-  for (let i = 0; i < sorted.length; ) {
-    let j = i;
-    while (j < sorted.length && sorted[j]![0] === sorted[i]![0]) j++;
-    const rank = (i + 1 + j) / 2;
-    for (let k = i; k < j; k++) if (sorted[k]![1]) rankSum += rank;
-    i = j;
-  }
-  return (rankSum - (positives * (positives + 1)) / 2) / (positives * negatives);
 }
 
 async function waitFor(done: () => boolean, timeoutMs: number, failed: Promise<unknown>): Promise<void> {

@@ -74,6 +74,11 @@ export function mapSamples(stage: string, fn: (sample: Sample) => Envelope): Cur
   });
 }
 
+/** A freshly decoded rollout: nothing scored, nothing decided yet. */
+export function newSample(rollout: Rollout, source: SourceRef, payload: Buffer, key: Buffer | null): Sample {
+  return { kind: 'sample', rollout, source, payload, key, scores: {}, duplicateOf: null, dedupeMethod: null, reasons: [], annotations: {}, scorerVersion: null };
+}
+
 export function deadLetter(sample: Sample, stage: string, reason: string): DeadLetter {
   return { kind: 'dead', source: sample.source, payload: sample.payload, key: sample.key, stage, reason };
 }

@@ -1,5 +1,5 @@
 import type { KafkaMessage } from 'kafkajs';
-import type { Envelope } from '../operators/envelope.ts';
+import { newSample, type Envelope } from '../operators/envelope.ts';
 import type { Rollout } from '../streams/records.ts';
 import type { TopicSerde } from '../streams/serde.ts';
 
@@ -22,19 +22,7 @@ export async function decodeRollout(message: KafkaMessage, topic: string, partit
   try {
     const rollout = await serde.deserialize(message.value);
     if (rollout === null || typeof rollout !== 'object') throw new Error('decoded to no record');
-    return {
-      kind: 'sample',
-      rollout,
-      source,
-      payload: message.value,
-      key: message.key,
-      scores: {},
-      duplicateOf: null,
-      dedupeMethod: null,
-      reasons: [],
-      annotations: {},
-      scorerVersion: null,
-    };
+    return newSample(rollout, source, message.value, message.key);
   } catch (err) {
     // The registry being unreachable says nothing about the record: retry the batch instead.
     if (registryUnavailable(err)) throw err;

@@ -1,5 +1,5 @@
 import { from, lastValueFrom, toArray } from 'rxjs';
-import type { Curator, Envelope, Sample } from '../../operators/envelope.ts';
+import { newSample, type Curator, type Envelope, type Sample } from '../../operators/envelope.ts';
 import type { Rollout } from '../../streams/records.ts';
 
 export function rollout(overrides: Partial<Rollout> = {}): Rollout {
@@ -24,20 +24,7 @@ export function rollout(overrides: Partial<Rollout> = {}): Rollout {
 
 let offset = 0;
 export function sample(overrides: Partial<Rollout> = {}, extra: Partial<Sample> = {}): Sample {
-  return {
-    kind: 'sample',
-    rollout: rollout(overrides),
-    source: { topic: 't', partition: 0, offset: String(offset++) },
-    payload: Buffer.from('payload'),
-    key: null,
-    scores: {},
-    duplicateOf: null,
-    dedupeMethod: null,
-    reasons: [],
-    annotations: {},
-    scorerVersion: null,
-    ...extra,
-  };
+  return { ...newSample(rollout(overrides), { topic: 't', partition: 0, offset: String(offset++) }, Buffer.from('payload'), null), ...extra };
 }
 
 export function through(curator: Curator, input: Envelope[]): Promise<Envelope[]> {
