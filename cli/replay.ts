@@ -5,7 +5,7 @@ import { startPipeline } from '../pipeline/run.ts';
 import type { ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import type { Connections } from '../streams/connections.ts';
 import { createKafka } from '../streams/kafka.ts';
-import { topicCatalog } from '../streams/topics.ts';
+import { topicCatalog, topicOffsets, topicOffsetsAt } from '../streams/topics.ts';
 import { formatTable } from './table.ts';
 
 export interface ReplayOptions {
@@ -77,7 +77,7 @@ export async function replay(config: PipelineConfig, connections: Connections, o
 
 /** Offsets per partition for a position spec (see ReplayOptions.from). */
 async function resolvePosition(admin: Admin, topic: string, spec: string): Promise<Map<number, bigint>> {
-  const offsets = await admin.fetchTopicOffsets(topic);
+  const offsets = await topicOffsets(admin, topic);
   if (spec === 'earliest') return new Map(offsets.map((o) => [o.partition, BigInt(o.low)]));
   if (spec === 'latest') return new Map(offsets.map((o) => [o.partition, BigInt(o.high)]));
   if (/^\d+$/.test(spec)) return new Map(offsets.map((o) => [o.partition, BigInt(spec)]));
@@ -87,7 +87,7 @@ async function resolvePosition(admin: Admin, topic: string, spec: string): Promi
   }
   const time = Date.parse(spec);
   if (Number.isNaN(time)) throw new Error(`replay: "${spec}" is not earliest, latest, an offset, p:offset pairs or a time`);
-  const byTime = await admin.fetchTopicOffsetsByTimestamp(topic, time);
+  const byTime = await topicOffsetsAt(admin, topic, time);
   return new Map(byTime.map((o) => [o.partition, BigInt(o.offset)]));
 }
 

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Consumer, Kafka, KafkaMessage } from 'kafkajs';
+import { topicOffsets } from './topics.ts';
 
 /**
  * Reads a whole topic into every worker (not split by a group): the topics that describe the
@@ -27,7 +28,7 @@ export class BroadcastReader {
   async start(): Promise<void> {
     const admin = this.kafka.admin();
     await admin.connect();
-    const ends = new Map((await admin.fetchTopicOffsets(this.topic)).map((o) => [o.partition, BigInt(o.high)]));
+    const ends = new Map((await topicOffsets(admin, this.topic)).map((o) => [o.partition, BigInt(o.high)]));
     await admin.disconnect();
     const pending = new Set([...ends].filter(([, end]) => end > 0n).map(([p]) => p));
     const reached = (partition: number, lastOffset: string) => {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Kafka } from 'kafkajs';
+import { topicOffsets } from './topics.ts';
 
 /** Store contents per partition, as the changelog's last committed records have them. */
 export type Restored = Map<number, Map<string, string>>;
@@ -20,7 +21,7 @@ export async function restoreChangelog(kafka: Kafka, topic: string, partitions: 
   await admin.connect();
   let ends: Map<number, bigint>;
   try {
-    const offsets = await admin.fetchTopicOffsets(topic);
+    const offsets = await topicOffsets(admin, topic);
     ends = new Map(offsets.filter((o) => restored.has(o.partition)).map((o) => [o.partition, BigInt(o.high)]));
   } finally {
     await admin.disconnect();

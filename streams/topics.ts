@@ -102,3 +102,28 @@ export async function ensureTopics(admin: Admin, topics: ITopicConfig[]): Promis
     if (still.length > 0) throw new Error(`could not create topics ${still.join(', ')}: ${(err as Error).message}`);
   }
 }
+
+/**
+ * admin.fetchTopicOffsets, retried while the broker still settles a just-created topic
+ * (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE…): kafkajs hands those retriable errors back
+ * from the admin API instead of refreshing its metadata and trying again.
+ */
+export async function topicOffsets(admin: Admin, topic: string, attempts = 10): ReturnType<Admin['fetchTopicOffsets']> {
+  return retryRetriable(admin, topic, attempts, () => admin.fetchTopicOffsets(topic));
+}
+
+export async function topicOffsetsAt(admin: Admin, topic: string, timestamp: number, attempts = 10): ReturnType<Admin['fetchTopicOffsetsByTimestamp']> {
+  return retryRetriable(admin, topic, attempts, () => admin.fetchTopicOffsetsByTimestamp(topic, timestamp));
+}
+
+async function retryRetriable<T>(admin: Admin, topic: string, attempts: number, call: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (attempt >= attempts || (err as { retriable?: boolean }).retriable !== true) throw err;
+      await admin.fetchTopicMetadata({ topics: [topic] }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+    }
+  }
+}
