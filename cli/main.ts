@@ -1,4 +1,7 @@
+import { mkdirSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
+import { runTrainerProcess, type TrainerProcessConfig } from '../trainers/main.ts';
 import { ConfigError, loadConfig } from '../pipeline/config.ts';
 import { connectionsFromEnv } from '../streams/connections.ts';
 import { demo } from './demo.ts';
@@ -20,6 +23,8 @@ const USAGE = `flywheel — the data plane between rollout generators and traine
   flywheel replay --config <file> --run <name> [--from <pos>] [--to <pos>] [--source-prefix <p>]
                                        rerun a range of a rollouts topic through a config as a named run;
                                        <pos>: earliest | latest | an offset | p:offset,… | an ISO time
+  flywheel train --config <file>       run the reference incremental trainer (deploy/trainer.json): labels →
+                                       model → ONNX → announced on model-updates; resumes from its checkpoint
   flywheel compare <runA> <runB> [--config <file> | --path <dir>]
                                        two runs side by side: overlap, reasons, scores, precision
   flywheel demo [--rounds R] [--groups N]
@@ -89,6 +94,18 @@ async function main(argv: string[]): Promise<number> {
       } finally {
         await store.close();
       }
+      return 0;
+    }
+    case 'train': {
+      const file = need('config');
+      let config: TrainerProcessConfig;
+      try {
+        config = JSON.parse(readFileSync(file, 'utf8')) as TrainerProcessConfig;
+      } catch (err) {
+        throw new ConfigError(`trainer config ${file}: ${(err as Error).message}`);
+      }
+      mkdirSync(dirname(config.checkpoint ?? '.'), { recursive: true });
+      await runTrainerProcess(config);
       return 0;
     }
     case 'compare': {

@@ -21,7 +21,8 @@ export class BroadcastReader {
     private readonly topic: string,
     private readonly onMessage: (message: KafkaMessage, partition: number) => void | Promise<void>,
   ) {
-    this.consumer = kafka.consumer({ groupId: this.groupId, readUncommitted: false });
+    // A short fetch wait: stopping waits for the fetch in flight.
+    this.consumer = kafka.consumer({ groupId: this.groupId, readUncommitted: false, maxWaitTimeInMs: 500 });
     this.caughtUp = new Promise((resolve) => (this.markCaughtUp = resolve));
   }
 

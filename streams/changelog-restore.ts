@@ -33,6 +33,7 @@ export async function restoreChangelog(kafka: Kafka, topic: string, partitions: 
   const consumer = kafka.consumer({
     groupId,
     readUncommitted: false,
+    maxWaitTimeInMs: 500,
     sessionTimeout: 30_000,
     retry: { retries: 5 },
   });

@@ -17,6 +17,7 @@ import { decodeCheckpoint, encodeCheckpoint, readCheckpointFile } from '../train
 import { choleskySolve, logisticMap, OnlineLogistic, RecursiveRidge, ridgeSolve } from '../trainers/incremental.ts';
 import { onnxMetadata } from '../trainers/onnx-model.ts';
 import type { TrainerProcessConfig } from '../trainers/main.ts';
+import type { TrainerProgress } from '../trainers/progress.ts';
 import { ReferenceTrainer } from '../trainers/reference-trainer.ts';
 import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
 
@@ -434,6 +435,12 @@ describe('reference trainer on real Kafka: labels joined with decisions, ONNX an
     const scores = await scorer.score(probe);
     expect(maxAbsDiff(scores, probe.map((x) => learner.predict(Float64Array.from(x))))).toBeLessThan(1e-4);
     await scorer.dispose();
+    // Progress reports (trainers/progress.ts) for the ClickHouse sink: the last one covers everything.
+    const progress = (await consumeTopic(kafka, catalog.trainerProgress, (m) => m.some((x) => (JSON.parse(x.value!.toString()) as TrainerProgress).examples === stats.examples), { settleMs: 0 }))
+      .map((m) => JSON.parse(m.value!.toString()) as TrainerProgress);
+    const lastReport = progress.find((p) => p.examples === stats.examples)!;
+    expect(lastReport).toMatchObject({ trainer: 'reference', model_version: `v${stats.version}`, committed_topic: catalog.decisions });
+    expect(lastReport.committed_partitions.sort()).toEqual([0, 1, 2]);
     console.log(`reference trainer: ${stats.examples} examples, ${stats.version} versions, ${elapsed} ms including a restart`);
   }, 120_000);
 });
@@ -485,7 +492,9 @@ describe('reference trainer process killed with SIGKILL at random points', () =>
     const configFile = join(dir, 'trainer.json');
     writeFileSync(configFile, JSON.stringify(config));
     const log: string[] = [];
-    onTestFailed(() => console.error(`--- trainer log ---\n${log.join('')}`));
+    const t0 = Date.now();
+    const phase = (what: string) => log.push(`[test +${Date.now() - t0} ms] ${what}\n`);
+    onTestFailed(() => console.error(`--- trainer log ---\n${log.join('').split('\n').filter((l) => !l.startsWith('{"examples"')).join('\n')}`));
     const start = () => {
       const child = spawn(process.execPath, ['--import', 'tsx', 'trainers/main.ts', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
       const progress = { examples: -1, restored: -1 };
@@ -506,18 +515,23 @@ describe('reference trainer process killed with SIGKILL at random points', () =>
     let previous = 0;
     for (let kill = 0; kill < 2; kill++) {
       const run = start();
-      const target = previous + 100 + Math.floor(random() * 200);
-      await waitUntil(() => run.progress.examples >= target, `training past ${target} examples`, 60_000);
+      const target = Math.min(previous + 100 + Math.floor(random() * 200), labelled.length - 100);
+      phase(`start ${kill + 1}, kill past ${target}`);
+      await waitUntil(() => run.progress.examples >= target, `training past ${target} examples`, 45_000);
       await new Promise((r) => setTimeout(r, random() * 300)); // anywhere: training, checkpoint write, commit, announce
       run.child.kill('SIGKILL');
       await run.exit;
+      phase(`killed at ${run.progress.examples}`);
       restoredCounts.push(run.progress.restored);
       previous = run.progress.examples;
     }
     const last = start();
-    await waitUntil(() => last.progress.examples >= labelled.length, 'every labelled example', 90_000);
+    phase('start 3');
+    await waitUntil(() => last.progress.examples >= labelled.length, 'every labelled example', 60_000);
+    phase('SIGTERM');
     last.child.kill('SIGTERM');
-    expect(await last.exit).toBe(0);
+    expect(await Promise.race([last.exit, new Promise((r) => setTimeout(() => r('still running 30 s after SIGTERM'), 30_000))])).toBe(0);
+    phase('exited');
     restoredCounts.push(last.progress.restored);
     console.log(`killed twice: restarts resumed from ${restoredCounts.join(', ')} checkpointed examples (killed at ≥ ${previous}); ${labelled.length} examples at the end`);
     // Each restart resumed from a checkpoint (some work since it was redone).
@@ -544,5 +558,5 @@ describe('reference trainer process killed with SIGKILL at random points', () =>
     const newest = updates[updates.length - 1]!;
     expect(newest.metrics.examples).toBe(labelled.length);
     expect(createHash('sha256').update(readFileSync(newest.artifact)).digest('hex')).toBe(newest.checksum);
-  }, 180_000);
+  }, 240_000);
 });

@@ -680,7 +680,16 @@ export class TrainerClient {
 
   /** Publishes a JSON message on the control topic. */
   async publishControl(key: string, value: object): Promise<void> {
-    await this.producer.send({ topic: this.options.catalog.control, acks: -1, messages: [{ key, value: JSON.stringify(value) }] });
+    await this.publishJson(this.options.catalog.control, key, value);
+  }
+
+  /** Publishes a JSON message on any existing topic (e.g. trainer progress). */
+  async publishJson(topic: string, key: string, value: object): Promise<void> {
+    await this.producer.send({ topic, acks: -1, messages: [{ key, value: JSON.stringify(value) }] });
+  }
+
+  async topicExists(topic: string): Promise<boolean> {
+    return (await this.admin.listTopics()).includes(topic);
   }
 
   private async checkStarvation(): Promise<void> {

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { featureSize, featurize, type FeatureConfig } from '../operators/features.ts';
 import type { ModelUpdate, Rollout } from '../streams/records.ts';
 import { writeFileAtomic } from './checkpoint.ts';
+import type { TrainerProgress } from './progress.ts';
 import { TrainerClient, type BatchOptions, type TrainerClientOptions, type TrainingBatch } from './client.ts';
 import { createLearner, exampleLoss, type IncrementalLearner, type LearnerConfig } from './incremental.ts';
 
@@ -58,6 +59,11 @@ export interface ReferenceTrainerOptions {
   batch?: BatchOptions;
   /** Called after each announcement. */
   onUpdate?: (update: ModelUpdate) => void;
+  /**
+   * Report each checkpoint on `<prefix>.trainer-progress` (trainers/progress.ts; the pipeline's
+   * ClickHouse sink stores it). Default: when the topic exists. Reports never block training.
+   */
+  progress?: boolean;
 }
 
 interface PendingDecision {
@@ -110,6 +116,9 @@ export class ReferenceTrainer {
   private lastUpdate: ModelUpdate | null = null;
   private counters: ReferenceTrainerStats['counters'] = { expiredDecisions: 0, expiredLabels: 0, droppedOverflow: 0, unlabelled: 0, invalid: 0 };
   private stopping = false;
+  private progressTopic: string | null = null;
+  private steps = 0;
+  private reports: Promise<void> = Promise.resolve();
   private running: Promise<void> | undefined;
 
   private constructor(
@@ -153,6 +162,8 @@ export class ReferenceTrainer {
     let trainer: ReferenceTrainer;
     try {
       trainer = new ReferenceTrainer(options, client);
+      const topic = options.client.catalog.trainerProgress;
+      if (options.progress !== false && (await client.topicExists(topic))) trainer.progressTopic = topic;
       if (trainer.lastUpdate !== null) await trainer.announce(trainer.lastUpdate);
     } catch (err) {
       await client.close();
@@ -202,6 +213,7 @@ export class ReferenceTrainer {
       // Everything handed out is trained once the loop is over: the current position is covered.
       if (options.publish && this.sinceExport > 0) await this.exportAndAnnounce(this.client.emptyBatch());
     } finally {
+      await this.reports;
       await this.client.close();
     }
   }
@@ -301,6 +313,31 @@ export class ReferenceTrainer {
     const arrays = this.learner.arrays();
     await this.client.commit(batch, (cp) => cp.write(this.state(), arrays));
     this.batchesSinceCheckpoint = 0;
+    this.steps++;
+    this.reportProgress(batch);
+  }
+
+  /** Fire and forget: a progress report must not hold up training. */
+  private reportProgress(batch: TrainingBatch): void {
+    if (this.progressTopic === null) return;
+    const topic = this.options.decisionsTopic === 'accepted' ? this.options.client.catalog.accepted : this.options.client.catalog.decisions;
+    const offsets = batch.offsets.filter((o) => o.topic === topic);
+    const report: TrainerProgress = {
+      trainer: this.options.client.trainer,
+      model_version: `${this.options.versionPrefix ?? 'v'}${this.version + (this.sinceExport > 0 ? 1 : 0)}`,
+      step: this.steps,
+      examples: this.examples,
+      loss: this.lossCount > 0 ? this.lossSum / this.lossCount : 0,
+      metric_names: ['pending_decisions', 'pending_labels', 'version'],
+      metric_values: [this.pendingDecisions.size, this.pendingLabels.size, this.version],
+      committed_topic: topic,
+      committed_partitions: offsets.map((o) => o.partition),
+      committed_offsets: offsets.map((o) => Number(o.offset)),
+      at: Date.now(),
+    };
+    this.reports = this.client.publishJson(this.progressTopic, report.trainer, report).catch((err: unknown) => {
+      process.stderr.write(`[trainer ${report.trainer}] progress report failed: ${(err as Error).message}\n`);
+    });
   }
 
   private async exportAndAnnounce(batch: TrainingBatch): Promise<void> {

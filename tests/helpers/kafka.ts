@@ -28,7 +28,7 @@ export async function consumeTopic(
   until: (messages: ConsumedMessage[]) => boolean,
   { settleMs = 1500, timeoutMs = 120_000 } = {},
 ): Promise<ConsumedMessage[]> {
-  const consumer = kafka.consumer({ groupId: `test-reader-${randomUUID()}`, readUncommitted: false });
+  const consumer = kafka.consumer({ groupId: `test-reader-${randomUUID()}`, readUncommitted: false, maxWaitTimeInMs: 500 });
   const messages: ConsumedMessage[] = [];
   await consumer.connect();
   try {
