@@ -5,7 +5,10 @@ import { aucMannWhitney } from '../operators/explore-exploit.ts';
 import { featureSize } from '../operators/features.ts';
 import { loadConfig, withOverrides } from '../pipeline/config.ts';
 import { startPipeline } from '../pipeline/run.ts';
-import type { ClickHouseStore } from '../sinks/clickhouse/store.ts';
+import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
+import { BroadcastReader } from '../streams/broadcast.ts';
+import { compareCommand } from './compare.ts';
+import { formatReplay, replay } from './replay.ts';
 import type { Connections } from '../streams/connections.ts';
 import { createKafka } from '../streams/kafka.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
@@ -18,6 +21,7 @@ import { syntheticRollouts } from './synthetic.ts';
 import { formatTable } from './table.ts';
 
 export const DEMO_CONFIG = new URL('../deploy/flywheel-demo.json', import.meta.url).pathname;
+export const GRPO_CONFIG = new URL('../deploy/grpo.json', import.meta.url).pathname;
 
 export interface DemoOptions {
   rounds: number;
@@ -62,7 +66,9 @@ export async function demo(connections: Connections, options: DemoOptions): Prom
   await producer.send({ topic: catalog.modelUpdates, messages: [{ key: 'scorer', value: await updates.serialize({ model: 'scorer', version: 'v0', artifact: initial, checksum, metrics: {}, at: Date.now() }) }] });
 
   console.log(`Flywheel demo ${run}: ${options.rounds} rounds of ${options.groups * 4} synthetic rollouts`);
-  const pipeline = await startPipeline(config, connections);
+  // One store for the live run and the replay below, so `compare` can put them side by side.
+  const store = await openStore({ path: config.clickhouse.path });
+  const pipeline = await startPipeline(config, connections, { store });
   const stopReporting = reportProgress(pipeline, 2000);
   let announced = 'v0';
   const trainer = await ReferenceTrainer.open({
@@ -107,14 +113,54 @@ export async function demo(connections: Connections, options: DemoOptions): Prom
     console.log('\nprecision = verified-right share of the accepted set; recall = share of all verified-right samples accepted;');
     console.log('AUC = how well the raw scorer ranks right above wrong; coverage = QD grid cells holding an accepted sample.');
     await printSummary(pipeline.store, run);
+    await trainer.stop();
+    await pipeline.stop();
+    await replayForGroupRL(connections, run, store, kafka);
   } finally {
     stopReporting();
     await trainer.stop();
     await producer.disconnect();
     await pipeline.stop();
+    await store.close();
   }
   console.log(`\nThe store is in ${options.dataDir}/clickhouse: \`flywheel sql --path ${options.dataDir}/clickhouse "SELECT …"\` queries it.`);
   console.log('Kafka and the schema registry keep running for the next run; `flywheel down` stops them.');
+}
+
+/**
+ * The same rollouts curated another way: replayed through deploy/grpo.json, a rule-based
+ * config for group-relative RL (group filter, quotas per skill, QD archive, explore/exploit
+ * control, weaknesses and preference pairs out), and compared with the live run.
+ */
+async function replayForGroupRL(connections: Connections, run: string, store: ClickHouseStore, kafka: ReturnType<typeof createKafka>): Promise<void> {
+  const grpo = loadConfig(GRPO_CONFIG);
+  console.log(`\nReplaying the same ${run}.rollouts through deploy/grpo.json as run ${run}-grpo …`);
+  const result = await replay(grpo, connections, {
+    run: `${run}-grpo`,
+    sourcePrefix: run,
+    from: 'earliest',
+    to: 'latest',
+    store,
+    onProgress: (done, total) => process.stderr.write(`\r[flywheel] replayed ${done}/${total}`),
+  });
+  process.stderr.write('\n');
+  console.log(formatReplay(result));
+  console.log(`\n${await compareCommand(run, `${run}-grpo`, store)}`);
+  const outputs = topicCatalog(`${run}.replay.${run}-grpo`);
+  const counts: Record<string, number> = {};
+  for (const [name, topic] of [['preference pairs', outputs.preferencePairs], ['weak prompts', outputs.weaknesses], ['control messages', outputs.control]] as const) {
+    counts[name] = await countRecords(kafka, topic);
+  }
+  console.log(`\nSide outputs of ${run}-grpo: ${Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(', ')}`);
+}
+
+async function countRecords(kafka: ReturnType<typeof createKafka>, topic: string): Promise<number> {
+  let n = 0;
+  const reader = new BroadcastReader(kafka, topic, () => void n++);
+  await reader.start();
+  await reader.caughtUp;
+  await reader.stop();
+  return n;
 }
 
 async function roundMetrics(store: ClickHouseStore, run: string, roundRun: string): Promise<Record<string, number>> {

@@ -11,42 +11,25 @@
 # Prints the URL to use as CLICKHOUSE_URL / FLYWHEEL_TEST_CLICKHOUSE_URL on start and status.
 set -euo pipefail
 
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_NAME=clickhouse-server.sh
 DATA_ROOT="${FLYWHEEL_DATA:-$REPO/.flywheel}"
 HOME_DIR="$DATA_ROOT/clickhouse-server"
 HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-18123}"
 TCP_PORT="${CLICKHOUSE_TCP_PORT:-19000}"
 PID_FILE="$HOME_DIR/clickhouse-server.pid"
+PID_MATCH=clickhouse
 LOG_DIR="$HOME_DIR/log"
 URL="http://127.0.0.1:$HTTP_PORT"
 SERVER_BIN=/usr/sbin/clickhouse-server
 READY_TIMEOUT_S="${CLICKHOUSE_READY_TIMEOUT_S:-60}"
 
-log() { echo "clickhouse-server.sh: $*" >&2; }
-
 install_if_missing() {
   if [[ -x "$SERVER_BIN" ]]; then return; fi
   log "installing Debian's clickhouse-server (18.16)"
   bash "$(dirname "${BASH_SOURCE[0]}")/debian-packages.sh" clickhouse-server clickhouse-client
-}
-
-# Alive = exists and is not a zombie (an init that does not reap would leave one behind).
-alive() {
-  kill -0 "$1" 2>/dev/null || return 1
-  local state
-  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || echo Z)"
-  [[ "$state" != Z ]]
-}
-
-# The pid is only trusted when it is alive AND is a clickhouse-server: pids get reused.
-running_pid() {
-  [[ -f "$PID_FILE" ]] || return 1
-  local pid
-  pid="$(cat "$PID_FILE" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  alive "$pid" || return 1
-  grep -q clickhouse "/proc/$pid/cmdline" 2>/dev/null || return 1
-  echo "$pid"
 }
 
 ping_ok() {
@@ -64,10 +47,8 @@ ping_ok() {
 check_port() {
   local recorded
   recorded="$(cat "$HOME_DIR/http_port" 2>/dev/null || echo "$HTTP_PORT")"
-  if [[ "$recorded" != "$HTTP_PORT" ]]; then
-    log "the server for $HOME_DIR runs on HTTP port $recorded, not $HTTP_PORT; stop it first"
-    exit 1
-  fi
+  [[ "$recorded" == "$HTTP_PORT" ]] ||
+    die "the server for $HOME_DIR runs on HTTP port $recorded, not $HTTP_PORT; stop it first"
 }
 
 write_config() {
@@ -155,17 +136,12 @@ start() {
   local pid
   if pid="$(running_pid)"; then
     check_port
-    if ping_ok; then
-      log "already running (pid $pid) at $URL"
-      echo "$URL"
-      return 0
-    fi
+    report_running "already running" "$pid" "$URL" ping_ok && return 0
     # Started by an earlier call that has not finished booting: fall through to the wait.
   else
     if ping_ok; then
       # Something else owns the port; starting a second server would fail to bind anyway.
-      log "port $HTTP_PORT already answers /ping but not from our pid file; not starting another server"
-      exit 1
+      die "port $HTTP_PORT already answers /ping but not from our pid file; not starting another server"
     fi
     write_config
     # Run in the foreground of a background job (not --daemon) so the pid we record is the
@@ -196,58 +172,22 @@ start() {
   echo "$URL"
 }
 
-stop() {
-  local pid
-  if ! pid="$(running_pid)"; then
-    log "not running"
-    rm -f "$PID_FILE"
-    return 0
-  fi
-  kill -TERM "$pid"
-  # SIGTERM makes ClickHouse finish running queries and flush; give it time, then force.
-  local i
-  for ((i = 0; i < 150; i++)); do
-    alive "$pid" || break
-    sleep 0.2
-  done
-  if alive "$pid"; then
-    log "pid $pid ignored SIGTERM for 30s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    while alive "$pid"; do sleep 0.1; done
-  fi
-  rm -f "$PID_FILE"
-  log "stopped (pid $pid)"
-}
+# SIGTERM makes ClickHouse finish running queries and flush; give it time, then force.
+stop() { stop_service 30; }
 
 status() {
   local pid
-  if pid="$(running_pid)"; then check_port; fi
-  if pid="$(running_pid)" && ping_ok; then
-    log "running (pid $pid) at $URL"
-    echo "$URL"
-  elif pid="$(running_pid)"; then
+  if pid="$(running_pid)"; then
+    check_port
+    report_running running "$pid" "$URL" ping_ok && return 0
     log "pid $pid alive but $URL/ping does not answer"
     exit 1
-  else
-    log "not running"
-    exit 3
   fi
+  log "not running"
+  exit 3
 }
 
 # Serialise start/stop/status on this data directory: two concurrent starts would otherwise both
 # launch a server, and the loser's pid could end up in the pid file.
-lock() {
-  mkdir -p "$HOME_DIR"
-  exec 9>"$HOME_DIR/.lock"
-  flock 9
-}
-
-case "${1:-}" in
-  start) lock; start ;;
-  stop) lock; stop ;;
-  status) lock; status ;;
-  *)
-    echo "usage: $0 {start|stop|status}" >&2
-    exit 2
-    ;;
-esac
+case "${1:-}" in start | stop | status) lock "$HOME_DIR/.lock" ;; esac
+run_command "$@"

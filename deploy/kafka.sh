@@ -14,7 +14,10 @@
 # start and status print the bootstrap address (use it as KAFKA_BROKERS) on stdout.
 set -euo pipefail
 
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_NAME=kafka.sh
 KAFKA_VERSION=3.9.1
 PORT="${KAFKA_PORT:-19092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
@@ -23,16 +26,12 @@ DATA_ROOT="${FLYWHEEL_DATA:-$REPO/.flywheel}"
 HOME_DIR="$DATA_ROOT/kafka"
 PID_FILE="$HOME_DIR/kafka.pid"
 LOG_FILE="$HOME_DIR/kafka.log"
+PID_MATCH="kafka.Kafka $HOME_DIR/server.properties"
 CACHE="$REPO/.cache/kafka"
 LIB="$CACHE/lib"
 POM="$REPO/deploy/kafka/pom.xml"
 READY_TIMEOUT_S="${KAFKA_READY_TIMEOUT_S:-60}"
 JAVA="${KAFKA_JAVA:-java}"
-
-log() { echo "kafka.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
-# Maven 3.8 prints stray colour codes even with -B -q.
-strip_ansi() { sed 's/\x1b\[[0-9;]*m//g'; }
 
 # The marker holds the pom's checksum: editing the pom (e.g. a version bump) refetches.
 fetch_jars() {
@@ -40,10 +39,8 @@ fetch_jars() {
   want="$(sha256sum "$POM" | cut -d' ' -f1)"
   [[ "$(cat "$LIB/.complete" 2>/dev/null || true)" == "$want" ]] && return 0
   command -v mvn >/dev/null || die "mvn not found; it is needed once to fetch Kafka's jars"
-  mkdir -p "$CACHE"
   # Two callers (e.g. parallel test runs) must not fetch into the same directory at once.
-  exec 9>"$CACHE/.lock"
-  flock 9
+  lock "$CACHE/.lock"
   if [[ "$(cat "$LIB/.complete" 2>/dev/null || true)" != "$want" ]]; then
     log "fetching Kafka $KAFKA_VERSION jars from Maven Central into $LIB (once)"
     local tmp="$CACHE/lib.tmp.$$"
@@ -56,23 +53,6 @@ fetch_jars() {
     mv "$tmp" "$LIB"
   fi
   exec 9>&-
-}
-
-# The pid is only trusted when it is alive AND is our broker: pids get reused.
-running_pid() {
-  [[ -f "$PID_FILE" ]] || return 1
-  local pid
-  pid="$(cat "$PID_FILE" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "kafka.Kafka $HOME_DIR/server.properties" || return 1
-  echo "$pid"
-}
-
-show_failure() {
-  grep -E 'ERROR|FATAL|Caused by' "$LOG_FILE" 2>/dev/null | tail -n 5 >&2 || true
-  echo "--- last lines of $LOG_FILE:" >&2
-  tail -n 25 "$LOG_FILE" >&2 || true
 }
 
 answers() { node "$REPO/deploy/wait-ready.mjs" kafka "$BROKERS" --timeout "${1:-0}" "${@:2}"; }
@@ -154,13 +134,9 @@ format_storage() {
 }
 
 start() {
-  local pid status
+  local pid
   if pid="$(running_pid)"; then
-    if answers 0; then
-      log "already running (pid $pid) at $BROKERS"
-      echo "$BROKERS"
-      return 0
-    fi
+    report_running "already running" "$pid" "$BROKERS" answers 0 && return 0
     # Started by an earlier call that has not finished booting: fall through to the wait.
   else
     if answers 0; then
@@ -171,75 +147,27 @@ start() {
     fetch_jars
     write_config
     format_storage
-    # setsid: the broker gets its own session, so Ctrl-C in the caller's terminal does not kill
-    # it mid-write; whoever started it stops it with `stop`. The inner shell records its own
-    # pid and then execs java, so the pid file names the JVM itself. The redirections cover the
-    # whole subshell so no caller's pipe (e.g. `$(kafka.sh start)`) stays open.
-    : >>"$LOG_FILE"
     echo "--- start $(date -u +%FT%TZ)" >>"$LOG_FILE"
-    (cd "$HOME_DIR" && setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PID_FILE" \
-      "$JAVA" ${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    spawn broker "$JAVA" ${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
       -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
       -Dlog4j.configuration="file:$HOME_DIR/log4j.properties" -Dkafka.logs.dir="$HOME_DIR" \
-      -cp "$LIB/*" kafka.Kafka "$HOME_DIR/server.properties") >>"$LOG_FILE" 2>&1 </dev/null &
-    # Wait until the pid file exists (the inner shell writes it before exec).
-    for _ in $(seq 50); do [[ -s "$PID_FILE" ]] && break; sleep 0.1; done
-    pid="$(cat "$PID_FILE" 2>/dev/null || true)"
-    [[ "$pid" =~ ^[0-9]+$ ]] || die "broker did not record its pid; see $LOG_FILE"
+      -cp "$LIB/*" kafka.Kafka "$HOME_DIR/server.properties"
+    pid="$(cat "$PID_FILE")"
     log "started pid $pid, waiting for $BROKERS (up to ${READY_TIMEOUT_S}s)"
   fi
-  status=0
-  answers "$READY_TIMEOUT_S" --pid "$pid" || status=$?
-  case "$status" in
-    0) ;;
-    2)
-      rm -f "$PID_FILE"
-      log "broker exited during start-up:"
-      show_failure
-      exit 1
-      ;;
-    *)
-      log "broker (pid $pid) not ready after ${READY_TIMEOUT_S}s; still running:"
-      show_failure
-      exit 1
-      ;;
-  esac
+  await_ready "$pid" broker 'ERROR|FATAL|Caused by'
   log "ready at $BROKERS (data in $HOME_DIR)"
   echo "$BROKERS"
 }
 
-stop() {
-  local pid
-  if ! pid="$(running_pid)"; then
-    log "not running"
-    rm -f "$PID_FILE"
-    return 0
-  fi
-  # SIGTERM = controlled shutdown: flushes logs and writes the clean-shutdown marker, so the
-  # next start skips log recovery. Give it time, then force.
-  kill -TERM "$pid"
-  local i
-  for ((i = 0; i < 300; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "pid $pid ignored SIGTERM for 30s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  fi
-  rm -f "$PID_FILE"
-  log "stopped (pid $pid)"
-}
+# SIGTERM = controlled shutdown: flushes logs and writes the clean-shutdown marker, so the
+# next start skips log recovery. Give it time, then force.
+stop() { stop_service 30; }
 
 status() {
   local pid
   if pid="$(running_pid)"; then
-    if answers 3; then
-      log "running (pid $pid) at $BROKERS"
-      echo "$BROKERS"
-      return 0
-    fi
+    report_running running "$pid" "$BROKERS" answers 3 && return 0
     log "pid $pid alive but $BROKERS does not answer"
     exit 1
   fi
@@ -247,12 +175,4 @@ status() {
   exit 1
 }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
-  status) status ;;
-  *)
-    echo "usage: $0 {start|stop|status}" >&2
-    exit 2
-    ;;
-esac
+run_command "$@"

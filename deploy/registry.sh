@@ -29,7 +29,10 @@
 # REGISTRY_VERSION is not set, we fall back to 3.0.9, which runs on Java 17.
 set -euo pipefail
 
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_NAME=registry.sh
 PORT="${REGISTRY_PORT:-18081}"
 BASE="http://127.0.0.1:$PORT"
 URL="$BASE/apis/ccompat/v7"
@@ -37,6 +40,7 @@ DATA_ROOT="${FLYWHEEL_DATA:-$REPO/.flywheel}"
 HOME_DIR="$DATA_ROOT/registry"
 PID_FILE="$HOME_DIR/registry.pid"
 LOG_FILE="$HOME_DIR/registry.log"
+PID_MATCH="-Dflywheel.registry.home=$HOME_DIR "
 CACHE="$REPO/.cache/registry"
 READY_TIMEOUT_S="${REGISTRY_READY_TIMEOUT_S:-90}"
 # Confluent's registry defaults to BACKWARD; Apicurio's to no rule. Match Confluent so schema
@@ -46,11 +50,6 @@ STORAGE="${REGISTRY_STORAGE:-file}"
 DEFAULT_VERSION=3.3.3
 FALLBACK_VERSION=3.0.9 # last bundle on Central that runs on Java 17
 MAVEN_CENTRAL="${MAVEN_CENTRAL:-https://repo.maven.apache.org/maven2}"
-
-log() { echo "registry.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
-# Maven 3.8 prints stray colour codes even with -B -q.
-strip_ansi() { sed 's/\x1b\[[0-9;]*m//g'; }
 
 java_major() { "$1" -version 2>&1 | sed -n 's/.* version "\([0-9]*\).*/\1/p' | head -n 1; }
 
@@ -99,10 +98,8 @@ fetch_bundle() {
   local dir="$CACHE/$VERSION"
   [[ -f "$dir/.complete" ]] && return 0
   command -v mvn >/dev/null || die "mvn not found; it is needed once to fetch Apicurio Registry"
-  mkdir -p "$CACHE"
   # Two callers (e.g. parallel test runs) must not unpack into the same directory at once.
-  exec 9>"$CACHE/.lock"
-  flock 9
+  lock "$CACHE/.lock"
   if [[ ! -f "$dir/.complete" ]]; then
     log "fetching Apicurio Registry $VERSION (~160 MB) from Maven Central into $dir (once)"
     local tmp="$CACHE/$VERSION.tmp.$$"
@@ -127,33 +124,12 @@ fetch_bundle() {
   exec 9>&-
 }
 
-# The pid is only trusted when it is alive AND is our registry: pids get reused.
-running_pid() {
-  [[ -f "$PID_FILE" ]] || return 1
-  local pid
-  pid="$(cat "$PID_FILE" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-Dflywheel.registry.home=$HOME_DIR " || return 1
-  echo "$pid"
-}
-
 answers() { node "$REPO/deploy/wait-ready.mjs" http "$URL/subjects" --timeout "${1:-0}" "${@:2}"; }
 
-show_failure() {
-  grep -E 'ERROR|Exception|Caused by' "$LOG_FILE" 2>/dev/null | tail -n 5 >&2 || true
-  echo "--- last lines of $LOG_FILE:" >&2
-  tail -n 25 "$LOG_FILE" >&2 || true
-}
-
 start() {
-  local pid status
+  local pid
   if pid="$(running_pid)"; then
-    if answers 0; then
-      log "already running (pid $pid) at $URL"
-      echo "$URL"
-      return 0
-    fi
+    report_running "already running" "$pid" "$URL" answers 0 && return 0
     # Started by an earlier call that has not finished booting: fall through to the wait.
   else
     if answers 0; then
@@ -176,8 +152,7 @@ start() {
     # default refuses). Access log off and a sane date format: the stock format prints
     # "2026-11+00-25". A small connection pool (default 20..100) for a single user. The management interface (health, metrics) would bind 0.0.0.0:9000,
     # clashing with anything else on 9000: loopback and a free port instead. SerialGC: the registry is tiny and the box has 2 cores.
-    (cd "$HOME_DIR" && setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PID_FILE" \
-      "$JAVA" ${REGISTRY_HEAP_OPTS:--Xms64m -Xmx512m} -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError \
+    spawn registry "$JAVA" ${REGISTRY_HEAP_OPTS:--Xms64m -Xmx512m} -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError \
       -Djava.io.tmpdir="$HOME_DIR/tmp" -Dflywheel.registry.home="$HOME_DIR" \
       -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$PORT" \
       -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port=0 \
@@ -192,63 +167,21 @@ start() {
       -Dapicurio.rest.deletion.artifact.enabled=true \
       -Dapicurio.rest.deletion.artifact-version.enabled=true \
       -Dapicurio.rest.artifact.deletion.enabled=true \
-      -jar "$jar") >>"$LOG_FILE" 2>&1 </dev/null &
-    # The inner shell writes the pid file before exec; wait for it.
-    for _ in $(seq 50); do [[ -s "$PID_FILE" ]] && break; sleep 0.1; done
-    pid="$(cat "$PID_FILE" 2>/dev/null || true)"
-    [[ "$pid" =~ ^[0-9]+$ ]] || die "registry did not record its pid; see $LOG_FILE"
+      -jar "$jar"
+    pid="$(cat "$PID_FILE")"
     log "started Apicurio $VERSION pid $pid, waiting for $URL (up to ${READY_TIMEOUT_S}s)"
   fi
-  status=0
-  answers "$READY_TIMEOUT_S" --pid "$pid" || status=$?
-  case "$status" in
-    0) ;;
-    2)
-      rm -f "$PID_FILE"
-      log "registry exited during start-up:"
-      show_failure
-      exit 1
-      ;;
-    *)
-      log "registry (pid $pid) not ready after ${READY_TIMEOUT_S}s; still running:"
-      show_failure
-      exit 1
-      ;;
-  esac
+  await_ready "$pid" registry 'ERROR|Exception|Caused by'
   log "ready at $URL"
   echo "$URL"
 }
 
-stop() {
-  local pid
-  if ! pid="$(running_pid)"; then
-    log "not running"
-    rm -f "$PID_FILE"
-    return 0
-  fi
-  kill -TERM "$pid"
-  local i
-  for ((i = 0; i < 200; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "pid $pid ignored SIGTERM for 20s; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  fi
-  rm -f "$PID_FILE"
-  log "stopped (pid $pid)"
-}
+stop() { stop_service 20; }
 
 status() {
   local pid
   if pid="$(running_pid)"; then
-    if answers 3; then
-      log "running (pid $pid) at $URL"
-      echo "$URL"
-      return 0
-    fi
+    report_running running "$pid" "$URL" answers 3 && return 0
     log "pid $pid alive but $URL does not answer"
     exit 1
   fi
@@ -256,12 +189,4 @@ status() {
   exit 1
 }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
-  status) status ;;
-  *)
-    echo "usage: $0 {start|stop|status}" >&2
-    exit 2
-    ;;
-esac
+run_command "$@"

@@ -13,20 +13,20 @@ DEPLOY="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 line() { printf '%-9s %-45s %s\n' "$1" "$2" "$3"; }
 
+# up_one NAME VAR: starts deploy/NAME.sh unless the variable VAR gives the service's address.
+up_one() {
+  local name="$1" var="$2" addr
+  if [[ -n "${!var:-}" ]]; then
+    line "$name" "${!var}" "($var, external)"
+  else
+    addr="$(bash "$DEPLOY/$name.sh" start)"
+    line "$name" "$addr" "export $var=$addr"
+  fi
+}
+
 up() {
-  local addr
-  if [[ -n "${KAFKA_BROKERS:-}" ]]; then
-    line kafka "$KAFKA_BROKERS" "(KAFKA_BROKERS, external)"
-  else
-    addr="$(bash "$DEPLOY/kafka.sh" start)"
-    line kafka "$addr" "export KAFKA_BROKERS=$addr"
-  fi
-  if [[ -n "${SCHEMA_REGISTRY_URL:-}" ]]; then
-    line registry "$SCHEMA_REGISTRY_URL" "(SCHEMA_REGISTRY_URL, external)"
-  else
-    addr="$(bash "$DEPLOY/registry.sh" start)"
-    line registry "$addr" "export SCHEMA_REGISTRY_URL=$addr"
-  fi
+  up_one kafka KAFKA_BROKERS
+  up_one registry SCHEMA_REGISTRY_URL
 }
 
 down() {
@@ -35,25 +35,25 @@ down() {
   [[ -n "${KAFKA_BROKERS:-}" ]] || bash "$DEPLOY/kafka.sh" stop
 }
 
+# status_one NAME VAR DEFAULT_ADDR: returns 1 when deploy/NAME.sh manages the service (VAR is
+# not set) and it is not running; DEFAULT_ADDR is where it would be.
+status_one() {
+  local name="$1" var="$2" default_addr="$3" addr
+  if [[ -n "${!var:-}" ]]; then
+    line "$name" "${!var}" "($var, external, not checked)"
+  elif addr="$(bash "$DEPLOY/$name.sh" status 2>/dev/null)"; then
+    line "$name" "$addr" "running"
+  else
+    line "$name" "$default_addr" "NOT RUNNING"
+    return 1
+  fi
+}
+
 # Exits 0 only when every managed service is up.
 status() {
-  local rc=0 addr
-  if [[ -n "${KAFKA_BROKERS:-}" ]]; then
-    line kafka "$KAFKA_BROKERS" "(KAFKA_BROKERS, external, not checked)"
-  elif addr="$(bash "$DEPLOY/kafka.sh" status 2>/dev/null)"; then
-    line kafka "$addr" "running"
-  else
-    line kafka "127.0.0.1:${KAFKA_PORT:-19092}" "NOT RUNNING"
-    rc=1
-  fi
-  if [[ -n "${SCHEMA_REGISTRY_URL:-}" ]]; then
-    line registry "$SCHEMA_REGISTRY_URL" "(SCHEMA_REGISTRY_URL, external, not checked)"
-  elif addr="$(bash "$DEPLOY/registry.sh" status 2>/dev/null)"; then
-    line registry "$addr" "running"
-  else
-    line registry "http://127.0.0.1:${REGISTRY_PORT:-18081}/apis/ccompat/v7" "NOT RUNNING"
-    rc=1
-  fi
+  local rc=0
+  status_one kafka KAFKA_BROKERS "127.0.0.1:${KAFKA_PORT:-19092}" || rc=1
+  status_one registry SCHEMA_REGISTRY_URL "http://127.0.0.1:${REGISTRY_PORT:-18081}/apis/ccompat/v7" || rc=1
   return "$rc"
 }
 

@@ -92,42 +92,30 @@ start_bg() {
   STARTING+=("$!")
 }
 
-# Kafka
-if [[ -n "${KAFKA_BROKERS:-}" ]]; then
-  log "kafka: using KAFKA_BROKERS=$KAFKA_BROKERS"
-else
-  KAFKA_BROKERS="127.0.0.1:${KAFKA_PORT:-19092}"
-  if answers kafka "$KAFKA_BROKERS"; then
-    log "kafka: reusing the broker at $KAFKA_BROKERS"
-  else
-    start_bg kafka "$DEPLOY/kafka.sh"
+# use_service NAME VAR SCRIPT ADDR WHAT PROBE [PATH]: uses the service at $VAR when VAR is set.
+# Otherwise VAR becomes ADDR, and the WHAT there is reused if it answers (wait-ready.mjs PROBE
+# on ADDR+PATH), or deploy/SCRIPT starts one.
+use_service() {
+  local name="$1" var="$2" script="$3" addr="$4" what="$5" probe="$6" path="${7:-}"
+  if [[ -n "${!var:-}" ]]; then
+    log "$name: using $var=${!var}"
+    return
   fi
-fi
-
-# Schema registry
-if [[ -n "${SCHEMA_REGISTRY_URL:-}" ]]; then
-  log "registry: using SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL"
-else
-  SCHEMA_REGISTRY_URL="http://127.0.0.1:${REGISTRY_PORT:-18081}/apis/ccompat/v7"
-  if answers http "$SCHEMA_REGISTRY_URL/subjects"; then
-    log "registry: reusing the registry at $SCHEMA_REGISTRY_URL"
+  printf -v "$var" '%s' "$addr"
+  if answers "$probe" "$addr$path"; then
+    log "$name: reusing the $what at $addr"
   else
-    start_bg registry "$DEPLOY/registry.sh"
+    start_bg "$name" "$DEPLOY/$script"
   fi
-fi
+}
 
+use_service kafka KAFKA_BROKERS kafka.sh "127.0.0.1:${KAFKA_PORT:-19092}" broker kafka
+use_service registry SCHEMA_REGISTRY_URL registry.sh \
+  "http://127.0.0.1:${REGISTRY_PORT:-18081}/apis/ccompat/v7" registry http /subjects
 # ClickHouse server: optional; without it the tests that need one skip themselves.
-if [[ -n "${FLYWHEEL_TEST_CLICKHOUSE_URL:-}" ]]; then
-  log "clickhouse: using FLYWHEEL_TEST_CLICKHOUSE_URL=$FLYWHEEL_TEST_CLICKHOUSE_URL"
-elif [[ -f "$DEPLOY/clickhouse-server.sh" ]]; then
-  ch_url="http://127.0.0.1:${CLICKHOUSE_HTTP_PORT:-18123}"
-  if answers http "$ch_url/ping"; then
-    log "clickhouse: reusing the server at $ch_url"
-    FLYWHEEL_TEST_CLICKHOUSE_URL="$ch_url"
-  else
-    start_bg clickhouse "$DEPLOY/clickhouse-server.sh"
-    FLYWHEEL_TEST_CLICKHOUSE_URL="$ch_url"
-  fi
+if [[ -n "${FLYWHEEL_TEST_CLICKHOUSE_URL:-}" || -f "$DEPLOY/clickhouse-server.sh" ]]; then
+  use_service clickhouse FLYWHEEL_TEST_CLICKHOUSE_URL clickhouse-server.sh \
+    "http://127.0.0.1:${CLICKHOUSE_HTTP_PORT:-18123}" server http /ping
 fi
 
 # Wait for the parallel starts; all must succeed.

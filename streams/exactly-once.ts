@@ -200,7 +200,10 @@ export class ExactlyOnceProcessor<L> {
       const topicMessages = [...outputs, ...this.changelogMessages(owned)];
       if (consumed === undefined && topicMessages.length === 0) return;
       transaction = await owned.producer.transaction();
-      if (topicMessages.length > 0) await transaction.sendBatch({ topicMessages });
+      // Sent in slices: kafkajs puts a partition's messages in one record batch, and the broker
+      // refuses a batch over the topic's max.message.bytes (stateful operators can stage thousands
+      // of changelog records in one batch). The slices share the transaction, in order.
+      for (const slice of slices(topicMessages, SLICE_BYTES)) await transaction.sendBatch({ topicMessages: slice });
       if (consumed !== undefined) {
         await sendOffsets(transaction, {
           consumerGroupId: this.options.groupId,
@@ -294,6 +297,35 @@ export class ExactlyOnceProcessor<L> {
     this.locks.set(partition, next.catch(() => undefined));
     return next;
   }
+}
+
+const SLICE_BYTES = 512 * 1024;
+
+/** Splits outputs into consecutive slices of about `maxBytes` (keys and values), order kept. */
+export function slices(topicMessages: TopicMessages[], maxBytes: number): TopicMessages[][] {
+  const out: TopicMessages[][] = [];
+  let current: TopicMessages[] = [];
+  let bytes = 0;
+  for (const { topic, messages } of topicMessages) {
+    for (const message of messages) {
+      const size = sizeOf(message.key) + sizeOf(message.value) + 64;
+      if (bytes > 0 && bytes + size > maxBytes) {
+        out.push(current);
+        current = [];
+        bytes = 0;
+      }
+      const last = current[current.length - 1];
+      if (last?.topic === topic) last.messages.push(message);
+      else current.push({ topic, messages: [message] });
+      bytes += size;
+    }
+  }
+  if (current.length > 0) out.push(current);
+  return out;
+}
+
+function sizeOf(value: Buffer | string | null | undefined): number {
+  return value === null || value === undefined ? 0 : typeof value === 'string' ? Buffer.byteLength(value) : value.length;
 }
 
 /**

@@ -47,6 +47,8 @@ export function changelogTopic(prefix: string, application: string, store: strin
 }
 
 const WEEK_MS = String(7 * 24 * 3600 * 1000);
+/** Outputs carry the whole rollout plus scores, so they may outgrow a rollout that just fit in 1 MB. */
+const MAX_MESSAGE_BYTES = { name: 'max.message.bytes', value: String(8 * 1024 * 1024) };
 
 /**
  * The settings each topic is created with. Data topics share the input's partition count so
@@ -58,7 +60,7 @@ export function catalogTopicConfigs(catalog: TopicCatalog, partitions: number): 
     topic,
     numPartitions: partitions,
     replicationFactor: -1,
-    configEntries: [{ name: 'retention.ms', value: retentionMs }],
+    configEntries: [{ name: 'retention.ms', value: retentionMs }, MAX_MESSAGE_BYTES],
   });
   return [
     data(catalog.rollouts),
@@ -84,6 +86,7 @@ export function changelogTopicConfig(topic: string, partitions: number): ITopicC
       { name: 'cleanup.policy', value: 'compact' },
       { name: 'min.compaction.lag.ms', value: '0' },
       { name: 'segment.ms', value: String(3600 * 1000) },
+      MAX_MESSAGE_BYTES,
     ],
   };
 }

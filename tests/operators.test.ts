@@ -180,3 +180,15 @@ describe('toDecision', () => {
     });
   });
 });
+
+describe('transaction slices', () => {
+  it('splits outputs into slices under the byte budget, keeping every message once and in order', async () => {
+    const { slices } = await import('../streams/exactly-once.ts');
+    const messages = (topic: string, n: number) => ({ topic, messages: Array.from({ length: n }, (_, i) => ({ key: `${topic}${i}`, value: 'x'.repeat(100) })) });
+    const out = slices([messages('a', 10), messages('b', 5)], 600);
+    expect(out.length).toBeGreaterThan(1);
+    const flat = out.flatMap((slice) => slice.flatMap((t) => t.messages.map((m) => m.key)));
+    expect(flat).toEqual([...Array.from({ length: 10 }, (_, i) => `a${i}`), ...Array.from({ length: 5 }, (_, i) => `b${i}`)]);
+    for (const slice of out) expect(slice.reduce((sum, t) => sum + t.messages.length, 0)).toBeLessThanOrEqual(4);
+  });
+});
