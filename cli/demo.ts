@@ -113,14 +113,15 @@ export async function demo(connections: Connections, options: DemoOptions): Prom
     console.log('\nprecision = verified-right share of the accepted set; recall = share of all verified-right samples accepted;');
     console.log('AUC = how well the raw scorer ranks right above wrong; coverage = QD grid cells holding an accepted sample.');
     await printSummary(pipeline.store, run);
-    await trainer.stop();
-    await pipeline.stop();
-    await replayForGroupRL(connections, run, store, kafka);
   } finally {
     stopReporting();
     await trainer.stop();
     await producer.disconnect();
     await pipeline.stop();
+  }
+  try {
+    await replayForGroupRL(connections, run, store, kafka);
+  } finally {
     await store.close();
   }
   console.log(`\nThe store is in ${options.dataDir}/clickhouse: \`flywheel sql --path ${options.dataDir}/clickhouse "SELECT …"\` queries it.`);
