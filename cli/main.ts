@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { runTrainerProcess, type TrainerProcessConfig } from '../trainers/main.ts';
 import { ConfigError, loadConfig } from '../pipeline/config.ts';
+import { describePipeline } from '../pipeline/describe.ts';
 import { connectionsFromEnv } from '../streams/connections.ts';
 import { demo } from './demo.ts';
 import { produceFile } from './produce.ts';
@@ -16,6 +17,7 @@ const USAGE = `flywheel — the data plane between rollout generators and traine
 
   flywheel up | down | status          start / stop / show the local Kafka and schema registry
   flywheel run --config <file>         run a pipeline worker (Ctrl-C stops it cleanly)
+  flywheel describe --config <file>    the dataflow the config makes: topics, operators, stores, sinks
   flywheel produce --topic <t> --file <jsonl>
                                        encode JSON lines as rollouts and send them
   flywheel sql "<query>" [--config <file> | --path <dir>]
@@ -96,6 +98,9 @@ async function main(argv: string[]): Promise<number> {
       }
       return 0;
     }
+    case 'describe':
+      console.log(describePipeline(loadConfig(need('config'))));
+      return 0;
     case 'train': {
       const file = need('config');
       let config: TrainerProcessConfig;

@@ -87,6 +87,11 @@ const STORES: Partial<Record<OperatorConfig['type'], StoreSpec>> = {
   'semantic-dedupe': semanticDedupeStore,
 };
 
+/** The store an operator type keeps, if any. */
+export function storeOf(type: OperatorConfig['type']): StoreSpec | undefined {
+  return STORES[type];
+}
+
 /** The state stores the configured operators need, each declared once. */
 export function declaredStores(operators: readonly OperatorConfig[]): StoreSpec[] {
   const stores = new Map<string, StoreSpec>();

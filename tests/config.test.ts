@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, configHash, loadConfig, parseConfig } from '../pipeline/config.ts';
 import { declaredStores } from '../pipeline/curators.ts';
+import { describePipeline } from '../pipeline/describe.ts';
 
 const minimal = { name: 'p', operators: [{ type: 'validate' }] };
 
@@ -67,5 +68,13 @@ describe('pipeline config', () => {
     expect(() => parseConfig({ name: 'p', operators: [{ type: 'preference-pairs' }, { type: 'validate' }] })).toThrow(/must be the last operator[\s\S]*needs a group-filter/);
     expect(() => parseConfig({ name: 'p', operators: [{ type: 'reward-combine', mode: 'expression', expression: 'min(a,' }] })).toThrow(/operators\[0\]\.expression/);
     expect(() => parseConfig({ name: 'p', operators: [{ type: 'rule-filter', rules: [{ name: 'r', when: 'token_count >' }] }] })).toThrow(/operators\[0\]\.rules\[0\]\.when/);
+  });
+
+  it('describes the dataflow a config makes', () => {
+    const text = describePipeline(parseConfig({ name: 'p', topics: { prefix: 'x' }, operators: [{ type: 'validate' }, { type: 'exact-dedupe' }, { type: 'error-compensate' }] }));
+    expect(text).toContain('source  x.rollouts');
+    expect(text).toMatch(/2\. exact-dedupe\s+store exact-dedupe → x\.p\.exact-dedupe-changelog/);
+    expect(text).toContain('x.labels ⋈ x.p.scored-by-id → x.scorer-errors');
+    expect(text).not.toContain('near-dup-index');
   });
 });
