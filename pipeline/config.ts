@@ -141,6 +141,14 @@ export const pipelineConfigSchema = z.strictObject({
       memoryCapacity: z.number().int().positive().default(10_000),
     })
     .default({ joinTtlMs: 24 * 3600 * 1000, memoryCapacity: 10_000 }),
+  /** Seed the dedupe indexes from data already stored, once per partition (see pipeline/seed.ts). */
+  seed: z
+    .strictObject({
+      jsonl: z.array(z.string().min(1)).default([]),
+      /** Accepted samples of these runs in the pipeline's ClickHouse store. */
+      clickhouseRuns: z.array(name).default([]),
+    })
+    .optional(),
   operators: z.array(operatorConfigSchema).min(1, 'list at least one operator').superRefine(checkOperatorOrder),
   clickhouse: z
     .strictObject({

@@ -22,6 +22,7 @@ import { BroadcastReader } from '../streams/broadcast.ts';
 import { loadOperatorFiles, type OperatorFiles, type OperatorResources } from './curators.ts';
 import type { ModelUpdate } from '../streams/records.ts';
 import { hotSwap } from './hot-swap.ts';
+import { seedPartition } from './seed.ts';
 import { SignatureCache, takeSignatures, type PublishedSignature } from './near-dup-broadcast.ts';
 
 export interface PipelineProgress {
@@ -146,6 +147,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
     fromBeginning: config.source.fromBeginning,
     partitionsConsumedConcurrently: config.source.partitionsConsumedConcurrently,
     maxBatchBytes: config.source.maxBatchBytes,
+    prepare: config.seed === undefined ? undefined : (partition, state) => seedPartition(config, partition, state, clickhouse),
     assign: (_partition, state) => buildCurators(config.operators, state, resources),
     tickMs: config.source.tickMs,
     process: async (input, partition) => {

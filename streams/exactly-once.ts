@@ -30,6 +30,8 @@ export interface ExactlyOnceOptions<L> {
   fromBeginning: boolean;
   partitionsConsumedConcurrently: number;
   maxBatchBytes: number;
+  /** Runs once a taken partition's state is restored, before `assign` (e.g. seeding it). */
+  prepare?: (partition: number, state: PartitionState) => Promise<void>;
   /** Builds the partition-local part (e.g. operators) once its state is restored. */
   assign: (partition: number, state: PartitionState) => L;
   /** Turns a batch (or a tick) into output records. State writes go through `context.state` and are staged. */
@@ -266,6 +268,7 @@ export class ExactlyOnceProcessor<L> {
         const restored = await restoreChangelog(this.options.kafka, this.options.changelogTopic(store), [partition]);
         state.restore(store, restored.get(partition)!);
       }
+      await this.options.prepare?.(partition, state);
       const owned: Owned<L> = { partition, state, producer, nextOffsets, local: this.options.assign(partition, state) };
       this.owned.set(partition, owned);
       this.checkRangeDone(owned);
