@@ -10,8 +10,8 @@ import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import type { Decision, Rollout } from '../streams/records.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { decisionSerde, modelUpdateSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
-import { catalogTopicConfigs, ensureTopics, topicCatalog } from '../streams/topics.ts';
-import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
+import { topicCatalog } from '../streams/topics.ts';
+import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil, createCatalogTopics } from './helpers/kafka.ts';
 import { writeEncoder, writeScorer } from './helpers/models.ts';
 
 /**
@@ -70,10 +70,7 @@ describe('the operator catalogue in one pipeline', () => {
       ],
       clickhouse: { path: join(dir, 'clickhouse') },
     });
-    const admin = kafka.admin();
-    await admin.connect();
-    await ensureTopics(admin, catalogTopicConfigs(catalog, 3));
-    await admin.disconnect();
+    await createCatalogTopics(kafka, catalog);
     // The policy's versions, announced in order: v0 is two behind v2, beyond maxLag 1.
     const registry = registryClient(connections.schemaRegistryUrl);
     const updates = await modelUpdateSerde(registry, catalog.modelUpdates);

@@ -9,9 +9,9 @@ import { openStore } from '../sinks/clickhouse/store.ts';
 import type { Decision, Rollout } from '../streams/records.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
-import { catalogTopicConfigs, ensureTopics, topicCatalog } from '../streams/topics.ts';
+import { topicCatalog } from '../streams/topics.ts';
 import { expectedOutcome } from './helpers/expected.ts';
-import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
+import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil, createCatalogTopics } from './helpers/kafka.ts';
 import { exited, startWorker } from './helpers/workers.ts';
 
 const serverUrl = process.env.FLYWHEEL_TEST_CLICKHOUSE_URL;
@@ -49,10 +49,7 @@ describe('a second worker joining mid-stream (shared ClickHouse server)', () => 
       clickhouse: { path: join(dir, 'unused'), url: serverUrl, database },
     });
     writeFileSync(configFile, JSON.stringify(config));
-    const admin = kafka.admin();
-    await admin.connect();
-    await ensureTopics(admin, catalogTopicConfigs(catalog, 3));
-    await admin.disconnect();
+    await createCatalogTopics(kafka, catalog);
     const registry = registryClient(connections.schemaRegistryUrl);
     const rollouts = await rolloutSerde(registry, catalog.rollouts);
     const decisions = await decisionSerde(registry, catalog.decisions);

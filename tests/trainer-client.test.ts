@@ -7,11 +7,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syntheticRollouts } from '../cli/synthetic.ts';
 import type { Decision, ModelUpdate, Rollout } from '../streams/records.ts';
 import { decisionSerde, modelUpdateSerde, registryClient, type TopicSerde } from '../streams/serde.ts';
-import { catalogTopicConfigs, ensureTopics, topicCatalog, type TopicCatalog } from '../streams/topics.ts';
+import { topicCatalog, type TopicCatalog } from '../streams/topics.ts';
 import type { StarvationSignal } from '../trainers/admission.ts';
 import { readCheckpointFile } from '../trainers/checkpoint.ts';
 import { TrainerClient, type TrainerClientOptions, type TrainingBatch } from '../trainers/client.ts';
-import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
+import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil, createCatalogTopics } from './helpers/kafka.ts';
 
 /** A minimal accepted Decision around a rollout, as the pipeline would write it. */
 function decisionOf(rollout: Rollout, run: string, i: number): Decision {
@@ -57,10 +57,7 @@ async function setUp(name: string): Promise<{ prefix: string; catalog: TopicCata
   const prefix = uniquePrefix(name);
   const catalog = topicCatalog(prefix);
   const kafka = testKafka(name);
-  const admin = kafka.admin();
-  await admin.connect();
-  await ensureTopics(admin, catalogTopicConfigs(catalog, 3));
-  await admin.disconnect();
+  await createCatalogTopics(kafka, catalog);
   const accepted = await decisionSerde(registryClient(connections.schemaRegistryUrl), catalog.accepted);
   return { prefix, catalog, kafka, accepted };
 }

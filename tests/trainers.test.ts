@@ -11,7 +11,7 @@ import { featureDefaults, featureSize, featurize, type FeatureConfig } from '../
 import { AnnouncedVersions } from '../operators/staleness-filter.ts';
 import type { Decision, Label, ModelUpdate, Rollout } from '../streams/records.ts';
 import { decisionSerde, labelSerde, modelUpdateSerde, registryClient } from '../streams/serde.ts';
-import { catalogTopicConfigs, ensureTopics, topicCatalog } from '../streams/topics.ts';
+import { topicCatalog } from '../streams/topics.ts';
 import { admitByStaleness, ReplayBuffer, replayDefaults, StarvationMonitor, starvationDefaults, stalenessDefaults, type ReplayConfig } from '../trainers/admission.ts';
 import { decodeCheckpoint, encodeCheckpoint, readCheckpointFile } from '../trainers/checkpoint.ts';
 import { choleskySolve, logisticMap, OnlineLogistic, RecursiveRidge, ridgeSolve } from '../trainers/incremental.ts';
@@ -19,7 +19,7 @@ import { onnxMetadata } from '../trainers/onnx-model.ts';
 import type { TrainerProcessConfig } from '../trainers/main.ts';
 import type { TrainerProgress } from '../trainers/progress.ts';
 import { ReferenceTrainer } from '../trainers/reference-trainer.ts';
-import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
+import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil, createCatalogTopics } from './helpers/kafka.ts';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -323,10 +323,7 @@ describe('reference trainer on real Kafka: labels joined with decisions, ONNX an
     const prefix = uniquePrefix('reftrainer');
     const catalog = topicCatalog(prefix);
     const kafka = testKafka('reftrainer');
-    const admin = kafka.admin();
-    await admin.connect();
-    await ensureTopics(admin, catalogTopicConfigs(catalog, 3));
-    await admin.disconnect();
+    await createCatalogTopics(kafka, catalog);
     const registry = registryClient(connections.schemaRegistryUrl);
     const decisions = await decisionSerde(registry, catalog.decisions);
     const labels = await labelSerde(registry, catalog.labels);
@@ -451,10 +448,7 @@ describe('reference trainer process killed with SIGKILL at random points', () =>
     const prefix = uniquePrefix('reftrainer-kill');
     const catalog = topicCatalog(prefix);
     const kafka = testKafka('reftrainer-kill');
-    const admin = kafka.admin();
-    await admin.connect();
-    await ensureTopics(admin, catalogTopicConfigs(catalog, 3));
-    await admin.disconnect();
+    await createCatalogTopics(kafka, catalog);
     const registry = registryClient(connections.schemaRegistryUrl);
     const decisions = await decisionSerde(registry, catalog.decisions);
     const labels = await labelSerde(registry, catalog.labels);

@@ -2,12 +2,24 @@ import { randomUUID } from 'node:crypto';
 import type { Kafka, KafkaMessage } from 'kafkajs';
 import { connectionsFromEnv } from '../../streams/connections.ts';
 import { createKafka } from '../../streams/kafka.ts';
+import { catalogTopicConfigs, ensureTopics, type TopicCatalog } from '../../streams/topics.ts';
 
 /** The services `npm test` started (deploy/test-env.sh), or those the environment names. */
 export const connections = connectionsFromEnv();
 
 export function testKafka(name: string): Kafka {
   return createKafka(connections, `flywheel-test-${name}`);
+}
+
+/** Creates a catalog's topics (3 partitions) before anything produces to them. */
+export async function createCatalogTopics(kafka: Kafka, catalog: TopicCatalog, partitions = 3): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await ensureTopics(admin, catalogTopicConfigs(catalog, partitions));
+  } finally {
+    await admin.disconnect();
+  }
 }
 
 /** A topic prefix no other test (or earlier run) uses. */
