@@ -58,6 +58,18 @@ export function responseText(r: Rollout): string {
  * Throws on a non-finite reward or log-prob, so the caller can dead-letter the sample.
  */
 export function featurize(rollout: Rollout, config: FeatureConfig): Float32Array {
+  // The scorer, the error memory and the label join all featurize the same rollout object in
+  // one pass; compute it once. Keyed weakly, so nothing outlives the rollout. Callers only read.
+  let byConfig = cache.get(rollout);
+  if (byConfig === undefined) cache.set(rollout, (byConfig = new WeakMap()));
+  let vector = byConfig.get(config);
+  if (vector === undefined) byConfig.set(config, (vector = computeFeatures(rollout, config)));
+  return vector;
+}
+
+const cache = new WeakMap<Rollout, WeakMap<FeatureConfig, Float32Array>>();
+
+function computeFeatures(rollout: Rollout, config: FeatureConfig): Float32Array {
   const text = `${rollout.prompt}\n${responseText(rollout)}`;
   const out = new Float32Array(featureSize(config));
   hashText(text, config, out);
