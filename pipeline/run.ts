@@ -162,6 +162,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
       return outputs.filter((t) => t.messages.length > 0);
     },
     onCommit: ({ records }) => (progress.processed += records),
+    onAssigned: (partitions) => process.stderr.write(`[flywheel] ${config.name}: partitions [${partitions.join(', ')}] of ${inputTopic}\n`),
   });
   const sink = new ClickHouseSink({
     kafka,

@@ -1,4 +1,4 @@
-import { AssignerProtocol, type PartitionAssigner } from 'kafkajs';
+import { AssignerProtocol, KafkaJSError, type PartitionAssigner } from 'kafkajs';
 
 /**
  * Assigns partition p of every subscribed topic to the same member, as Kafka Streams does for
@@ -12,7 +12,11 @@ export const coPartitionAssigner: PartitionAssigner = ({ cluster }) => ({
     const sorted = members.map((m) => m.memberId).sort();
     const assignment = new Map<string, Record<string, number[]>>(sorted.map((id) => [id, {}]));
     for (const topic of topics) {
-      for (const { partitionId } of cluster.findTopicPartitionMetadata(topic)) {
+      const partitions = cluster.findTopicPartitionMetadata(topic);
+      // Metadata not there yet (a topic created a moment ago): assigning nothing would leave the
+      // group idle until some later rebalance. Failing the join makes kafkajs retry it.
+      if (partitions.length === 0) throw new KafkaJSError(`no partition metadata for ${topic} yet`, { retriable: true });
+      for (const { partitionId } of partitions) {
         const owner = assignment.get(sorted[partitionId % sorted.length]!)!;
         (owner[topic] ??= []).push(partitionId);
       }

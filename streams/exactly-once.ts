@@ -45,6 +45,8 @@ export interface ExactlyOnceOptions<L> {
   range?: Map<string, Map<number, { from: bigint; to: bigint }>>;
   /** With `range`: called once every partition has processed its whole range. */
   onRangeDone?: () => void;
+  /** Called when the group hands this worker its partitions (after every rebalance). */
+  onAssigned?: (partitions: number[]) => void;
   /** Called after each committed transaction. */
   onCommit?: (info: { partition: number; records: number; nextOffset: bigint }) => void;
 }
@@ -112,6 +114,7 @@ export class ExactlyOnceProcessor<L> {
     await this.consumer.connect();
     this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
       const assigned = new Set(this.options.inputTopics.flatMap((t) => payload.memberAssignment[t] ?? []));
+      this.options.onAssigned?.([...assigned].sort((a, b) => a - b));
       for (const partition of [...this.owned.keys()]) {
         if (!assigned.has(partition)) void this.withLock(partition, () => this.release(partition));
       }

@@ -104,6 +104,22 @@ export async function ensureTopics(admin: Admin, topics: ITopicConfig[]): Promis
     const still = missing.filter((t) => !now.has(t.topic)).map((t) => t.topic);
     if (still.length > 0) throw new Error(`could not create topics ${still.join(', ')}: ${(err as Error).message}`);
   }
+  await waitForLeaders(admin, missing.map((t) => t.topic));
+}
+
+/** Until the broker's metadata shows a leader for every partition of `topics` (a consumer joining earlier would see none). */
+async function waitForLeaders(admin: Admin, topics: string[], timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const { topics: metadata } = await admin.fetchTopicMetadata({ topics });
+      if (metadata.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
+    } catch {
+      // Not known yet: ask again.
+    }
+    if (Date.now() > deadline) throw new Error(`topics ${topics.join(', ')} have no leaders after ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /**
