@@ -1,4 +1,4 @@
-import { AssignerProtocol, KafkaJSError, type PartitionAssigner } from 'kafkajs';
+import { AssignerProtocol, type PartitionAssigner } from 'kafkajs';
 
 /**
  * Assigns partition p of every subscribed topic to the same member, as Kafka Streams does for
@@ -15,7 +15,7 @@ export const coPartitionAssigner: PartitionAssigner = ({ cluster }) => ({
       const partitions = cluster.findTopicPartitionMetadata(topic);
       // Metadata not there yet (a topic created a moment ago): assigning nothing would leave the
       // group idle until some later rebalance. Failing the join makes kafkajs retry it.
-      if (partitions.length === 0) throw new KafkaJSError(`no partition metadata for ${topic} yet`, { retriable: true });
+      if (partitions.length === 0) throw Object.assign(new Error(`no partition metadata for ${topic} yet`), { retriable: true });
       for (const { partitionId } of partitions) {
         const owner = assignment.get(sorted[partitionId % sorted.length]!)!;
         (owner[topic] ??= []).push(partitionId);
