@@ -7,6 +7,7 @@ import { TRAINER_PROGRESS_TABLE } from './clickhouse/views.ts';
 import type { ClickHouseStore } from './clickhouse/store.ts';
 import { DLQ_HEADERS } from './kafka-outputs.ts';
 import { mergeMap, type Subscription } from 'rxjs';
+import { coPartitionAssigner } from '../streams/co-partition-assigner.ts';
 
 export interface ClickHouseSinkOptions {
   kafka: Kafka;
@@ -38,7 +39,7 @@ export class ClickHouseSink {
   private subscription: Subscription | undefined;
 
   constructor(private readonly options: ClickHouseSinkOptions) {
-    this.consumer = options.kafka.consumer({ groupId: options.groupId, readUncommitted: false });
+    this.consumer = options.kafka.consumer({ groupId: options.groupId, readUncommitted: false, partitionAssigners: [coPartitionAssigner] });
   }
 
   async start(): Promise<{ stopped: Promise<void> }> {

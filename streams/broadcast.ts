@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Consumer, Kafka, KafkaMessage } from 'kafkajs';
 import { topicOffsets } from './topics.ts';
+import { coPartitionAssigner } from './co-partition-assigner.ts';
 
 /**
  * Reads a whole topic into every worker (not split by a group): the topics that describe the
@@ -22,7 +23,7 @@ export class BroadcastReader {
     private readonly onMessage: (message: KafkaMessage, partition: number) => void | Promise<void>,
   ) {
     // A short fetch wait: stopping waits for the fetch in flight.
-    this.consumer = kafka.consumer({ groupId: this.groupId, readUncommitted: false, maxWaitTimeInMs: 500 });
+    this.consumer = kafka.consumer({ groupId: this.groupId, readUncommitted: false, maxWaitTimeInMs: 500, partitionAssigners: [coPartitionAssigner] });
     this.caughtUp = new Promise((resolve) => (this.markCaughtUp = resolve));
   }
 

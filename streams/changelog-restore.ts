@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Kafka } from 'kafkajs';
 import { topicOffsets } from './topics.ts';
+import { coPartitionAssigner } from './co-partition-assigner.ts';
 
 /** Store contents per partition, as the changelog's last committed records have them. */
 export type Restored = Map<number, Map<string, string>>;
@@ -34,6 +35,7 @@ export async function restoreChangelog(kafka: Kafka, topic: string, partitions: 
     groupId,
     readUncommitted: false,
     maxWaitTimeInMs: 500,
+    partitionAssigners: [coPartitionAssigner],
     sessionTimeout: 30_000,
     retry: { retries: 5 },
   });

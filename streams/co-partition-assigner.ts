@@ -3,7 +3,10 @@ import { AssignerProtocol, type PartitionAssigner } from 'kafkajs';
 /**
  * Assigns partition p of every subscribed topic to the same member, as Kafka Streams does for
  * co-partitioned inputs: a task is "partition p", and its state sees all of p's inputs.
- * Partitions go round-robin over the members sorted by id, so the assignment is stable.
+ * Partitions go round-robin over the members sorted by id, so the assignment is stable. Every
+ * Flywheel consumer uses it, also for its second property: a join while some topic has no
+ * metadata yet fails and is retried, where kafkajs's round-robin would assign nothing and leave
+ * the member idle until the next rebalance.
  */
 export const coPartitionAssigner: PartitionAssigner = ({ cluster }) => ({
   name: 'FlywheelCoPartitionAssigner',
