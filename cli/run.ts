@@ -16,7 +16,7 @@ export function reportProgress(pipeline: RunningPipeline, everyMs = 2000): () =>
 
 /** `flywheel run`: one worker until SIGINT/SIGTERM; the embedded store is served to other processes. */
 export async function runCommand(config: PipelineConfig, connections: Connections): Promise<void> {
-  const pipeline = await startPipeline(config, connections);
+  const pipeline = await startPipeline(config, connections, { onStep: (step) => process.stderr.write(`[flywheel] ${config.name}: ${step}\n`) });
   const endpoint = await pipeline.serve();
   if (endpoint !== undefined) process.stderr.write(`[flywheel] embedded ClickHouse served at ${endpoint} for \`flywheel sql\`\n`);
   process.stderr.write(`[flywheel] ${config.name}: ${pipeline.catalog.rollouts} → ${pipeline.catalog.accepted}, ${pipeline.catalog.decisions}, ${pipeline.catalog.deadLetter}\n`);

@@ -61,6 +61,8 @@ export interface PipelineOptions {
   range?: Map<number, { from: bigint; to: bigint }>;
   /** With `range`: every partition has processed its range. */
   onRangeDone?: () => void;
+  /** Told each start-up step as it completes (a worker prints them). */
+  onStep?: (step: string) => void;
 }
 
 export async function startPipeline(config: PipelineConfig, connections: Connections, options: PipelineOptions = {}): Promise<RunningPipeline> {
@@ -91,6 +93,8 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
     await admin.disconnect();
   }
 
+  const step = options.onStep ?? (() => undefined);
+  step('topics ready');
   const registry = registryClient(connections.schemaRegistryUrl);
   const [rollouts, decisions, accepted, labels, modelUpdates] = await Promise.all([
     rolloutSerde(registry, inputTopic),
@@ -126,6 +130,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
   const feeds = [announcements, errorsFeed, ...(signatureFeed ? [signatureFeed] : [])];
   await Promise.all(feeds.map((f) => f.start()));
   await Promise.all(feeds.map((f) => f.caughtUp));
+  step('schemas registered; model updates and scorer errors read');
   files = await loadOperatorFiles(config.operators, config.features, (model) => latest.get(model));
   const resources: OperatorResources = { versions, files, errorMemory, features: config.features, remoteIndex: signatures };
   const compensated = config.operators.find((o) => o.type === 'error-compensate');
@@ -133,6 +138,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
   const clickhouse = store ?? (await openStore({ url: connections.clickhouseUrl ?? config.clickhouse.url, path: config.clickhouse.path, database: config.clickhouse.database }));
   await migrate(clickhouse);
   await migrateViews(clickhouse);
+  step(`ClickHouse ready (${clickhouse.kind})`);
 
   const context = { configHash: configHash(config), pipelineRun: config.run };
   const progress: PipelineProgress = { processed: 0, stored: { samples: 0, dead_letters: 0 } };

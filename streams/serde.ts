@@ -15,7 +15,9 @@ export interface TopicSerde<T> {
 }
 
 export function registryClient(url: string): SchemaRegistryClient {
-  return new SchemaRegistryClient({ baseURLs: [url], maxRetries: 3, retriesWaitMs: 200, retriesMaxWaitMs: 2000 });
+  // axios waits forever by default: a registry that stalls must fail the call (and be retried),
+  // not hang a worker's start-up or a batch.
+  return new SchemaRegistryClient({ baseURLs: [url], maxRetries: 3, retriesWaitMs: 200, retriesMaxWaitMs: 2000, createAxiosDefaults: { timeout: 15_000 } });
 }
 
 /**
