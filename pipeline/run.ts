@@ -1,29 +1,28 @@
 import { from, lastValueFrom, toArray } from 'rxjs';
+import type { Envelope } from '../operators/envelope.ts';
+import { ErrorMemory } from '../operators/error-memory.ts';
+import { labelJoinStores } from '../operators/label-join.ts';
+import { AnnouncedVersions } from '../operators/staleness-filter.ts';
 import { ClickHouseSink } from '../sinks/clickhouse-sink.ts';
 import { serveStore, type StoreEndpoint } from '../sinks/clickhouse/http-endpoint.ts';
 import { migrate } from '../sinks/clickhouse/schema.ts';
-import { migrateViews } from '../sinks/clickhouse/views.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
+import { migrateViews } from '../sinks/clickhouse/views.ts';
 import { encodeOutputs } from '../sinks/kafka-outputs.ts';
+import { BroadcastReader } from '../streams/broadcast.ts';
 import type { Connections } from '../streams/connections.ts';
 import { ExactlyOnceProcessor } from '../streams/exactly-once.ts';
 import { createKafka } from '../streams/kafka.ts';
+import type { ModelUpdate } from '../streams/records.ts';
 import { decisionSerde, labelSerde, modelUpdateSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 import { catalogTopicConfigs, changelogTopic, changelogTopicConfig, ensureTopics, internalTopic, topicCatalog, type TopicCatalog } from '../streams/topics.ts';
 import { configHash, type PipelineConfig } from './config.ts';
-import type { Envelope } from '../operators/envelope.ts';
-import { buildCurators, declaredStores } from './curators.ts';
+import { buildCurators, declaredStores, loadOperatorFiles, type OperatorFiles, type OperatorResources } from './curators.ts';
 import { decodeRollout } from './decode.ts';
 import { errorFeed, labelJoinProcessor, scoredMessages } from './feedback.ts';
-import { labelJoinStores } from '../operators/label-join.ts';
-import { AnnouncedVersions } from '../operators/staleness-filter.ts';
-import { ErrorMemory } from '../operators/error-memory.ts';
-import { BroadcastReader } from '../streams/broadcast.ts';
-import { loadOperatorFiles, type OperatorFiles, type OperatorResources } from './curators.ts';
-import type { ModelUpdate } from '../streams/records.ts';
 import { hotSwap } from './hot-swap.ts';
-import { seedPartition } from './seed.ts';
 import { SignatureCache, takeSignatures, type PublishedSignature } from './near-dup-broadcast.ts';
+import { seedPartition } from './seed.ts';
 
 export interface PipelineProgress {
   processed: number;
