@@ -3,6 +3,7 @@ import {
   AvroSerializer,
   SchemaRegistryClient,
   SerdeType,
+  SubjectNameStrategyType,
 } from '@confluentinc/schemaregistry';
 import { decisionSchema, labelSchema, modelUpdateSchema, rolloutSchema, type Decision, type Label, type ModelUpdate, type Rollout } from './records.ts';
 
@@ -33,8 +34,11 @@ export async function topicSerde<T>(client: SchemaRegistryClient, topic: string,
   } catch (err) {
     throw new Error(`schema registry: registering ${subject} failed: ${(err as Error).message}`);
   }
-  const serializer = new AvroSerializer(client, SerdeType.VALUE, { useSchemaId: schemaId, autoRegisterSchemas: false });
-  const deserializer = new AvroDeserializer(client, SerdeType.VALUE, {});
+  // Subjects are named by topic, said explicitly: the default strategy first asks the registry's
+  // associations endpoint, which Apicurio does not serve (404) and which sometimes stalls there.
+  const naming = { subjectNameStrategyType: SubjectNameStrategyType.TOPIC };
+  const serializer = new AvroSerializer(client, SerdeType.VALUE, { useSchemaId: schemaId, autoRegisterSchemas: false, ...naming });
+  const deserializer = new AvroDeserializer(client, SerdeType.VALUE, naming);
   return {
     topic,
     schemaId,
