@@ -18,6 +18,13 @@ export interface Sample {
   annotations: Record<string, string>;
   /** The model version that produced the model score, when a model scored the sample. */
   scorerVersion: string | null;
+  /**
+   * The broker's record timestamp (epoch ms; CreateTime or LogAppendTime, as the topic says).
+   * Operators that keep an event-time clock bound `rollout.created_at` by it, so a producer's
+   * wrong clock cannot move state by days. Undefined when not known (tests, replays): then
+   * `created_at` is used alone.
+   */
+  brokerTimestamp?: number;
 }
 
 /** Input that cannot be processed; it leaves for the dead-letter topic with its reason. */
@@ -74,9 +81,15 @@ export function mapSamples(stage: string, fn: (sample: Sample) => Envelope): Cur
   });
 }
 
-/** A freshly decoded rollout: nothing scored, nothing decided yet. */
-export function newSample(rollout: Rollout, source: SourceRef, payload: Buffer, key: Buffer | null): Sample {
-  return { kind: 'sample', rollout, source, payload, key, scores: {}, duplicateOf: null, dedupeMethod: null, reasons: [], annotations: {}, scorerVersion: null };
+/**
+ * A freshly decoded rollout: nothing scored, nothing decided yet. `brokerTimestamp` is the
+ * Kafka record's timestamp, e.g. `Number(message.timestamp)`; a value that is not a finite
+ * number (absent, NaN) is left out.
+ */
+export function newSample(rollout: Rollout, source: SourceRef, payload: Buffer, key: Buffer | null, brokerTimestamp?: number): Sample {
+  const sample: Sample = { kind: 'sample', rollout, source, payload, key, scores: {}, duplicateOf: null, dedupeMethod: null, reasons: [], annotations: {}, scorerVersion: null };
+  if (brokerTimestamp !== undefined && Number.isFinite(brokerTimestamp)) sample.brokerTimestamp = brokerTimestamp;
+  return sample;
 }
 
 export function deadLetter(sample: Sample, stage: string, reason: string): DeadLetter {
