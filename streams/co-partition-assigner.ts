@@ -1,4 +1,5 @@
 import { AssignerProtocol, type PartitionAssigner } from 'kafkajs';
+import { UnavailableError } from './errors.ts';
 
 /**
  * Assigns partition p of every subscribed topic to the same member, as Kafka Streams does for
@@ -18,7 +19,7 @@ export const coPartitionAssigner: PartitionAssigner = ({ cluster }) => ({
       const partitions = cluster.findTopicPartitionMetadata(topic);
       // Metadata not there yet (a topic created a moment ago): assigning nothing would leave the
       // group idle until some later rebalance. Failing the join makes kafkajs retry it.
-      if (partitions.length === 0) throw Object.assign(new Error(`no partition metadata for ${topic} yet`), { retriable: true });
+      if (partitions.length === 0) throw new UnavailableError('kafka', topic, 'no partition metadata yet');
       for (const { partitionId } of partitions) {
         const owner = assignment.get(sorted[partitionId % sorted.length]!)!;
         (owner[topic] ??= []).push(partitionId);

@@ -2,6 +2,7 @@ import type { Admin, Batch, Consumer, Kafka, KafkaMessage, Producer } from 'kafk
 import type { SchemaRegistryClient } from '@confluentinc/schemaregistry';
 import { AnnouncedVersions, type ModelVersions } from '../operators/staleness-filter.ts';
 import { BroadcastReader } from '../streams/broadcast.ts';
+import { coPartitionAssigner } from '../streams/co-partition-assigner.ts';
 import type { Decision, Label, ModelUpdate } from '../streams/records.ts';
 import { decisionSerde, labelSerde, modelUpdateSerde, type TopicSerde } from '../streams/serde.ts';
 import type { TopicCatalog } from '../streams/topics.ts';
@@ -294,6 +295,9 @@ export class TrainerClient {
       maxBytesPerPartition: options.maxBytesPerPartition ?? 1_048_576,
       maxWaitTimeInMs: options.maxWaitTimeInMs ?? 500,
       allowAutoTopicCreation: false,
+      // As every Flywheel consumer: a decision's partition and its label's partition go to the
+      // same trainer, and a join before the topics' metadata is there is retried, not left idle.
+      partitionAssigners: [coPartitionAssigner],
     });
     this.producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
     this.admin = kafka.admin();
