@@ -1,38 +1,40 @@
 import type { KafkaMessage } from 'kafkajs';
 import { newSample, type Envelope } from '../operators/envelope.ts';
 import type { Rollout } from '../streams/records.ts';
-import type { TopicSerde } from '../streams/serde.ts';
+import { RecordError, wireFormatProblem, type TopicSerde } from '../streams/serde.ts';
 
 /**
- * Decodes one input record. Anything that is not a rollout in the registry's wire format —
- * an empty value, bytes without the magic byte, an unknown schema id, a record that does not
- * fit the schema — becomes a dead letter with the decoder's reason, original bytes kept. A
- * registry that cannot be reached is not the record's fault: that error is thrown, and the
- * batch is retried.
+ * Decodes one input batch, in order. First the serde learns every writer schema id the batch
+ * names that it has not seen (one registry round trip per new id, in parallel); then each
+ * record decodes synchronously, resolved from its writer's schema to Flywheel's Rollout
+ * schema (defaults filled). Anything that is not a rollout — an empty value, bytes without the
+ * magic byte, an unknown schema id, a writer schema that does not resolve, a body that does not
+ * fit — becomes a dead letter saying what is wrong, original bytes kept. A registry that
+ * cannot be reached is not the records' fault: that error is thrown, and the batch is retried.
+ *
+ *   const envelopes = await decodeRollouts(batch.messages, 'flywheel.rollouts', 0, serde);
  */
-export async function decodeRollout(message: KafkaMessage, topic: string, partition: number, serde: TopicSerde<Rollout>): Promise<Envelope> {
+export async function decodeRollouts(messages: readonly KafkaMessage[], topic: string, partition: number, serde: TopicSerde<Rollout>): Promise<Envelope[]> {
+  await serde.prepare(messages.map((m) => m.value));
+  return messages.map((m) => decodeRollout(m, topic, partition, serde));
+}
+
+/** One record of a batch whose payloads `serde.prepare` has seen. */
+export function decodeRollout(message: KafkaMessage, topic: string, partition: number, serde: TopicSerde<Rollout>): Envelope {
   const source = { topic, partition, offset: message.offset };
-  if (message.value === null || message.value.length === 0) {
-    return { kind: 'dead', source, payload: message.value, key: message.key, stage: 'decode', reason: 'empty record value' };
-  }
-  if (message.value[0] !== 0 || message.value.length < 5) {
-    const first = message.value[0]!.toString(16).padStart(2, '0');
-    return { kind: 'dead', source, payload: message.value, key: message.key, stage: 'decode', reason: `not in the registry's wire format: first byte is 0x${first}, not the magic byte 0x00 followed by a schema id` };
-  }
+  const dead = (reason: string): Envelope => ({ kind: 'dead', source, payload: message.value, key: message.key, stage: 'decode', reason });
+  const problem = wireFormatProblem(message.value);
+  if (problem !== undefined) return dead(problem);
   try {
-    const rollout = await serde.deserialize(message.value);
-    if (rollout === null || typeof rollout !== 'object') throw new Error('decoded to no record');
-    return newSample(rollout, source, message.value, message.key);
+    return newSample(serde.decode(message.value!), source, message.value!, message.key, brokerTimestamp(message));
   } catch (err) {
-    // The registry being unreachable says nothing about the record: retry the batch instead.
-    if (registryUnavailable(err)) throw err;
-    return { kind: 'dead', source, payload: message.value, key: message.key, stage: 'decode', reason: `not a rollout: ${(err as Error).message}` };
+    if (err instanceof RecordError) return dead(`not a rollout: ${err.message}`);
+    throw err;
   }
 }
 
-function registryUnavailable(err: unknown): boolean {
-  const e = err as { status?: number; code?: string; cause?: { code?: string } };
-  if (typeof e.status === 'number') return e.status >= 500 || e.status === 429;
-  const code = e.code ?? e.cause?.code;
-  return typeof code === 'string' && /^(ECONN|ETIMEDOUT|EAI_AGAIN|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|ERR_NETWORK)/.test(code);
+/** CreateTime or LogAppendTime in epoch ms; kafkajs gives "-1" (or nothing) when the record has none. */
+function brokerTimestamp(message: KafkaMessage): number | undefined {
+  const at = Number(message.timestamp);
+  return Number.isFinite(at) && at >= 0 ? at : undefined;
 }

@@ -69,11 +69,14 @@ export function labelJoinProcessor(o: LabelJoinOptions): ExactlyOnceProcessor<Re
       const dead: Message[] = [];
       if (input.kind === 'tick') inputs.push({ kind: 'tick', now: input.now });
       else {
+        // Writer schemas fetched once per batch, outside the per-record try: a registry that
+        // cannot be reached fails the batch (retried), it does not dead-letter the labels.
+        if (input.topic !== o.scoredTopic) await o.labels.prepare(input.messages.map((m) => m.value));
         for (const m of input.messages) {
           try {
             if (input.topic === o.scoredTopic) inputs.push({ kind: 'scored', scored: JSON.parse(m.value!.toString()) as ScoredSample });
             else {
-              const label = await o.labels.deserialize(m.value!);
+              const label = o.labels.decode(m.value!);
               if (!Number.isFinite(label.value) || label.rollout_id === '') throw new Error(`label for "${label.rollout_id}" has value ${label.value}`);
               inputs.push({ kind: 'label', id: label.rollout_id, value: label.value, at: label.at });
             }

@@ -18,7 +18,7 @@ import { decisionSerde, labelSerde, modelUpdateSerde, registryClient, rolloutSer
 import { catalogTopicConfigs, changelogTopic, changelogTopicConfig, ensureTopics, internalTopic, topicCatalog, type TopicCatalog } from '../streams/topics.ts';
 import { configHash, type PipelineConfig } from './config.ts';
 import { buildCurators, declaredStores, loadOperatorFiles, type OperatorFiles, type OperatorResources } from './curators.ts';
-import { decodeRollout } from './decode.ts';
+import { decodeRollouts } from './decode.ts';
 import { errorFeed, labelJoinProcessor, scoredMessages } from './feedback.ts';
 import { hotSwap } from './hot-swap.ts';
 import { SignatureCache, takeSignatures, type PublishedSignature } from './near-dup-broadcast.ts';
@@ -156,12 +156,10 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
     assign: (_partition, state) => buildCurators(config.operators, state, resources),
     tickMs: config.source.tickMs,
     process: async (input, partition) => {
-      const envelopes: Envelope[] =
-        input.kind === 'tick'
-          ? [{ kind: 'tick', now: input.now }]
-          : await Promise.all(input.messages.map((m) => decodeRollout(m, input.topic, partition.partition, rollouts)));
+      // One registry round trip at most per batch (new writer ids only), then a synchronous decode.
+      const envelopes: Envelope[] = input.kind === 'tick' ? [{ kind: 'tick', now: input.now }] : await decodeRollouts(input.messages, input.topic, partition.partition, rollouts);
       const { envelopes: curated, messages: indexed } = takeSignatures(await lastValueFrom(from(envelopes).pipe(partition.local, toArray())));
-      const outputs = await encodeOutputs(curated, partition.partition, { decisions, accepted, deadLetter: catalog.deadLetter, side: { control: catalog.control, weaknesses: catalog.weaknesses, preferencePairs: catalog.preferencePairs } }, context);
+      const outputs = encodeOutputs(curated, partition.partition, { decisions, accepted, deadLetter: catalog.deadLetter, side: { control: catalog.control, weaknesses: catalog.weaknesses, preferencePairs: catalog.preferencePairs } }, context);
       if (compensated !== undefined) outputs.push({ topic: scoredTopic, messages: scoredMessages(curated, compensated.score, config.features) });
       if (signatures !== undefined) outputs.push({ topic: signatureTopic, messages: indexed });
       return outputs.filter((t) => t.messages.length > 0);

@@ -1,8 +1,8 @@
 import type { Message, TopicMessages } from 'kafkajs';
 import { toDecision, type DecisionContext } from '../operators/decision.ts';
-import type { DeadLetter, Envelope, SideOutput } from '../operators/envelope.ts';
+import { deadLetter, type DeadLetter, type Envelope, type SideOutput } from '../operators/envelope.ts';
 import type { Decision } from '../streams/records.ts';
-import type { TopicSerde } from '../streams/serde.ts';
+import { RecordError, type TopicSerde } from '../streams/serde.ts';
 
 export interface OutputTopics {
   decisions: TopicSerde<Decision>;
@@ -24,20 +24,26 @@ export const DLQ_HEADERS = {
 
 /**
  * Turns one processed batch into the records its transaction writes (the processor adds the
- * state changes). Every output goes to the
- * input's partition number: topics are co-partitioned, so a group's records stay together and
- * a partition's outputs stay in input order.
+ * state changes). Every output goes to the input's partition number: topics are
+ * co-partitioned, so a group's records stay together and a partition's outputs stay in input
+ * order.
+ *
+ * Each decision is encoded once. Its accepted copy reuses those bytes when both topics share
+ * the schema id (one schema content, two subjects: the registry gives one id), or a copy with
+ * only the 4 id bytes rewritten when they do not — the Avro body of the same schema is the same.
+ * A decision that does not encode (an operator put a value the schema cannot hold) is dead-
+ * lettered, stage `encode`, with the field that does not fit; the rest of the batch flows.
+ *
+ *   encodeOutputs(envelopes, 0, topics, { configHash: 'abc', pipelineRun: 'live' })
+ *   // → [{ topic: 'p.decisions', messages: [...] }, { topic: 'p.accepted', ... }, ...]
  */
-export async function encodeOutputs(
-  envelopes: readonly Envelope[],
-  partition: number,
-  topics: OutputTopics,
-  context: DecisionContext,
-): Promise<TopicMessages[]> {
+export function encodeOutputs(envelopes: readonly Envelope[], partition: number, topics: OutputTopics, context: DecisionContext): TopicMessages[] {
   const decisions: Message[] = [];
   const accepted: Message[] = [];
   const dead: Message[] = [];
   const side = new Map<string, Message[]>();
+  const sameBody = topics.accepted.fingerprint === topics.decisions.fingerprint;
+  const sameId = sameBody && topics.accepted.schemaId === topics.decisions.schemaId;
   for (const envelope of envelopes) {
     if (envelope.kind === 'tick') continue;
     if (envelope.kind === 'dead') {
@@ -52,9 +58,20 @@ export async function encodeOutputs(
       continue;
     }
     const decision = toDecision(envelope, context);
+    const isAccepted = decision.decision === 'accepted';
+    let value: Buffer;
+    let acceptedValue: Buffer | undefined;
+    try {
+      value = topics.decisions.encode(decision);
+      if (isAccepted) acceptedValue = sameId ? value : sameBody ? withSchemaId(value, topics.accepted.schemaId) : topics.accepted.encode(decision);
+    } catch (err) {
+      if (!(err instanceof RecordError)) throw err;
+      dead.push(deadLetterMessage(deadLetter(envelope, 'encode', `the decision does not encode: ${err.message}`), context.pipelineRun, partition));
+      continue;
+    }
     const key = decision.rollout.group_id;
-    decisions.push({ key, partition, value: await topics.decisions.serialize(decision) });
-    if (decision.decision === 'accepted') accepted.push({ key, partition, value: await topics.accepted.serialize(decision) });
+    decisions.push({ key, partition, value });
+    if (acceptedValue !== undefined) accepted.push({ key, partition, value: acceptedValue });
   }
   return [
     { topic: topics.decisions.topic, messages: decisions },
@@ -62,6 +79,14 @@ export async function encodeOutputs(
     { topic: topics.deadLetter, messages: dead },
     ...[...side].map(([topic, messages]) => ({ topic, messages })),
   ].filter((t) => t.messages.length > 0);
+}
+
+/** The same wire-format record under another schema id (bytes 1–4). */
+function withSchemaId(value: Buffer, schemaId: number): Buffer {
+  const copy = Buffer.allocUnsafe(value.length);
+  value.copy(copy);
+  copy.writeInt32BE(schemaId, 1);
+  return copy;
 }
 
 function deadLetterMessage(dead: DeadLetter, run: string, partition: number): Message {

@@ -72,13 +72,14 @@ export const rolloutSchema = {
   namespace: 'flywheel',
   fields: [
     { name: 'id', type: 'string' },
-    { name: 'run_id', type: 'string' },
+    // Defaults: a producer whose evolved schema drops these still resolves to this reader.
+    { name: 'run_id', type: 'string', default: '' },
     { name: 'prompt_id', type: 'string' },
     { name: 'prompt', type: 'string' },
     { name: 'group_id', type: 'string' },
     { name: 'response', type: ['null', 'string'], default: null },
     { name: 'steps', type: { type: 'array', items: trajectoryStep }, default: [] },
-    { name: 'model_name', type: 'string' },
+    { name: 'model_name', type: 'string', default: '' },
     { name: 'model_version', type: 'string' },
     { name: 'rewards', type: { type: 'map', values: 'double' }, default: {} },
     { name: 'logprobs', type: ['null', { type: 'array', items: 'float' }], default: null },

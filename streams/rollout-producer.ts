@@ -19,9 +19,7 @@ export async function produceRollouts(
   let sent = 0;
   try {
     for (let i = 0; i < rollouts.length; i += chunk) {
-      const messages: Message[] = await Promise.all(
-        rollouts.slice(i, i + chunk).map(async (r) => ({ key: r.group_id, value: await serde.serialize(r) })),
-      );
+      const messages: Message[] = rollouts.slice(i, i + chunk).map((r) => ({ key: r.group_id, value: serde.encode(r) }));
       await producer.send({ topic: serde.topic, messages });
       sent += messages.length;
       options.onProgress?.(sent);
