@@ -92,6 +92,29 @@ export function newSample(rollout: Rollout, source: SourceRef, payload: Buffer, 
   return sample;
 }
 
+/**
+ * How far ahead of the broker's record timestamp an operator's event-time clock follows
+ * `created_at` by default: not at all. A rollout is generated before it is sent, and the broker
+ * timestamp is stamped at send (CreateTime) or append (LogAppendTime), so a sane `created_at`
+ * is behind it anyway; a created_at ahead of it is a producer's clock, and a clock that ran
+ * ahead even by a minute would time out every group a group-filter holds for a minute.
+ */
+export const defaultMaxSkewMs = 0;
+
+/**
+ * The event time an operator's clock may follow: `created_at`, but never more than
+ * `maxSkewMs` beyond the broker's record timestamp, so one sample with a wrong clock cannot
+ * move a watermark (and the evictions and releases it drives) by days. Without a broker
+ * timestamp, `created_at` as it is.
+ *
+ * Example: created_at 8.64e15, broker 1.7e12, maxSkewMs 60_000 → 1.7e12 + 60_000; created_at
+ * 1.6e12, same broker time → 1.6e12.
+ */
+export function eventTimeOf(sample: Sample, maxSkewMs = defaultMaxSkewMs): number {
+  const at = sample.rollout.created_at;
+  return sample.brokerTimestamp === undefined ? at : Math.min(at, sample.brokerTimestamp + maxSkewMs);
+}
+
 export function deadLetter(sample: Sample, stage: string, reason: string): DeadLetter {
   return { kind: 'dead', source: sample.source, payload: sample.payload, key: sample.key, stage, reason };
 }

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { Rollout } from '../streams/records.ts';
 import type { KeyValueStore } from '../streams/state-store.ts';
-import { isRejected, mapSamples, type Curator } from './envelope.ts';
+import { defer, map } from 'rxjs';
+import { deadLetter, defaultMaxSkewMs, eventTimeOf, isRejected, type Curator, type Envelope } from './envelope.ts';
 
 export interface ExactDedupeConfig {
   /** "global": the same content anywhere in the partition; "group": only within a prompt group. */
@@ -12,9 +13,23 @@ export interface ExactDedupeConfig {
   ttlMs: number | null;
   /** A repeat makes the original recently seen again. */
   refreshOnHit: boolean;
+  /** The clock follows created_at at most this far beyond the broker's record timestamp. */
+  maxSkewMs: number;
+  /** Grace before expiry: the TTL is counted from the newest event time minus this. */
+  allowedLatenessMs: number;
+  /** Evictions one batch (or tick) may do beyond one per entry it adds; the rest wait for later batches. */
+  maxEvictionsPerBatch: number;
 }
 
-export const exactDedupeDefaults: ExactDedupeConfig = { scope: 'global', maxEntries: 200_000, ttlMs: 7 * 24 * 3600 * 1000, refreshOnHit: true };
+export const exactDedupeDefaults: ExactDedupeConfig = {
+  scope: 'global',
+  maxEntries: 200_000,
+  ttlMs: 7 * 24 * 3600 * 1000,
+  refreshOnHit: true,
+  maxSkewMs: defaultMaxSkewMs,
+  allowedLatenessMs: 0,
+  maxEvictionsPerBatch: 1_000,
+};
 
 /** The state store this operator keeps its content hashes in (changelog-backed). */
 export const exactDedupeStore = { name: 'exact-dedupe' } as const;
@@ -27,17 +42,48 @@ export const exactDedupeStore = { name: 'exact-dedupe' } as const;
  * "global" means global within the partition the content lands on.
  *
  * Bounded: at most `maxEntries` hashes (about 120 bytes each with their queue key), and hashes
- * not seen for `ttlMs` of event time (the largest `created_at` seen) are forgotten, oldest first,
- * so an index fed by an endless stream does not grow forever.
+ * not seen for `ttlMs` of event time are forgotten, oldest first, so an index fed by an endless
+ * stream does not grow forever. Event time is a watermark: the largest created_at seen, each
+ * capped at `maxSkewMs` past its broker timestamp (see eventTimeOf), minus `allowedLatenessMs`;
+ * one sample with a wrong clock cannot expire the index. An expired hash no longer matches at
+ * once, but its deletion is paced: a batch (or tick) deletes at most `maxEvictionsPerBatch`
+ * queue slots beyond one per slot it adds, so a jump in event time over 100,000 entries costs
+ * 100 batches of 1,000 deletes instead of one stalled transaction. The index thus stays within
+ * its bounds eventually, not at every instant: over maxEntries by at most what the pending
+ * evictions have not yet removed.
+ *
+ * Example (ttl 1 day): a at 10:00, b at 10:00, a copy of a at 11:00 → the copy is `duplicate`
+ * of a; a copy of b 2 days later is accepted again.
  */
 export function exactDedupe(config: ExactDedupeConfig, store: KeyValueStore): Curator {
-  return mapSamples('exact-dedupe', (sample) => {
-    if (isRejected(sample)) return sample;
-    const key = contentKey(sample.rollout, config.scope);
-    const first = rememberExact(store, config, key, sample.rollout.id, sample.rollout.created_at);
-    if (first === undefined) return sample;
-    return { ...sample, duplicateOf: first, dedupeMethod: 'exact', reasons: [...sample.reasons, 'duplicate'] };
-  });
+  // One budget per subscription: the processor runs each batch (and tick) as its own stream.
+  return (source) =>
+    defer(() => {
+      const budget: EvictionBudget = { left: config.maxEvictionsPerBatch };
+      return source.pipe(
+        map((envelope): Envelope => {
+          if (envelope.kind === 'tick') {
+            // Pending evictions proceed while no input arrives.
+            evict(store, config, watermarkOf(store, config), budget);
+            return envelope;
+          }
+          if (envelope.kind !== 'sample' || isRejected(envelope)) return envelope;
+          try {
+            const key = contentKey(envelope.rollout, config.scope);
+            const first = rememberExact(store, config, key, envelope.rollout.id, eventTimeOf(envelope, config.maxSkewMs), budget);
+            if (first === undefined) return envelope;
+            return { ...envelope, duplicateOf: first, dedupeMethod: 'exact', reasons: [...envelope.reasons, 'duplicate'] };
+          } catch (err) {
+            return deadLetter(envelope, 'exact-dedupe', (err as Error).message);
+          }
+        }),
+      );
+    });
+}
+
+/** Queue slots a batch may still delete; adding a slot earns one more. */
+export interface EvictionBudget {
+  left: number;
 }
 
 interface Entry {
@@ -56,19 +102,29 @@ const entryOf = (store: KeyValueStore, key: string): Entry | undefined => {
 
 /**
  * Looks `key` up; when absent remembers it for `id` and returns undefined, else returns the
- * first id (refreshing it when configured). Evicts past the bounds. Shared by the operator and
- * by seeding from an existing corpus.
+ * first id (refreshing it when configured). `at` is the sample's event time, already bounded
+ * (eventTimeOf). Evicts past the bounds, within `budget` (default: unbounded, as when seeding
+ * from an existing corpus). Shared by the operator and by seeding.
  */
-export function rememberExact(store: KeyValueStore, config: ExactDedupeConfig, key: string, id: string, at: number): string | undefined {
+export function rememberExact(
+  store: KeyValueStore,
+  config: ExactDedupeConfig,
+  key: string,
+  id: string,
+  at: number,
+  budget: EvictionBudget = { left: Number.POSITIVE_INFINITY },
+): string | undefined {
   const clock = Math.max(read(store, '#clock', at), at);
   if (clock !== read(store, '#clock', Number.NaN)) store.put('#clock', String(clock));
+  const watermark = clock - config.allowedLatenessMs;
   const existing = entryOf(store, key);
   let tail = read(store, '#tail');
-  if (existing !== undefined && (config.ttlMs === null || clock - existing.lastSeen <= config.ttlMs)) {
+  if (existing !== undefined && !expired(config, watermark, existing.lastSeen)) {
     if (config.refreshOnHit) {
       store.put(`e:${key}`, JSON.stringify({ id: existing.id, seq: tail, lastSeen: Math.max(existing.lastSeen, at) }));
       store.put(`q:${tail}`, key);
       store.put('#tail', String(tail + 1));
+      budget.left += 1;
     }
     return existing.id;
   }
@@ -76,27 +132,39 @@ export function rememberExact(store: KeyValueStore, config: ExactDedupeConfig, k
   store.put(`e:${key}`, JSON.stringify({ id, seq: tail, lastSeen: at }));
   store.put(`q:${tail}`, key);
   store.put('#tail', String(++tail));
-  evict(store, config, clock);
+  budget.left += 1;
+  evict(store, config, watermark, budget);
   return undefined;
 }
 
-/** Pops the recency queue while the index is over its bounds; stale slots are dropped on the way. */
-function evict(store: KeyValueStore, config: ExactDedupeConfig, clock: number): void {
+const expired = (config: ExactDedupeConfig, watermark: number, lastSeen: number) => config.ttlMs !== null && watermark - lastSeen > config.ttlMs;
+
+function watermarkOf(store: KeyValueStore, config: ExactDedupeConfig): number {
+  const clock = store.get('#clock');
+  return clock === undefined ? Number.NEGATIVE_INFINITY : Number(clock) - config.allowedLatenessMs;
+}
+
+/**
+ * Pops the recency queue while the index is over its bounds and the budget lasts; stale slots
+ * are dropped on the way (each counts against the budget: each is a delete).
+ */
+function evict(store: KeyValueStore, config: ExactDedupeConfig, watermark: number, budget: EvictionBudget): void {
   let head = read(store, '#head');
   const tail = read(store, '#tail');
   let size = read(store, '#size');
   const start = head;
-  while (head < tail) {
+  while (head < tail && budget.left >= 1) {
     const key = store.get(`q:${head}`)!;
     const entry = entryOf(store, key);
     const live = entry !== undefined && entry.seq === head;
-    if (live && size <= config.maxEntries && (config.ttlMs === null || clock - entry.lastSeen <= config.ttlMs)) break;
+    if (live && size <= config.maxEntries && !expired(config, watermark, entry.lastSeen)) break;
     if (live) {
       store.delete(`e:${key}`);
       size--;
     }
     store.delete(`q:${head}`);
     head++;
+    budget.left -= 1;
   }
   if (head !== start) {
     store.put('#head', String(head));

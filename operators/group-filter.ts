@@ -1,6 +1,6 @@
 import type { Rollout } from '../streams/records.ts';
 import type { KeyValueStore } from '../streams/state-store.ts';
-import { deadLetter, deserializeSample, isRejected, serializeSample, type Curator, type Envelope, type Sample } from './envelope.ts';
+import { deadLetter, defaultMaxSkewMs, deserializeSample, eventTimeOf, isRejected, serializeSample, type Curator, type Envelope, type Sample } from './envelope.ts';
 import { ratioText, sessionCurator } from './filters-internals.ts';
 
 export interface GroupFilterConfig {
@@ -10,6 +10,8 @@ export interface GroupFilterConfig {
   maxWaitMs: number;
   /** Clock(s) for maxWaitMs: rollout created_at ("event"), ticks ("processing"), or whichever fires first. */
   timeBasis: 'event' | 'processing' | 'both';
+  /** Event time follows created_at at most this far beyond the broker's record timestamp (see eventTimeOf). */
+  maxSkewMs: number;
   /** The reward whose spread decides whether a group teaches anything. */
   reward: string;
   /** Fewest not-yet-rejected samples carrying the reward for the zero-variance check to apply. */
@@ -28,6 +30,7 @@ export const groupFilterDefaults: GroupFilterConfig = {
   groupSize: null,
   maxWaitMs: 60_000,
   timeBasis: 'both',
+  maxSkewMs: defaultMaxSkewMs,
   reward: 'correct',
   minVarianceSamples: 2,
   minSize: 2,
@@ -46,14 +49,14 @@ interface OpenGroup {
   count: number;
   /** Samples that complete the group. */
   target: number;
-  /** Smallest created_at among its samples. */
+  /** Smallest event time (eventTimeOf) among its samples. */
   firstCreatedAt: number;
   /** `now` of the first tick after the group opened: its processing-time arrival; null before that tick. */
   firstArrival: number | null;
 }
 
 interface Index {
-  /** Largest created_at seen: the event-time clock. */
+  /** Largest event time seen (eventTimeOf): the event-time clock. */
   watermark: number | null;
   /** Open groups in opening order. */
   open: Array<[string, OpenGroup]>;
@@ -71,8 +74,9 @@ const sampleKey = (group: string, i: number) => `s:${group}:${i}`;
  *    release they cause.
  * 2. The group is released when it holds `group_size` (tag) or `groupSize` samples, capped at
  *    `maxGroupSize` (release "complete"); when its wait runs out (release "timeout"): in event
- *    time once a later sample's created_at exceeds the group's earliest created_at +
- *    maxWaitMs, in processing time once a tick's `now` exceeds maxWaitMs + the `now` of the
+ *    time once a later sample's event time exceeds the group's earliest event time +
+ *    maxWaitMs (event time: created_at, capped at maxSkewMs past the broker's record
+ *    timestamp, so one wrong clock cannot time out every open group), in processing time once a tick's `now` exceeds maxWaitMs + the `now` of the
  *    first tick after the group opened (exact to one tick interval); or when opening another
  *    group would exceed `maxOpenGroups`, the oldest first (release "evicted").
  * 3. A released group's samples leave consecutively in arrival order, annotated `group.size`,
@@ -82,7 +86,7 @@ const sampleKey = (group: string, i: number) => `s:${group}:${i}`;
  *    released early with fewer than `minSize` samples gets `group:incomplete` when
  *    `onIncomplete` is "reject".
  * 4. A sample of a group already released opens a new group with the same id; in event time, a
- *    sample older than the newest created_at − maxWaitMs is released at once.
+ *    sample older than the newest event time − maxWaitMs is released at once.
  *
  * State: each held sample under its own key, plus one index of open groups and the event-time
  * clock. A tick that times nothing out and starts no group's clock writes nothing.
@@ -117,25 +121,26 @@ export function groupFilter(config: GroupFilterConfig, store: KeyValueStore): Cu
 
     const onSample = (sample: Sample, out: Envelope[]) => {
       const r = sample.rollout;
+      const at = eventTimeOf(sample, config.maxSkewMs);
       let group = open.get(r.group_id);
       if (group === undefined) {
         for (const [oldId, oldest] of open) {
           if (open.size < config.maxOpenGroups) break;
           release(oldId, oldest, 'evicted', out);
         }
-        group = { count: 0, target: Math.min(config.groupSize ?? config.maxGroupSize, config.maxGroupSize), firstCreatedAt: r.created_at, firstArrival: null };
+        group = { count: 0, target: Math.min(config.groupSize ?? config.maxGroupSize, config.maxGroupSize), firstCreatedAt: at, firstArrival: null };
         open.set(r.group_id, group);
       }
       store.put(sampleKey(r.group_id, group.count), serializeSample(sample));
       group.count += 1;
       const tagged = groupSizeTag(r);
       if (tagged !== undefined) group.target = Math.min(tagged, config.maxGroupSize);
-      group.firstCreatedAt = Math.min(group.firstCreatedAt, r.created_at);
+      group.firstCreatedAt = Math.min(group.firstCreatedAt, at);
       if (earliest !== undefined) earliest = Math.min(earliest, group.firstCreatedAt);
       dirty = true;
       if (group.count >= group.target) release(r.group_id, group, 'complete', out);
       if (!eventTime) return;
-      index.watermark = Math.max(index.watermark ?? r.created_at, r.created_at);
+      index.watermark = Math.max(index.watermark ?? at, at);
       earliest ??= [...open.values()].reduce((min, g) => Math.min(min, g.firstCreatedAt), Infinity);
       if (index.watermark - config.maxWaitMs <= earliest) return;
       for (const [id, g] of open) {

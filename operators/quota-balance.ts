@@ -1,5 +1,5 @@
 import type { KeyValueStore } from '../streams/state-store.ts';
-import { deserializeSample, isRejected, serializeSample, type Curator, type Envelope, type Sample } from './envelope.ts';
+import { defaultMaxSkewMs, deserializeSample, eventTimeOf, isRejected, serializeSample, type Curator, type Envelope, type Sample } from './envelope.ts';
 import { byScoreThenId, flatMapEnvelopes, labelOf, readJson, writeJson, type LabelRef } from './balance-internals.ts';
 
 export interface QuotaBalanceConfig {
@@ -15,6 +15,8 @@ export interface QuotaBalanceConfig {
   score: string;
   /** Window length in event time (rollout.created_at, epoch ms). */
   windowMs: number;
+  /** Event time follows created_at at most this far beyond the broker's record timestamp (see eventTimeOf). */
+  maxSkewMs: number;
   /** Hop of sliding windows; must divide windowMs. Absent: tumbling windows. */
   slideMs?: number;
   /** The watermark trails the largest event time seen by this much. */
@@ -38,6 +40,7 @@ export const quotaBalanceDefaults: QuotaBalanceConfig = {
   quotas: {},
   score: 'rule',
   windowMs: 3_600_000,
+  maxSkewMs: defaultMaxSkewMs,
   maxOutOfOrdernessMs: 60_000,
   allowedLatenessMs: 0,
   maxDelayMs: 300_000,
@@ -54,9 +57,11 @@ export const quotaBalanceStore = { name: 'quota-balance' } as const;
  * the best by `score`. Step by step:
  *
  * 1. A sample's bucket is its `bucketBy` label (or `unknownBucket`); its pane is the slide-long
- *    interval of created_at it falls in (tumbling: the window itself). It is annotated
+ *    interval of its event time it falls in (tumbling: the window itself). Event time is
+ *    created_at capped at maxSkewMs past the broker's record timestamp, so a producer's wrong
+ *    clock cannot release every window at once or expire their counts. It is annotated
  *    `quota.bucket` and `quota.window` (`<paneStartMs>/<paneEndMs>`).
- * 2. Every sample advances the watermark = max created_at seen on this partition −
+ * 2. Every sample advances the watermark = max event time seen on this partition −
  *    maxOutOfOrdernessMs. Panes whose end + allowedLatenessMs ≤ watermark are released.
  * 3. A sample already rejected passes at once and consumes no quota. Any other sample is held
  *    in the store with its (bucket, pane) until the pane is released.
@@ -163,10 +168,11 @@ export function quotaBalance(config: QuotaBalanceConfig, store: KeyValueStore): 
 
   const onSample = (state: State, input: Sample, out: Envelope[]) => {
     const bucket = labelOf(input, config.bucketBy) ?? config.unknownBucket;
-    const start = Math.floor(input.rollout.created_at / slide) * slide;
+    const at = eventTimeOf(input, config.maxSkewMs);
+    const start = Math.floor(at / slide) * slide;
     const sample = { ...input, annotations: { ...input.annotations, 'quota.bucket': bucket, 'quota.window': `${start}/${start + slide}` } };
 
-    state.meta.maxEvent = Math.max(state.meta.maxEvent ?? sample.rollout.created_at, sample.rollout.created_at);
+    state.meta.maxEvent = Math.max(state.meta.maxEvent ?? at, at);
     const wm = watermark(state);
     releaseWhere(state, (p) => p.s + slide + config.allowedLatenessMs <= wm, out);
     raiseHorizon(state, wm - config.allowedLatenessMs - config.retentionMs);
@@ -213,7 +219,7 @@ export function quotaBalance(config: QuotaBalanceConfig, store: KeyValueStore): 
 }
 
 interface Meta {
-  /** Largest created_at seen; the watermark trails it. */
+  /** Largest event time seen (eventTimeOf); the watermark trails it. */
   maxEvent: number | null;
   /** Latest tick time seen: the arrival time of samples until the next tick. */
   now: number | null;

@@ -1,5 +1,5 @@
 import type { KeyValueStore } from '../streams/state-store.ts';
-import { deadLetter, type Curator, type Emit, type Sample } from './envelope.ts';
+import { deadLetter, eventTimeOf, type Curator, type Emit, type Sample } from './envelope.ts';
 import { ratioText, sessionCurator } from './filters-internals.ts';
 
 export interface WeaknessTrackerConfig {
@@ -15,7 +15,7 @@ export interface WeaknessTrackerConfig {
   maxPassRate: number;
   /** After reporting a prompt, further attempts needed before reporting it again. */
   cooldownAttempts: number;
-  /** …and event time (created_at) that must pass too; 0: none. */
+  /** …and event time (created_at, capped at the broker timestamp: eventTimeOf) that must pass too; 0: none. */
   cooldownMs: number;
   /** Bound on prompts tracked; the least recently seen is forgotten first. */
   maxPrompts: number;
@@ -101,21 +101,23 @@ function recordAttempt(sample: Sample, config: WeaknessTrackerConfig, store: Key
   const r = sample.rollout;
   const reward = r.rewards[config.reward];
   if (reward === undefined) return undefined;
+  // A far-future created_at as lastReportAt would silence the prompt for good.
+  const at = eventTimeOf(sample);
   const stored = store.get(promptKey(r.prompt_id));
   const state: PromptState = stored === undefined
-    ? { prompt: r.prompt.slice(0, config.maxPromptChars), recent: [], attemptsSinceReport: 0, lastReportAt: null, lastSeen: r.created_at }
+    ? { prompt: r.prompt.slice(0, config.maxPromptChars), recent: [], attemptsSinceReport: 0, lastReportAt: null, lastSeen: at }
     : (JSON.parse(stored) as PromptState);
   state.recent.push([reward >= config.passThreshold ? 1 : 0, r.model_version]);
   if (state.recent.length > config.window) state.recent.splice(0, state.recent.length - config.window);
   state.attemptsSinceReport += 1;
-  state.lastSeen = Math.max(state.lastSeen, r.created_at);
+  state.lastSeen = Math.max(state.lastSeen, at);
   const value = report(r.prompt_id, state);
   const cooledDown =
-    state.lastReportAt === null || (state.attemptsSinceReport >= config.cooldownAttempts && r.created_at - state.lastReportAt >= config.cooldownMs);
+    state.lastReportAt === null || (state.attemptsSinceReport >= config.cooldownAttempts && at - state.lastReportAt >= config.cooldownMs);
   const weak = value.attempts >= config.minAttempts && value.pass_rate <= config.maxPassRate && cooledDown;
   if (weak) {
     state.attemptsSinceReport = 0;
-    state.lastReportAt = r.created_at;
+    state.lastReportAt = at;
   }
   store.put(promptKey(r.prompt_id), JSON.stringify(state));
   return { prompt_id: r.prompt_id, pass_rate: value.pass_rate, weak, value };

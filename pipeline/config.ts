@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { exactDedupeDefaults } from '../operators/exact-dedupe.ts';
+import { createdAtDefaults, validateDefaults } from '../operators/validate.ts';
 import { featureDefaults } from '../operators/features.ts';
 import {
   contaminationFilterConfig,
@@ -37,7 +38,19 @@ const regex = z.string().refine((p) => {
 export const operatorConfigSchema = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('validate'),
-    maxChars: z.number().int().positive().default(200_000),
+    maxChars: z.number().int().positive().default(validateDefaults.maxChars),
+    /** Bounds on rollout.created_at; see operators/validate.ts. */
+    createdAt: z
+      .strictObject({
+        maxFutureMs: z.number().int().nonnegative().nullable().optional(),
+        maxPastMs: z.number().int().nonnegative().nullable().optional(),
+        min: z.number().int().nonnegative().optional(),
+        max: z.number().int().positive().optional(),
+        onSkew: z.enum(['reject', 'clamp']).optional(),
+      })
+      .transform((given) => ({ ...createdAtDefaults, ...given }))
+      .refine((b) => b.min < b.max, { message: 'min must be before max', path: ['max'] })
+      .default(createdAtDefaults),
   }),
   z.strictObject({
     type: z.literal('rule-score'),
@@ -57,6 +70,9 @@ export const operatorConfigSchema = z.discriminatedUnion('type', [
     maxEntries: z.number().int().positive().default(exactDedupeDefaults.maxEntries),
     ttlMs: z.number().int().positive().nullable().default(exactDedupeDefaults.ttlMs),
     refreshOnHit: z.boolean().default(exactDedupeDefaults.refreshOnHit),
+    maxSkewMs: z.number().int().nonnegative().default(exactDedupeDefaults.maxSkewMs),
+    allowedLatenessMs: z.number().int().nonnegative().default(exactDedupeDefaults.allowedLatenessMs),
+    maxEvictionsPerBatch: z.number().int().positive().default(exactDedupeDefaults.maxEvictionsPerBatch),
   }),
   z.strictObject({
     type: z.literal('threshold-filter'),

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, configHash, loadConfig, parseConfig } from '../pipeline/config.ts';
 import { declaredStores } from '../pipeline/curators.ts';
 import { describePipeline } from '../pipeline/describe.ts';
+import { createdAtDefaults } from '../operators/validate.ts';
 
 const minimal = { name: 'p', operators: [{ type: 'validate' }] };
 
@@ -14,7 +15,17 @@ describe('pipeline config', () => {
     expect(config.run).toBe('live');
     expect(config.topics).toEqual({ prefix: 'flywheel', partitions: 3 });
     expect(config.clickhouse.path).toBe('.flywheel/clickhouse');
-    expect(config.operators[0]).toEqual({ type: 'validate', maxChars: 200_000 });
+    expect(config.operators[0]).toEqual({ type: 'validate', maxChars: 200_000, createdAt: createdAtDefaults });
+  });
+
+  it('fills and checks the event-time settings of validate and exact-dedupe, naming the field', () => {
+    const config = parseConfig({ name: 'p', operators: [{ type: 'validate', createdAt: { onSkew: 'clamp', maxPastMs: 3_600_000 } }, { type: 'exact-dedupe' }] });
+    expect(config.operators[0]).toMatchObject({ createdAt: { ...createdAtDefaults, onSkew: 'clamp', maxPastMs: 3_600_000 } });
+    expect(config.operators[1]).toMatchObject({ maxSkewMs: 0, allowedLatenessMs: 0, maxEvictionsPerBatch: 1000 });
+    expect(() => parseConfig({ name: 'p', operators: [{ type: 'validate', createdAt: { onSkew: 'drop' } }] })).toThrow(/operators\[0\]\.createdAt\.onSkew/);
+    expect(() => parseConfig({ name: 'p', operators: [{ type: 'validate', createdAt: { min: 10, max: 5 } }] })).toThrow(/min must be before max[\s\S]*operators\[0\]\.createdAt\.max/);
+    expect(() => parseConfig({ name: 'p', operators: [{ type: 'exact-dedupe', maxEvictionsPerBatch: 0 }] })).toThrow(/operators\[0\]\.maxEvictionsPerBatch/);
+    expect(() => parseConfig({ name: 'p', operators: [{ type: 'group-filter', maxSkewMs: -1 }] })).toThrow(/operators\[0\]\.maxSkewMs/);
   });
 
   it('names each wrong field and what is wrong with it', () => {

@@ -36,6 +36,17 @@ describe('validate', () => {
     expect(reason).toContain('logprobs must be finite and <= 0');
     expect(reason).toContain('response longer than 10 chars');
   });
+
+  it('counts trajectory steps together against maxChars: many small steps are as long as one long response', async () => {
+    const config = { ...validateDefaults, maxChars: 100 };
+    const steps = (n: number, chars: number) => Array.from({ length: n }, (_, i) => ({ role: i % 2 === 0 ? 'assistant' : 'tool', content: 'x'.repeat(chars) }));
+    const out = await through(validate(config), [sample({ response: null, steps: steps(10, 10) }), sample({ response: null, steps: steps(11, 10) })]);
+    expect(out[0]!.kind).toBe('sample');
+    expect(out[1]).toMatchObject({ kind: 'dead', stage: 'validate', reason: 'invalid rollout: trajectory steps longer than 100 chars in total (110)' });
+    // The chaos harness's case: a 2 MB trajectory under the default bound of 200,000 chars.
+    const [big] = await through(validate(), [sample({ response: null, steps: steps(2, 1_000_000) })]);
+    expect(big).toMatchObject({ kind: 'dead', reason: expect.stringContaining('trajectory steps longer than 200000 chars in total') });
+  });
 });
 
 describe('mapSamples', () => {
