@@ -292,17 +292,25 @@ function node(type: Type, pos: number, evaluate: (s: Sample) => Value): Node {
 function resolveName(t: Token): Node {
   const [head, ...tail] = t.text.split('.');
   const key = tail.join('.');
-  if (tail.length > 0 && head === 'scores') return node('number', t.pos, (s) => s.scores[key] ?? null);
-  if (tail.length > 0 && head === 'rewards') return node('number', t.pos, (s) => s.rollout.rewards[key] ?? null);
-  if (tail.length > 0 && head === 'tags') return node('string', t.pos, (s) => s.rollout.tags[key] ?? null);
-  if (tail.length > 0 && head === 'annotations') return node('string', t.pos, (s) => s.annotations[key] ?? null);
+  if (tail.length > 0 && head === 'scores') return node('number', t.pos, (s) => own(s.scores, key));
+  if (tail.length > 0 && head === 'rewards') return node('number', t.pos, (s) => own(s.rollout.rewards, key));
+  if (tail.length > 0 && head === 'tags') return node('string', t.pos, (s) => own(s.rollout.tags, key));
+  if (tail.length > 0 && head === 'annotations') return node('string', t.pos, (s) => own(s.annotations, key));
   const name = t.text;
   if ((STRING_FIELDS as readonly string[]).includes(name)) return node('string', t.pos, (s) => s.rollout[name as (typeof STRING_FIELDS)[number]]);
   if (name === 'response') return node('string', t.pos, (s) => responseText(s.rollout));
   if (name === 'token_count' || name === 'created_at') return node('number', t.pos, (s) => s.rollout[name]);
   if (name === 'prompt_chars') return node('number', t.pos, (s) => s.rollout.prompt.length);
   if (name === 'response_chars') return node('number', t.pos, (s) => responseText(s.rollout).length);
-  return node('number', t.pos, (s) => s.scores[name] ?? null);
+  return node('number', t.pos, (s) => own(s.scores, name));
+}
+
+/**
+ * `record[key]` if the record has it itself, else null (missing): a name like `constructor`
+ * or `__proto__` must not resolve to a member of Object.prototype.
+ */
+function own<V>(record: Record<string, V>, key: string): V | null {
+  return Object.hasOwn(record, key) ? (record[key] ?? null) : null;
 }
 
 function responseText(r: Rollout): string {

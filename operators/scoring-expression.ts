@@ -139,7 +139,8 @@ export function parseExpression(source: string): Expression {
       pos++;
       const next = peek();
       if (!t.quoted && next.kind === 'op' && next.text === '(') {
-        const fn = FUNCTIONS[t.text];
+        // Own properties only: `constructor(x)` must not call Object.prototype's constructor.
+        const fn = Object.hasOwn(FUNCTIONS, t.text) ? FUNCTIONS[t.text] : undefined;
         if (fn === undefined) fail(t, `unknown function "${t.text}" (known: ${Object.keys(FUNCTIONS).join(', ')})`);
         pos++;
         if (isOp(')')) fail(peek(), `${t.text}() needs at least one argument`);

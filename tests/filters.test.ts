@@ -318,6 +318,19 @@ describe('ruleFilter', () => {
     expect(error('a # 1').message).toContain('unexpected character "#"');
   });
 
+  it('reads own properties only: a prototype member such as constructor is a missing value, not a function', async () => {
+    const s = sample({ rewards: { correct: 1 }, tags: {} }, { scores: { a: 1 }, annotations: {} });
+    for (const name of ['scores.constructor', 'rewards.toString', 'constructor', 'scores.__proto__', 'hasOwnProperty']) {
+      expect(compileRule(`exists(${name})`)(s)).toBe(false);
+      expect(compileRule(`${name} > 0`)(s)).toBeNull();
+    }
+    expect(compileRule("tags.constructor == 'x' or annotations.valueOf != 'y'")(s)).toBeNull();
+    // An own property of that name is an ordinary value.
+    expect(compileRule('scores.constructor == 2')(sample({}, { scores: { constructor: 2 } }))).toBe(true);
+    const reject = ruleFilter({ rules: [{ name: 'proto', when: 'scores.constructor > 0' }], onMissing: 'reject' });
+    expect(samplesOf(await through(reject, [s])).map((x) => x.reasons)).toEqual([['rule:proto:missing']]);
+  });
+
   it('refuses unnamed and duplicate rules', () => {
     expect(() => ruleFilter({ rules: [{ name: '', when: 'a > 1' }], onMissing: 'pass' })).toThrow(/needs a name/);
     expect(() => ruleFilter({ rules: [{ name: 'x', when: 'a > 1' }, { name: 'x', when: 'a > 2' }], onMissing: 'pass' })).toThrow(/defined twice/);

@@ -118,6 +118,8 @@ describe('parseExpression', () => {
       ['a + )', 5, 'expected a value but found ")"'],
       ['min(a', 6, 'expected ")" but found end of input'],
       ['foo(1)', 1, 'unknown function "foo" (known: min, max)'],
+      ['constructor(1)', 1, 'unknown function "constructor" (known: min, max)'],
+      ['toString(1)', 1, 'unknown function "toString" (known: min, max)'],
       ['"abc', 1, 'unterminated quoted name'],
       ['a $ b', 3, 'unexpected character "$"'],
       ['', 1, 'expected a value but found end of input'],
