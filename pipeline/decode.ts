@@ -1,7 +1,8 @@
 import type { KafkaMessage } from 'kafkajs';
 import { newSample, type Envelope } from '../operators/envelope.ts';
 import type { Rollout } from '../streams/records.ts';
-import { RecordError, wireFormatProblem, type TopicSerde } from '../streams/serde.ts';
+import { RecordError } from '../streams/errors.ts';
+import { wireFormatProblem, type TopicSerde } from '../streams/serde.ts';
 
 /**
  * Decodes one input batch, in order. First the serde learns every writer schema id the batch

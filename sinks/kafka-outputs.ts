@@ -2,7 +2,8 @@ import type { Message, TopicMessages } from 'kafkajs';
 import { toDecision, type DecisionContext } from '../operators/decision.ts';
 import { deadLetter, type DeadLetter, type Envelope, type SideOutput } from '../operators/envelope.ts';
 import type { Decision } from '../streams/records.ts';
-import { RecordError, type TopicSerde } from '../streams/serde.ts';
+import { RecordError } from '../streams/errors.ts';
+import type { TopicSerde } from '../streams/serde.ts';
 
 export interface OutputTopics {
   decisions: TopicSerde<Decision>;

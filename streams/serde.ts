@@ -7,6 +7,7 @@ import {
   SubjectNameStrategyType,
   type SchemaInfo,
 } from '@confluentinc/schemaregistry';
+import { RecordError, UnavailableError } from './errors.ts';
 import { decisionSchema, labelSchema, modelUpdateSchema, rolloutSchema, type Decision, type Label, type ModelUpdate, type Rollout } from './records.ts';
 
 type AvroType = avsc.Type;
@@ -43,8 +44,9 @@ export interface TopicSerde<T> {
    * Makes every writer schema id in `payloads` decodable: fetched from the registry once per id
    * (in parallel), compiled, and resolved to the reader schema. An id the registry does not
    * have, or a schema that does not resolve, is remembered as a reason that `decode` throws
-   * for each such record. Rejects only when the registry cannot be asked (network, 5xx, 429,
-   * auth): that says nothing about the records, so the caller retries.
+   * (RecordError) for each such record. Rejects only when the registry cannot be asked
+   * (network, 5xx, 429, auth) with an UnavailableError: that says nothing about the records,
+   * so the caller retries.
    */
   prepare(payloads: Iterable<Buffer | null | undefined>): Promise<void>;
   /** Decodes a prepared payload to the reader's shape (defaults filled); throws RecordError. */
@@ -53,16 +55,6 @@ export interface TopicSerde<T> {
   encode(value: T): Buffer;
   serialize(value: T): Promise<Buffer>;
   deserialize(payload: Buffer): Promise<T>;
-}
-
-/**
- * A record's own content is at fault (not in the wire format, unknown schema id, a writer
- * schema that does not resolve, bytes or a value that do not fit the schema): retrying cannot
- * cure it, so it is dead-lettered with `message` as the reason.
- */
-export class RecordError extends Error {
-  override readonly name = 'RecordError';
-  readonly retriable = false;
 }
 
 export function registryClient(url: string): SchemaRegistryClient {
@@ -116,7 +108,7 @@ export async function topicSerde<T>(client: SchemaRegistryClient, topic: string,
     try {
       entry = await writerEntry(client, subject, id, reader, typeName);
     } catch (err) {
-      if (registryUnavailable(err)) throw err;
+      if (registryUnavailable(err)) throw new UnavailableError('schema registry', client.config().baseURLs.join(','), `looking up writer schema ${id}: ${(err as Error).message}`, { cause: err });
       entry = { error: `writer schema ${id} is not in the registry: ${(err as Error).message}` };
     }
     if ('error' in entry && ++unknown > MAX_UNKNOWN_IDS) {
@@ -254,7 +246,9 @@ async function subjectsOf(client: SchemaRegistryClient, id: number): Promise<str
     const response = await fetch(`${base}/schemas/ids/${id}/versions`, { signal: AbortSignal.timeout(5000) });
     if (!response.ok) return 'subject unknown';
     const versions = (await response.json()) as Array<{ subject: string; version: number }>;
-    return versions.length === 0 ? 'subject unknown' : `subject ${versions.map((v) => v.subject).join(', ')}`;
+    if (versions.length === 0) return 'subject unknown';
+    const names = versions.slice(0, 3).map((v) => v.subject).join(', ');
+    return `subject ${names}${versions.length > 3 ? ` and ${versions.length - 3} more` : ''}`;
   } catch {
     return 'subject unknown';
   }
