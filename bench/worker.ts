@@ -1,0 +1,97 @@
+/**
+ * One pipeline worker for the bench, in a process of its own (as `flywheel run` runs one), so
+ * that its heap, GC and JIT are its own and it inherits the bench's CPU pinning. Driven over
+ * the IPC channel by bench/workers.ts:
+ *
+ *   child → { type: 'loaded' }                       modules imported, config validated
+ *   parent → { type: 'go' }                          start the pipeline now
+ *   child → { type: 'ready', t }                     startPipeline resolved
+ *   child → { type: 'commit', t, processed }         after every committed transaction
+ *   child → { type: 'stored', t, stored }            after every ClickHouse insert (samples + dead letters)
+ *   child → { type: 'gc', report }                   once `processed` reached job.expect (window: ready → then)
+ *   parent → { type: 'stop' }  child → { type: 'stopped' }, exits
+ *
+ * Times are epoch ms (performance.timeOrigin + now), comparable with the parent's.
+ *
+ *   node --import tsx bench/worker.ts '{"config":{…},"inputTopic":"bench-1.input","expect":100000}'
+ */
+import { parseConfig } from '../pipeline/config.ts';
+import { startPipeline, type PipelineProgress } from '../pipeline/run.ts';
+import { connectionsFromEnv } from '../streams/connections.ts';
+import { now } from './kafka.ts';
+import { GcWindow } from './profile.ts';
+
+export interface WorkerJob {
+  /** A pipeline config as JSON (the file's content with the bench's overrides). */
+  config: unknown;
+  inputTopic?: string;
+  /** A ClickHouse server's URL; absent: the config's embedded store. */
+  clickhouseUrl?: string;
+  /** Processed records at which the GC window closes (0: no GC report). */
+  expect: number;
+}
+
+export type WorkerMessage =
+  | { type: 'loaded' }
+  | { type: 'ready'; t: number }
+  | { type: 'commit'; t: number; processed: number }
+  | { type: 'stored'; t: number; stored: number }
+  | { type: 'gc'; report: import('./profile.ts').GcReport }
+  | { type: 'failed'; error: string }
+  | { type: 'stopped' };
+
+const send = (message: WorkerMessage) => process.send?.(message);
+const job = JSON.parse(process.argv[2]!) as WorkerJob;
+const config = parseConfig(job.config, 'bench worker job');
+const connections = { ...connectionsFromEnv(), clickhouseUrl: job.clickhouseUrl };
+const gc = new GcWindow();
+
+/** Calls `changed` after every write of `object[key]` (the pipeline only ever adds to it). */
+function watch<T extends object>(object: T, key: keyof T & string, changed: (value: number) => void): void {
+  let value = object[key] as number;
+  Object.defineProperty(object, key, {
+    enumerable: true,
+    configurable: true,
+    get: () => value,
+    set: (next: number) => {
+      value = next;
+      changed(next);
+    },
+  });
+}
+
+process.on('message', (message: { type: string }) => {
+  if (message.type === 'go') void run();
+});
+// The bench went away (Ctrl-C, crash): a worker must not outlive it.
+process.on('disconnect', () => process.exit(1));
+send({ type: 'loaded' });
+
+async function run(): Promise<void> {
+  try {
+    const pipeline = await startPipeline(config, connections, { inputTopic: job.inputTopic });
+    const progress: PipelineProgress = pipeline.progress;
+    let reported = job.expect <= 0;
+    watch(progress, 'processed', (processed) => {
+      send({ type: 'commit', t: now(), processed });
+      if (!reported && processed >= job.expect) {
+        reported = true;
+        send({ type: 'gc', report: gc.close() });
+      }
+    });
+    const stored = () => send({ type: 'stored', t: now(), stored: progress.stored.samples + progress.stored.dead_letters });
+    watch(progress.stored, 'samples', stored);
+    watch(progress.stored, 'dead_letters', stored);
+    gc.open();
+    send({ type: 'ready', t: now() });
+    process.on('message', (message: { type: string }) => {
+      if (message.type === 'stop') void pipeline.stop();
+    });
+    await pipeline.stopped;
+    send({ type: 'stopped' });
+    process.exit(0);
+  } catch (err) {
+    send({ type: 'failed', error: (err as Error).stack ?? String(err) });
+    process.exit(1);
+  }
+}
