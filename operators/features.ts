@@ -49,53 +49,84 @@ export function responseText(r: Rollout): string {
 }
 
 /**
- * A rollout as a fixed-length vector: signed hashed n-grams of prompt + response, l2-normalised,
- * then the numeric tail named by `featureLayout`:
- * 1. log1p of the text length in characters and of `token_count`;
- * 2. each configured reward (missing → 0);
- * 3. mean, min and standard deviation of the token log-probs, and 1 — or four zeros when the
+ * A rollout as a fixed-length vector. Deterministic, and written down step by step so that a
+ * port (a Python trainer, say) gives the same float32 values; every step names its Python
+ * equivalent.
+ *
+ * Text. `t` = prompt + "\n" + `responseText(rollout)`, cut to its first `maxChars` code points,
+ * then lower-cased with the Unicode default full mapping (JS `toLowerCase`, Python `str.lower`).
+ *
+ * Hash. `H(values, seed)` = MurmurHash3_x86_32 (`murmur3` below) over the 32-bit values as
+ * little-endian bytes: `mmh3.hash(struct.pack(f'<{len(v)}I', *v), seed, signed=False)`. A code
+ * point is one value, so `H(chars, s)` = `mmh3.hash(chars.encode('utf-32-le'), s, signed=False)`.
+ *
+ * 1. Word n-grams, for each n in `wordNgrams`: a word is a maximal run of code points of general
+ *    category L* or N* (`/[\p{L}\p{N}]+/gu`; Python: `unicodedata.category(ch)[0] in 'LN'`);
+ *    its hash is `w = H(word's code points, 0)`; every n consecutive words (across lines and
+ *    punctuation) give `g = H([w1, …, wn], 0x77000000 + n)`.
+ * 2. Char n-grams, for each n in `charNgrams`: `chars` = " " + `t` with leading and trailing
+ *    white space removed and each run of white space replaced by one " ", + " " (white space
+ *    is JS `\s`: U+0009–U+000D, U+0020, U+00A0, U+1680, U+2000–U+200A, U+2028, U+2029, U+202F,
+ *    U+205F, U+3000, U+FEFF); every n consecutive code points give `g = H(them, 0x63000000 + n)`.
+ * 3. Each `g` (unsigned 32-bit) adds ±1 to bucket `g mod dims` (= `g & (dims - 1)` when dims is
+ *    a power of two): +1 when `g < 2^31`, −1 otherwise. Word grams first, then char grams; the
+ *    counts are integers, so the order does not change the result.
+ * 4. L2 normalisation of `out[0 .. dims)`: `s` = Σ out[i]² (an exact integer in float64); when
+ *    s > 0, `out[i] = float32(out[i] × (1 / sqrt(s)))` in float64 arithmetic; all zeros stay zero.
+ * 5. The numeric tail, in `featureLayout` order, computed in float64 and stored as float32:
+ *    log1p of the text length in UTF-16 code units before the cut (Python:
+ *    `len(t.encode('utf-16-le')) // 2`) and of max(0, `token_count`); each configured reward
+ *    (own properties only; missing → 0); then the log-probs' mean (sum in order / count), min,
+ *    population standard deviation (sqrt(Σ(lp − mean)² / count)) and 1 — or four zeros when the
  *    rollout kept no log-probs.
  * Throws on a non-finite reward or log-prob, so the caller can dead-letter the sample.
+ *
+ *   featurize(rollout, { ...featureDefaults, dims: 256, charNgrams: [] })  // Float32Array(262)
+ *
+ * The vector is computed once per (rollout object, config object) and cached weakly: the error
+ * memory and the label join read the same vector. Callers only read it. The scorer writes rows
+ * straight into its batch buffer instead (`featurizeInto`).
  */
 export function featurize(rollout: Rollout, config: FeatureConfig): Float32Array {
-  // The scorer, the error memory and the label join all featurize the same rollout object in
-  // one pass; compute it once. Keyed weakly, so nothing outlives the rollout. Callers only read.
-  let byConfig = cache.get(rollout);
-  if (byConfig === undefined) cache.set(rollout, (byConfig = new WeakMap()));
-  let vector = byConfig.get(config);
-  if (vector === undefined) byConfig.set(config, (vector = computeFeatures(rollout, config)));
+  const byRollout = cacheOf(config);
+  let vector = byRollout.get(rollout);
+  if (vector === undefined) {
+    const plan = planOf(config);
+    vector = new Float32Array(plan.size);
+    writeFeatures(rollout, plan, vector, 0);
+    byRollout.set(rollout, vector);
+  }
   return vector;
 }
 
-const cache = new WeakMap<Rollout, WeakMap<FeatureConfig, Float32Array>>();
+/**
+ * Writes `featurize(rollout, config)` into `out[offset .. offset + featureSize(config))`, e.g. a
+ * row of a model's batch buffer, without allocating: a rollout already featurized (cached) is
+ * copied, any other is computed in place and not cached (the buffer is the caller's, to reuse).
+ * Throws like `featurize`; the row's content is then unspecified.
+ */
+export function featurizeInto(rollout: Rollout, config: FeatureConfig, out: Float32Array, offset: number): void {
+  const plan = planOf(config);
+  if (!(offset >= 0 && offset + plan.size <= out.length)) throw new RangeError(`featurizeInto: ${plan.size} values do not fit at offset ${offset} of ${out.length}`);
+  const cached = cache.get(config)?.get(rollout);
+  if (cached !== undefined) return out.set(cached, offset);
+  out.fill(0, offset, offset + plan.size);
+  writeFeatures(rollout, plan, out, offset);
+}
 
-function computeFeatures(rollout: Rollout, config: FeatureConfig): Float32Array {
-  const text = `${rollout.prompt}\n${responseText(rollout)}`;
-  const out = new Float32Array(featureSize(config));
-  hashText(text, config, out);
-  let i = config.dims;
-  out[i++] = Math.log1p(text.length);
-  out[i++] = Math.log1p(Math.max(0, rollout.token_count));
-  for (const name of config.rewardNames) {
-    const value = Object.hasOwn(rollout.rewards, name) ? rollout.rewards[name]! : 0;
-    if (!Number.isFinite(value)) throw new Error(`reward ${name} is not finite (${value})`);
-    out[i++] = value;
-  }
-  const stats = logprobStats(rollout.logprobs);
-  if (stats !== null) {
-    out[i++] = stats.mean;
-    out[i++] = stats.min;
-    out[i++] = stats.std;
-    out[i++] = 1;
-  }
+/** The hashed, l2-normalised n-gram part alone (steps 1–4 on `text`, length `dims`): what text encoders take. */
+export function textFeatures(text: string, config: FeatureConfig): Float32Array {
+  const out = new Float32Array(config.dims);
+  hashText(text, null, planOf(config), out, 0);
   return out;
 }
 
-/** The hashed, l2-normalised n-gram part alone (length `dims`): what text encoders take. */
-export function textFeatures(text: string, config: FeatureConfig): Float32Array {
-  const out = new Float32Array(config.dims);
-  hashText(text, config, out);
-  return out;
+/** `textFeatures(text, config)` written into `out[offset .. offset + dims)`, e.g. a row of an encoder's batch. */
+export function textFeaturesInto(text: string, config: FeatureConfig, out: Float32Array, offset: number): void {
+  const plan = planOf(config);
+  if (!(offset >= 0 && offset + plan.dims <= out.length)) throw new RangeError(`textFeaturesInto: ${plan.dims} values do not fit at offset ${offset} of ${out.length}`);
+  out.fill(0, offset, offset + plan.dims);
+  hashText(text, null, plan, out, offset);
 }
 
 export interface LogprobStats {
@@ -121,55 +152,278 @@ export function logprobStats(logprobs: readonly number[] | null): LogprobStats |
 }
 
 /**
- * Adds each n-gram's signed count into `out[0..dims)`, then l2-normalises that block. The
- * bucket and sign of an n-gram come from FNV-1a (32-bit) over the UTF-8 bytes of
- * `w<n>:<words joined by one space>` or `c<n>:<chars>`: bucket = low 31 bits mod dims, sign =
- * top bit. Documented so a trainer in another language can reproduce it.
+ * MurmurHash3_x86_32 of 32-bit values taken as little-endian 4-byte blocks (so there is never a
+ * tail), unsigned: `murmur3([0x61616161], 0x9747b28c)` = mmh3 of "aaaa" = 0x5a97808a.
  */
-function hashText(raw: string, config: FeatureConfig, out: Float32Array): void {
-  const text = raw.slice(0, config.maxChars).toLowerCase();
-  const add = (key: string) => {
-    const h = fnv1a(key);
-    out[(h & 0x7fffffff) % config.dims]! += h >>> 31 === 1 ? -1 : 1;
-  };
-  const words = text.match(/[\p{L}\p{N}]+/gu) ?? [];
-  for (const n of config.wordNgrams) {
-    for (let i = 0; i + n <= words.length; i++) add(`w${n}:${words.slice(i, i + n).join(' ')}`);
-  }
-  const chars = Array.from(` ${text.replace(/\s+/g, ' ').trim()} `);
-  for (const n of config.charNgrams) {
-    for (let i = 0; i + n <= chars.length; i++) add(`c${n}:${chars.slice(i, i + n).join('')}`);
-  }
-  let norm = 0;
-  for (let i = 0; i < config.dims; i++) norm += out[i]! ** 2;
-  if (norm === 0) return;
-  const scale = 1 / Math.sqrt(norm);
-  for (let i = 0; i < config.dims; i++) out[i]! *= scale;
+export function murmur3(values: ArrayLike<number>, seed: number): number {
+  let h = seed | 0;
+  for (let i = 0; i < values.length; i++) h = mix(h, values[i]! | 0);
+  return fmix(h ^ (values.length * 4)) >>> 0;
 }
 
-/** FNV-1a, 32-bit, over the UTF-8 encoding of `text`; unsigned result. */
-export function fnv1a(text: string): number {
-  let h = 0x811c9dc5;
-  const byte = (b: number) => {
-    h ^= b;
-    h = Math.imul(h, 0x01000193);
+// ---- implementation ----------------------------------------------------------------------
+
+/** Seeds of step 1 and 2: 'w' and 'c' in the top byte, n in the low byte. */
+const WORD_SEED = 0x77000000;
+const CHAR_SEED = 0x63000000;
+
+/** One MurmurHash3_x86_32 body step: block `k` into state `h` (int32 in, int32 out). */
+function mix(h: number, k: number): number {
+  k = Math.imul(k, 0xcc9e2d51);
+  k = (k << 15) | (k >>> 17);
+  k = Math.imul(k, 0x1b873593);
+  h ^= k;
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+
+/** MurmurHash3's finaliser (after the length was xor-ed in); int32 result, sign = top bit. */
+function fmix(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}
+
+/** A config compiled once: typed copies of its lists and the scratch one call needs. */
+interface Plan {
+  dims: number;
+  /** dims − 1 when dims is a power of two (bucket = g & mask), else −1 (bucket = g mod dims). */
+  mask: number;
+  size: number;
+  maxChars: number;
+  rewardNames: readonly string[];
+  wordNs: Int32Array;
+  charNs: Int32Array;
+  /** The last words' hashes / chars, indexed modulo a power of two ≥ the largest n. */
+  wordRing: Int32Array;
+  charRing: Int32Array;
+  /** Buckets touched by the current call (each once), so normalising costs O(grams), not O(dims). */
+  touched: Int32Array;
+  touchedCount: number;
+  stamp: Int32Array;
+  generation: number;
+}
+
+const plans = new WeakMap<FeatureConfig, Plan>();
+const cache = new WeakMap<FeatureConfig, WeakMap<Rollout, Float32Array>>();
+
+function cacheOf(config: FeatureConfig): WeakMap<Rollout, Float32Array> {
+  let byRollout = cache.get(config);
+  if (byRollout === undefined) cache.set(config, (byRollout = new WeakMap()));
+  return byRollout;
+}
+
+function planOf(config: FeatureConfig): Plan {
+  let plan = plans.get(config);
+  if (plan !== undefined) return plan;
+  const { dims } = config;
+  if (!Number.isInteger(dims) || dims < 1) throw new RangeError(`features.dims must be a positive integer, got ${dims}`);
+  for (const n of [...config.wordNgrams, ...config.charNgrams]) if (!Number.isInteger(n) || n < 1) throw new RangeError(`features n-gram sizes must be positive integers, got ${n}`);
+  const ring = (ns: readonly number[]) => new Int32Array(2 ** Math.ceil(Math.log2(Math.max(1, ...ns))));
+  plan = {
+    dims,
+    mask: (dims & (dims - 1)) === 0 ? dims - 1 : -1,
+    size: featureSize(config),
+    maxChars: config.maxChars,
+    rewardNames: [...config.rewardNames],
+    wordNs: Int32Array.from(config.wordNgrams),
+    charNs: Int32Array.from(config.charNgrams),
+    wordRing: ring(config.wordNgrams),
+    charRing: ring(config.charNgrams),
+    touched: new Int32Array(dims),
+    touchedCount: 0,
+    stamp: new Int32Array(dims),
+    generation: 0,
   };
-  for (const ch of text) {
-    const c = ch.codePointAt(0)!;
-    if (c < 0x80) byte(c);
-    else if (c < 0x800) {
-      byte(0xc0 | (c >> 6));
-      byte(0x80 | (c & 0x3f));
-    } else if (c < 0x10000) {
-      byte(0xe0 | (c >> 12));
-      byte(0x80 | ((c >> 6) & 0x3f));
-      byte(0x80 | (c & 0x3f));
-    } else {
-      byte(0xf0 | (c >> 18));
-      byte(0x80 | ((c >> 12) & 0x3f));
-      byte(0x80 | ((c >> 6) & 0x3f));
-      byte(0x80 | (c & 0x3f));
+  plans.set(config, plan);
+  return plan;
+}
+
+/** Steps 1–5 into a zeroed `out[offset .. offset + plan.size)`. */
+function writeFeatures(rollout: Rollout, plan: Plan, out: Float32Array, offset: number): void {
+  const response = responseText(rollout);
+  hashText(rollout.prompt, response, plan, out, offset);
+  let i = offset + plan.dims;
+  out[i++] = Math.log1p(rollout.prompt.length + 1 + response.length);
+  out[i++] = Math.log1p(Math.max(0, rollout.token_count));
+  for (const name of plan.rewardNames) {
+    const value = Object.hasOwn(rollout.rewards, name) ? rollout.rewards[name]! : 0;
+    if (!Number.isFinite(value)) throw new Error(`reward ${name} is not finite (${value})`);
+    out[i++] = value;
+  }
+  const logprobs = rollout.logprobs;
+  if (logprobs === null || logprobs.length === 0) return;
+  let sum = 0;
+  let min = Infinity;
+  for (let k = 0; k < logprobs.length; k++) {
+    const lp = logprobs[k]!;
+    if (!Number.isFinite(lp)) throw new Error(`log-prob ${lp} is not finite`);
+    sum += lp;
+    if (lp < min) min = lp;
+  }
+  const mean = sum / logprobs.length;
+  let squares = 0;
+  for (let k = 0; k < logprobs.length; k++) squares += (logprobs[k]! - mean) ** 2;
+  out[i++] = mean;
+  out[i++] = min;
+  out[i++] = Math.sqrt(squares / logprobs.length);
+  out[i] = 1;
+}
+
+/**
+ * Steps 1–4 of `featurize` on `first` + "\n" + `second` (or `first` alone when `second` is
+ * null) into a zeroed `out[offset .. offset + dims)`: one pass over the UTF-16 code units,
+ * hashing words and char windows as they go — no substring, no token array, no string per
+ * n-gram. The parts are lower-cased apart, which equals lower-casing the joined text: the one
+ * context-dependent mapping (final sigma) does not look across a line break.
+ */
+function hashText(first: string, second: string | null, plan: Plan, out: Float32Array, offset: number): void {
+  let a = first;
+  let b = second;
+  if (a.length + (b === null ? 0 : b.length + 1) > plan.maxChars) {
+    a = cutCodePoints(b === null ? a : `${a}\n${b}`, plan.maxChars);
+    b = null;
+  }
+  a = a.toLowerCase();
+  if (b !== null) b = b.toLowerCase();
+  if (++plan.generation > 0x3fffffff) {
+    plan.stamp.fill(0);
+    plan.generation = 1;
+  }
+  plan.touchedCount = 0;
+  const words = plan.wordNs.length > 0;
+  const chars = plan.charNs.length > 0;
+  let word = 0; // MurmurHash3 state of the current word (seed 0)
+  let wordLength = 0; // its code points
+  let wordCount = 0;
+  let charCount = 0;
+  let started = false; // a non-space char was emitted: white space from now on is a separator
+  let space = false; // white space seen since the last emitted char
+  if (chars) charCount = charGram(plan, charCount, 32, out, offset);
+  for (let part = 0; part < 3; part++) {
+    const text = part === 0 ? a : part === 1 ? (b === null ? '' : '\n') : (b ?? '');
+    const length = text.length;
+    for (let i = 0; i < length; i++) {
+      let c = text.charCodeAt(i);
+      if ((c & 0xfc00) === 0xd800 && i + 1 < length) {
+        const low = text.charCodeAt(i + 1);
+        if ((low & 0xfc00) === 0xdc00) {
+          c = 0x10000 + ((c - 0xd800) << 10) + (low - 0xdc00);
+          i++;
+        }
+      }
+      if (words) {
+        if (isWordChar(c)) {
+          word = mix(word, c);
+          wordLength++;
+        } else if (wordLength > 0) {
+          wordCount = wordGram(plan, wordCount, fmix(word ^ (wordLength * 4)), out, offset);
+          word = 0;
+          wordLength = 0;
+        }
+      }
+      if (chars) {
+        if (isSpace(c)) space = started;
+        else {
+          if (space) charCount = charGram(plan, charCount, 32, out, offset);
+          charCount = charGram(plan, charCount, c, out, offset);
+          started = true;
+          space = false;
+        }
+      }
     }
   }
-  return h >>> 0;
+  if (wordLength > 0) wordGram(plan, wordCount, fmix(word ^ (wordLength * 4)), out, offset);
+  if (chars) charGram(plan, charCount, 32, out, offset);
+
+  const { touched, touchedCount } = plan;
+  let squares = 0;
+  for (let k = 0; k < touchedCount; k++) {
+    const v = out[offset + touched[k]!]!;
+    squares += v * v;
+  }
+  if (squares === 0) return;
+  const scale = 1 / Math.sqrt(squares);
+  for (let k = 0; k < touchedCount; k++) out[offset + touched[k]!]! *= scale;
+}
+
+/** Pushes word hash `w` (the `count`-th word) and adds the word n-grams ending with it; returns count + 1. */
+function wordGram(plan: Plan, count: number, w: number, out: Float32Array, offset: number): number {
+  const ring = plan.wordRing;
+  const mask = ring.length - 1;
+  ring[count & mask] = w;
+  count++;
+  const ns = plan.wordNs;
+  for (let k = 0; k < ns.length; k++) {
+    const n = ns[k]!;
+    if (count < n) continue;
+    let g = WORD_SEED + n;
+    for (let j = count - n; j < count; j++) g = mix(g, ring[j & mask]!);
+    addGram(plan, fmix(g ^ (n * 4)), out, offset);
+  }
+  return count;
+}
+
+/** Pushes code point `c` (the `count`-th char) and adds the char n-grams ending with it; returns count + 1. */
+function charGram(plan: Plan, count: number, c: number, out: Float32Array, offset: number): number {
+  const ring = plan.charRing;
+  const mask = ring.length - 1;
+  ring[count & mask] = c;
+  count++;
+  const ns = plan.charNs;
+  for (let k = 0; k < ns.length; k++) {
+    const n = ns[k]!;
+    if (count < n) continue;
+    let g = CHAR_SEED + n;
+    for (let j = count - n; j < count; j++) g = mix(g, ring[j & mask]!);
+    addGram(plan, fmix(g ^ (n * 4)), out, offset);
+  }
+  return count;
+}
+
+/** Step 3 for one gram hash `g` (int32: negative = top bit set). */
+function addGram(plan: Plan, g: number, out: Float32Array, offset: number): void {
+  const bucket = plan.mask >= 0 ? g & plan.mask : (g >>> 0) % plan.dims;
+  if (plan.stamp[bucket] !== plan.generation) {
+    plan.stamp[bucket] = plan.generation;
+    plan.touched[plan.touchedCount++] = bucket;
+  }
+  out[offset + bucket]! += g < 0 ? -1 : 1;
+}
+
+/** The first `max` code points of `text` (a surrogate pair is one code point). */
+function cutCodePoints(text: string, max: number): string {
+  if (text.length <= max) return text;
+  let units = 0;
+  for (let points = 0; points < max && units < text.length; points++) {
+    const c = text.charCodeAt(units);
+    units += (c & 0xfc00) === 0xd800 && units + 1 < text.length && (text.charCodeAt(units + 1) & 0xfc00) === 0xdc00 ? 2 : 1;
+  }
+  return text.slice(0, units);
+}
+
+const WORD_CHAR = /^[\p{L}\p{N}]$/u;
+/** Per BMP code unit: 0 not yet known, 1 word char, 2 not. Filled lazily: most text uses few. */
+const bmpWordChars = new Uint8Array(0x10000);
+for (let c = 0; c < 0x80; c++) bmpWordChars[c] = WORD_CHAR.test(String.fromCharCode(c)) ? 1 : 2;
+const astralWordChars = new Map<number, boolean>();
+
+function isWordChar(c: number): boolean {
+  if (c < 0x10000) {
+    let known = bmpWordChars[c]!;
+    if (known === 0) bmpWordChars[c] = known = WORD_CHAR.test(String.fromCharCode(c)) ? 1 : 2;
+    return known === 1;
+  }
+  let word = astralWordChars.get(c);
+  if (word === undefined) astralWordChars.set(c, (word = WORD_CHAR.test(String.fromCodePoint(c))));
+  return word;
+}
+
+/** JS `\s` (WhiteSpace and LineTerminator), as listed in `featurize`'s step 2. */
+function isSpace(c: number): boolean {
+  if (c <= 0x20) return c === 0x20 || (c >= 0x09 && c <= 0x0d);
+  if (c < 0xa0) return false;
+  return c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
 }

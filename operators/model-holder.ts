@@ -6,6 +6,13 @@ import { onnxMetadata } from '../trainers/onnx-model.ts';
 export interface ScoringModel {
   /** Recorded with every score the model gives (sample.scorerVersion). */
   readonly version: string;
+  /**
+   * The hot path: scores `rows` vectors of `width` values laid out row after row in
+   * `input[0 .. rows × width)` — the caller's reusable batch buffer, read in place (not copied)
+   * and not kept once the promise settles. Resolves to `rows` scores.
+   */
+  scoreRows(input: Float32Array, rows: number, width: number): Promise<Float32Array>;
+  /** Scores separate vectors of one length (convenience; copies them into one batch). */
   score(features: Float32Array[]): Promise<Float32Array>;
   /** Frees the model's resources; the holder calls it once no batch uses the model any more. */
   dispose?(): Promise<void>;
@@ -25,9 +32,16 @@ export interface OnnxModelOptions {
 
 export const onnxModelDefaults: OnnxModelOptions = { executionProviders: ['cpu'], inputName: 'features', outputName: 'score' };
 
-/** An onnxruntime session whose model maps input float[N, D] to output [N] or [N, 1]. */
+/**
+ * An onnxruntime session whose model maps input float[N, D] to output [N] or [N, 1].
+ * onnxruntime-node wraps a Float32Array input in place (its tensor points at the array's
+ * memory) and copies only the output ([N] floats) into a new array, so `scoreRows` costs the
+ * session's run and nothing per row.
+ */
 export class OnnxScoringModel implements ScoringModel {
   private released = false;
+  /** The input width the model declares (its input's second dimension), null when symbolic. */
+  readonly inputWidth: number | null;
 
   private constructor(
     readonly version: string,
@@ -37,7 +51,11 @@ export class OnnxScoringModel implements ScoringModel {
     readonly executionProvider: ExecutionProvider,
     /** Why the configured providers were not used, when the session fell back to the CPU. */
     readonly fallbackReason: string | null,
-  ) {}
+  ) {
+    const input = session.inputMetadata.find((m) => m.name === options.inputName);
+    const width = input?.isTensor ? input.shape[1] : undefined;
+    this.inputWidth = typeof width === 'number' ? width : null;
+  }
 
   /**
    * Loads a model from a file path or its bytes. `version` defaults to the model's
@@ -53,22 +71,55 @@ export class OnnxScoringModel implements ScoringModel {
     return new OnnxScoringModel(resolved, session, opts, provider, fallbackReason);
   }
 
+  /**
+   * Why this model cannot score vectors of `width` values, or null when it can: its input and
+   * output must exist, a declared input width must equal `width`, and a dry run on one all-zero
+   * row must give one finite score (this also catches widths the metadata leaves symbolic).
+   *
+   *   await model.mismatch(featureSize(features))  // null, or e.g. 'model m-7 takes 3 features, the layout has 262'
+   */
+  async mismatch(width: number): Promise<string | null> {
+    const input = this.session.inputMetadata.find((m) => m.name === this.options.inputName);
+    if (input === undefined) return `model ${this.version} has no input "${this.options.inputName}" (it has ${this.session.inputNames.join(', ')})`;
+    if (!this.session.outputNames.includes(this.options.outputName)) {
+      return `model ${this.version} has no output "${this.options.outputName}" (it has ${this.session.outputNames.join(', ')})`;
+    }
+    if (this.inputWidth !== null && this.inputWidth !== width) return `model ${this.version} takes ${this.inputWidth} features, the layout has ${width}`;
+    try {
+      const [score] = await this.scoreRows(new Float32Array(width), 1, width);
+      if (!Number.isFinite(score)) return `model ${this.version} gives a non-finite score (${score}) for an all-zero row`;
+    } catch (err) {
+      return `model ${this.version} fails on a row of ${width} features: ${(err as Error).message}`;
+    }
+    return null;
+  }
+
+  async scoreRows(input: Float32Array, rows: number, width: number): Promise<Float32Array> {
+    if (this.released) throw new Error(`model ${this.version} was released`);
+    if (rows === 0) return new Float32Array(0);
+    const size = rows * width;
+    if (input.length < size) throw new RangeError(`model ${this.version}: ${rows} rows of ${width} need ${size} values, the buffer has ${input.length}`);
+    // A view, not a copy: the tensor reads the caller's buffer in place.
+    const data = input.length === size ? input : input.subarray(0, size);
+    const result = await this.session.run({ [this.options.inputName]: new Tensor('float32', data, [rows, width]) });
+    const output = result[this.options.outputName];
+    if (output === undefined) throw new Error(`model ${this.version} has no output "${this.options.outputName}"`);
+    if (output.type !== 'float32' || output.size !== rows) {
+      throw new Error(`model ${this.version} gave ${output.size} ${output.type} values for ${rows} inputs`);
+    }
+    return output.data as Float32Array;
+  }
+
   async score(features: Float32Array[]): Promise<Float32Array> {
     if (this.released) throw new Error(`model ${this.version} was released`);
     if (features.length === 0) return new Float32Array(0);
-    const dim = features[0]!.length;
-    const input = new Float32Array(features.length * dim);
+    const width = features[0]!.length;
+    const input = new Float32Array(features.length * width);
     features.forEach((f, i) => {
-      if (f.length !== dim) throw new Error(`feature vectors differ in length (${f.length} vs ${dim})`);
-      input.set(f, i * dim);
+      if (f.length !== width) throw new Error(`feature vectors differ in length (${f.length} vs ${width})`);
+      input.set(f, i * width);
     });
-    const result = await this.session.run({ [this.options.inputName]: new Tensor('float32', input, [features.length, dim]) });
-    const output = result[this.options.outputName];
-    if (output === undefined) throw new Error(`model ${this.version} has no output "${this.options.outputName}"`);
-    if (output.type !== 'float32' || output.size !== features.length) {
-      throw new Error(`model ${this.version} gave ${output.size} ${output.type} values for ${features.length} inputs`);
-    }
-    return output.data as Float32Array;
+    return this.scoreRows(input, features.length, width);
   }
 
   async dispose(): Promise<void> {

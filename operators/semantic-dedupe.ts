@@ -5,7 +5,7 @@ import type { Rollout } from '../streams/records.ts';
 import type { KeyValueStore } from '../streams/state-store.ts';
 import { onnxMetadata } from '../trainers/onnx-model.ts';
 import { isRejected, type Curator, type Envelope, type Sample } from './envelope.ts';
-import { featureDefaults, responseText, textFeatures, type FeatureConfig } from './features.ts';
+import { featureDefaults, responseText, textFeaturesInto, type FeatureConfig } from './features.ts';
 import { createSession, type ExecutionProvider } from './model-holder.ts';
 import { microBatch, type MicroBatchConfig } from './scoring-batch.ts';
 
@@ -158,7 +158,7 @@ function dot(a: Float32Array, b: Float32Array): number {
 }
 
 export interface OnnxEncoderOptions {
-  /** How texts become the model's input (`textFeatures`, length `features.dims`). */
+  /** How texts become the model's input (`textFeatures` rows, length `features.dims`). */
   features: FeatureConfig;
   /** Defaults to the model's `version` metadata, else a hash of its bytes. */
   version?: string;
@@ -207,8 +207,10 @@ export class OnnxEncoder implements Encoder {
   async embed(texts: string[]): Promise<Float32Array[]> {
     if (texts.length === 0) return [];
     const dims = this.options.features.dims;
+    // One buffer per call, each row hashed in place (the encoder is shared by partitions whose
+    // calls overlap, so a buffer kept between calls could be overwritten mid-run).
     const input = new Float32Array(texts.length * dims);
-    texts.forEach((text, i) => input.set(textFeatures(text, this.options.features), i * dims));
+    texts.forEach((text, i) => textFeaturesInto(text, this.options.features, input, i * dims));
     const result = await this.session.run({ [this.options.inputName]: new Tensor('float32', input, [texts.length, dims]) });
     const output = result[this.options.outputName];
     if (output === undefined || output.type !== 'float32' || output.dims.length !== 2 || output.dims[0] !== texts.length) {
@@ -216,7 +218,8 @@ export class OnnxEncoder implements Encoder {
     }
     const data = output.data as Float32Array;
     const width = output.dims[1]!;
-    return texts.map((_, i) => data.slice(i * width, (i + 1) * width));
+    // Views of the output, which is fresh per call: `unit` copies what it keeps.
+    return texts.map((_, i) => data.subarray(i * width, (i + 1) * width));
   }
 
   async dispose(): Promise<void> {

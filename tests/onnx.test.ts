@@ -43,7 +43,13 @@ async function load(model: Linear, version: string): Promise<OnnxScoringModel> {
 /** A real ONNX model that counts its batches: it wraps the model, it does not replace it. */
 function counting(model: ScoringModel): ScoringModel & { batches: number[]; dispose(): Promise<void> } {
   const batches: number[] = [];
-  return { version: model.version, batches, score: (f) => (batches.push(f.length), model.score(f)), dispose: () => model.dispose?.() ?? Promise.resolve() };
+  return {
+    version: model.version,
+    batches,
+    scoreRows: (input, rows, width) => (batches.push(rows), model.scoreRows(input, rows, width)),
+    score: (f) => (batches.push(f.length), model.score(f)),
+    dispose: () => model.dispose?.() ?? Promise.resolve(),
+  };
 }
 
 const config = (overrides: Partial<OnnxScoreConfig> = {}): OnnxScoreConfig => ({ ...onnxScoreDefaults, features, ...overrides });
