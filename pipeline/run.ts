@@ -8,7 +8,7 @@ import { serveStore, type StoreEndpoint } from '../sinks/clickhouse/http-endpoin
 import { migrate } from '../sinks/clickhouse/schema.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { migrateViews } from '../sinks/clickhouse/views.ts';
-import { encodeOutputs } from '../sinks/kafka-outputs.ts';
+import { DLQ_HEADERS, encodeOutputs } from '../sinks/kafka-outputs.ts';
 import { BroadcastReader } from '../streams/broadcast.ts';
 import type { Connections } from '../streams/connections.ts';
 import { ExactlyOnceProcessor } from '../streams/exactly-once.ts';
@@ -166,6 +166,25 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
     },
     onCommit: ({ records }) => (progress.processed += records),
     onAssigned: (partitions) => process.stderr.write(`[flywheel] ${config.name}: partitions [${partitions.join(', ')}] of ${inputTopic}\n`),
+    // A record whose batch fails by itself (not a service's fault) is dead-lettered, not retried.
+    deadLetter: (message, topic, partition, error) => ({
+      topic: catalog.deadLetter,
+      messages: [
+        {
+          key: message.key,
+          value: message.value,
+          partition,
+          headers: {
+            [DLQ_HEADERS.stage]: 'process',
+            [DLQ_HEADERS.reason]: error.message,
+            [DLQ_HEADERS.topic]: topic,
+            [DLQ_HEADERS.partition]: String(partition),
+            [DLQ_HEADERS.offset]: message.offset,
+            [DLQ_HEADERS.run]: config.run,
+          },
+        },
+      ],
+    }),
   });
   const sink = new ClickHouseSink({
     kafka,

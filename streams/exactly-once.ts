@@ -1,7 +1,8 @@
 import type { Admin, Consumer, Kafka, KafkaMessage, Producer, TopicMessages, Transaction } from 'kafkajs';
 import { mergeMap, Subscription } from 'rxjs';
-import { restoreChangelog } from './changelog-restore.ts';
+import { restoreChangelog, type RestoreProgress } from './changelog-restore.ts';
 import { coPartitionAssigner } from './co-partition-assigner.ts';
+import { errorKind, FlywheelError, RecordError, retriable } from './errors.ts';
 import { kafkaBatches, type SourceBatch } from './source.ts';
 import { PartitionState } from './state-store.ts';
 
@@ -18,7 +19,7 @@ export type ProcessInput = { kind: 'records'; topic: string; messages: KafkaMess
 
 export interface ExactlyOnceOptions<L> {
   kafka: Kafka;
-  /** Consumer group id; also the stem of the transactional ids. */
+  /** Consumer group id; also the stem of the transactional ids (see `transactionalId`). */
   groupId: string;
   /**
    * Co-partitioned input topics (same partition count, same keys → same partition): partition p
@@ -30,12 +31,27 @@ export interface ExactlyOnceOptions<L> {
   fromBeginning: boolean;
   partitionsConsumedConcurrently: number;
   maxBatchBytes: number;
-  /** Runs once a taken partition's state is restored, before `assign` (e.g. seeding it). */
+  /** Runs once a taken partition's state is restored, before `assign` (e.g. seeding it); again after a failed batch dropped what it staged. */
   prepare?: (partition: number, state: PartitionState) => Promise<void>;
-  /** Builds the partition-local part (e.g. operators) once its state is restored. */
+  /** Builds the partition-local part (e.g. operators) once its state is restored; rebuilt after a failed batch. */
   assign: (partition: number, state: PartitionState) => L;
-  /** Turns a batch (or a tick) into output records. State writes go through `context.state` and are staged. */
+  /**
+   * Turns a batch (or a tick) into output records. State writes go through `context.state` and
+   * are staged. A throw is classified by `retriable()` (streams/errors.ts): a retriable error
+   * re-runs the batch after a backoff; any other is taken to be a record's fault and the
+   * record is isolated and dead-lettered.
+   */
   process: (input: ProcessInput, context: PartitionContext<L>) => Promise<TopicMessages[]>;
+  /**
+   * The dead letter for a record whose processing fails by itself with a non-retriable error,
+   * written in place of its outputs (with its offset, in one transaction). Without it such a
+   * record stops the processor for good (`stopped` rejects with a RecordError naming it).
+   */
+  deadLetter?: (message: KafkaMessage, topic: string, partition: number, error: Error) => TopicMessages | Promise<TopicMessages>;
+  /** Backoff for retriable failures of one batch: `initialMs` doubling up to `maxMs`, at most `maxAttempts` in a row. */
+  retry?: Partial<RetryPolicy>;
+  /** Where retry and dead-letter lines go (default: stderr). */
+  log?: (line: string) => void;
   /** Every `tickMs`, each owned partition gets a tick (punctuation), in its own transaction. */
   tickMs?: number;
   /**
@@ -51,11 +67,72 @@ export interface ExactlyOnceOptions<L> {
   onCommit?: (info: { partition: number; records: number; nextOffset: bigint }) => void;
 }
 
+export interface RetryPolicy {
+  initialMs: number;
+  maxMs: number;
+  maxAttempts: number;
+}
+
+/** About 8 minutes of retrying one batch (0.25 s, 0.5 s, … 30 s, 30 s, …) before the processor gives up. */
+const DEFAULT_RETRY: RetryPolicy = { initialMs: 250, maxMs: 30_000, maxAttempts: 20 };
+
+/**
+ * Group membership timing. A SIGKILLed worker's partitions move once the session expires (10 s)
+ * plus a rejoin, instead of 30 s. Heartbeats go out every second also while a batch, a restore or
+ * a retry backoff is under way (kafkajs itself only heartbeats between batches), so a long batch
+ * does not cost the membership. The broker's group.min.session.timeout.ms is 6 s by default.
+ */
+const SESSION_TIMEOUT_MS = 10_000;
+const HEARTBEAT_INTERVAL_MS = 1_000;
+const REBALANCE_TIMEOUT_MS = 30_000;
+
+/** What the processor did about failures since it started (for tests and metrics). */
+export interface ProcessorCounters {
+  /** Retriable failures retried (a batch re-run, a partition re-acquired), all partitions. */
+  retries: number;
+  /** Failing batches split to find the record at fault. */
+  isolations: number;
+  /** Records dead-lettered because their processing failed by itself. */
+  deadLetters: number;
+  /** Group joins of this processor's consumer (each rebalance it took part in). */
+  groupJoins: number;
+  /** kafkajs consumer crashes (each restarts the consumer: a rejoin). */
+  crashes: number;
+}
+
+/** The transactional id of task `partition` of group `groupId`: `<groupId>-task-<partition>`, e.g. `flywheel.curate-task-2`. */
+export function transactionalId(groupId: string, partition: number): string {
+  return `${groupId}-task-${partition}`;
+}
+
 interface Owned<L> extends PartitionContext<L> {
   producer: Producer;
   /** Per input topic, the offset of the next record to process; anything before is committed. */
   nextOffsets: Map<string, bigint>;
+  /** The transaction under way, if any: `release` aborts it before disconnecting. */
+  transaction: Transaction | undefined;
 }
+
+/** A part of a batch still to commit; `poison` once it is one record that failed by itself. */
+interface Pending {
+  messages: KafkaMessage[];
+  poison?: Error;
+}
+
+/** Where a batch failed: in `process` (nothing sent; state reset) or in the Kafka transaction (partition released). */
+class StageError extends Error {
+  constructor(
+    readonly stage: 'process' | 'transaction',
+    readonly error: Error,
+  ) {
+    super(error.message, { cause: error });
+  }
+}
+
+/** Broker answers that mean the records themselves are too big or malformed: no retry sends them. */
+const RECORD_REJECTED = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'INVALID_RECORD', 'CORRUPT_MESSAGE']);
+/** Heartbeat answers that mean this member must rejoin: the batch is handed back. */
+const REJOIN = new Set(['REBALANCE_IN_PROGRESS', 'NOT_COORDINATOR_FOR_GROUP', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID']);
 
 /**
  * Exactly-once consume → transform → produce on kafkajs.
@@ -66,8 +143,8 @@ interface Owned<L> extends PartitionContext<L> {
  *
  * Fencing. kafkajs only speaks the old TxnOffsetCommit, which has no consumer-group-generation
  * fencing, so each task (partition p of the co-partitioned inputs, kept together by
- * coPartitionAssigner) gets its own transactional id (`<group>-task-<p>`, as Kafka Streams'
- * "exactly_once" v1 did). Whenever a partition is assigned, the processor
+ * coPartitionAssigner) gets its own transactional id (`transactionalId`: `<group>-task-<p>`, as
+ * Kafka Streams' "exactly_once" v1 did). Whenever a partition is assigned, the processor
  * (1) creates that partition's producer, whose InitProducerId bumps the epoch: a zombie still
  * holding the partition can no longer commit, and its open transaction is aborted; (2) only then
  * reads the group's committed offset and (3) restores the partition's state from its changelog.
@@ -75,9 +152,21 @@ interface Owned<L> extends PartitionContext<L> {
  * the committed offsets that kafkajs still delivers (it may fetch from an offset read before the fence,
  * see kafkajs#1046) are skipped.
  *
- * Failure. Any error in a batch aborts its transaction, drops its staged state, forgets the
- * partition (the next batch re-fences, re-reads offsets and restores) and seeks back to the last
- * committed offset; kafkajs then retries. A crash at any point leaves either a committed
+ * Failure, handled in place: no error reaches kafkajs (which would retry, then restart the
+ * consumer and rebalance the whole group, again and again for a record that always fails).
+ * - `process` throws: the staged state is dropped and the partition-local part rebuilt
+ *   (`prepare`, `assign`); nothing was sent. A retriable error (streams/errors.ts) re-runs the
+ *   batch after a backoff. Any other is a record's fault: the batch is split in halves, each
+ *   committed in its own transaction if it can be, down to the one record that fails alone,
+ *   which is dead-lettered (`deadLetter`, with the error's message as the reason) in its own
+ *   transaction with its offset — once. The records around it are decided as usual.
+ * - The transaction fails (broker unavailable, fenced, timed out): it is aborted, the partition
+ *   released, and after a backoff taken again (fence, offsets, restore) and the batch's remaining
+ *   records re-run. A broker refusing the records as too large counts as a record's fault.
+ * Retries are counted (`counters`), logged (`partition 3: retry 4/20 in 2000 ms after
+ * ECONNREFUSED: …`), and bounded: after `retry.maxAttempts` failures in a row the processor stops
+ * for good (`stopped` rejects). A rebalance during a backoff or a restore hands the batch back to
+ * kafkajs untouched, so the group is not held up. A crash at any point leaves either a committed
  * transaction or none.
  */
 export class ExactlyOnceProcessor<L> {
@@ -89,18 +178,28 @@ export class ExactlyOnceProcessor<L> {
   private subscription: Subscription | undefined;
   private readonly rangeDone = new Set<string>();
   private ticker: NodeJS.Timeout | undefined;
+  private readonly ticking = new Set<number>();
+  private readonly stopping = new AbortController();
+  private readonly retryPolicy: RetryPolicy;
+  private readonly log: (line: string) => void;
+  /** Per store, per partition: how far an unfinished restore got, so the next attempt resumes. */
+  private readonly restoreProgress = new Map<string, Map<number, RestoreProgress>>();
+  readonly counters: ProcessorCounters = { retries: 0, isolations: 0, deadLetters: 0, groupJoins: 0, crashes: 0 };
 
   constructor(private readonly options: ExactlyOnceOptions<L>) {
     this.consumer = options.kafka.consumer({
       groupId: options.groupId,
       readUncommitted: false,
-      sessionTimeout: 30_000,
-      rebalanceTimeout: 60_000,
-      heartbeatInterval: 3_000,
+      sessionTimeout: SESSION_TIMEOUT_MS,
+      rebalanceTimeout: REBALANCE_TIMEOUT_MS,
+      heartbeatInterval: HEARTBEAT_INTERVAL_MS,
       maxBytesPerPartition: options.maxBatchBytes,
       partitionAssigners: [coPartitionAssigner],
     });
     this.admin = options.kafka.admin();
+    this.retryPolicy = { ...DEFAULT_RETRY, ...options.retry };
+    this.log = options.log ?? ((line) => void process.stderr.write(`${line}\n`));
+    for (const store of options.stores) this.restoreProgress.set(store, new Map());
     // Empty ranges are done before they start: no batch will ever arrive to say so.
     for (const [topic, partitions] of options.range ?? []) {
       for (const [partition, { from, to }] of partitions) if (from >= to) this.rangeDone.add(`${topic}:${partition}`);
@@ -113,12 +212,14 @@ export class ExactlyOnceProcessor<L> {
     await this.checkCoPartitioned();
     await this.consumer.connect();
     this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
+      this.counters.groupJoins++;
       const assigned = new Set(this.options.inputTopics.flatMap((t) => payload.memberAssignment[t] ?? []));
       this.options.onAssigned?.([...assigned].sort((a, b) => a - b));
       for (const partition of [...this.owned.keys()]) {
         if (!assigned.has(partition)) void this.withLock(partition, () => this.release(partition));
       }
     });
+    this.consumer.on(this.consumer.events.CRASH, () => void this.counters.crashes++);
     const stopped = new Promise<void>((resolve, reject) => {
       this.subscription = kafkaBatches(this.consumer, {
         topics: [...this.options.inputTopics],
@@ -133,7 +234,10 @@ export class ExactlyOnceProcessor<L> {
       this.ticker = setInterval(() => {
         const now = Date.now();
         for (const partition of this.owned.keys()) {
-          void this.withLock(partition, () => this.processTick(partition, now)).catch(() => undefined);
+          // One tick waiting per partition at most: a batch in a long backoff holds the lock.
+          if (this.ticking.has(partition)) continue;
+          this.ticking.add(partition);
+          void this.withLock(partition, () => this.processTick(partition, now)).finally(() => this.ticking.delete(partition));
         }
       }, this.options.tickMs);
     }
@@ -142,34 +246,123 @@ export class ExactlyOnceProcessor<L> {
 
   async stop(): Promise<void> {
     clearInterval(this.ticker);
+    this.stopping.abort(new Error('the processor is stopping'));
     this.subscription?.unsubscribe();
     await this.consumer.disconnect();
     await Promise.all([...this.owned.keys()].map((p) => this.withLock(p, () => this.release(p))));
     await this.admin.disconnect();
   }
 
+  /**
+   * One fetched batch, under its partition's lock, with heartbeats going out meanwhile. Settles
+   * it when done, hands it back when a rebalance or a stop interrupted; rejects (failing the
+   * processor for good) only when the retries are spent or a poison record has no dead letter.
+   */
   private async handle(source: SourceBatch): Promise<void> {
-    const { batch } = source;
+    const rejoin = new AbortController();
+    const beat = setInterval(() => {
+      source.heartbeat().catch((err: unknown) => {
+        if (REJOIN.has((err as { type?: string }).type ?? '')) rejoin.abort(err);
+      });
+    }, HEARTBEAT_INTERVAL_MS);
+    const interrupted = AbortSignal.any([rejoin.signal, this.stopping.signal]);
+    let outcome: 'done' | 'handed back';
     try {
-      await this.withLock(batch.partition, () => this.processBatch(source));
-      source.settle();
+      outcome = await this.withLock(source.batch.partition, () => this.processBatch(source, interrupted));
     } catch (err) {
-      // kafkajs crashes for good on errors marked non-retriable (a fenced producer's
-      // INVALID_PRODUCER_EPOCH among them); the batch is safe to retry, so hand back a plain Error.
-      source.settle(new Error(`partition ${batch.partition} batch at ${batch.firstOffset()} failed, retrying: ${(err as Error).message}`, { cause: err }));
+      source.handBack();
+      throw err;
+    } finally {
+      clearInterval(beat);
+    }
+    if (outcome === 'done') source.settle();
+    else source.handBack();
+  }
+
+  private async processBatch({ batch, isRunning }: SourceBatch, interrupted: AbortSignal): Promise<'done' | 'handed back'> {
+    const { topic, partition } = batch;
+    const to = this.options.range?.get(topic)?.get(partition)?.to;
+    // The batch's records still to commit, in offset order; a part that fails is split in two.
+    let queue: Pending[] = [{ messages: batch.messages }];
+    let attempt = 0;
+    for (;;) {
+      if (interrupted.aborted || !isRunning()) return 'handed back';
+      let head: Pending | undefined;
+      try {
+        const owned = this.owned.get(partition) ?? (await this.acquire(partition, interrupted));
+        const from = owned.nextOffsets.get(topic) ?? 0n;
+        const wanted = (m: KafkaMessage) => BigInt(m.offset) >= from && (to === undefined || BigInt(m.offset) < to);
+        queue = queue.map((p) => ({ ...p, messages: p.messages.filter(wanted) })).filter((p) => p.messages.length > 0);
+        head = queue[0];
+        if (head === undefined) {
+          this.checkRangeDone(owned);
+          return 'done';
+        }
+        if (head.poison !== undefined) await this.commitDeadLetter(owned, topic, head.messages[0]!, head.poison);
+        else await this.commitRecords(owned, topic, head.messages);
+        queue.shift();
+        attempt = 0;
+      } catch (err) {
+        if (interrupted.aborted) return 'handed back';
+        // A poison record with nowhere to go: stop for good rather than loop.
+        if (err instanceof RecordError) throw err;
+        if (head !== undefined && head.poison === undefined && err instanceof StageError && recordsAtFault(err)) {
+          queue.splice(0, 1, ...this.isolate(partition, head, err.error));
+          continue;
+        }
+        const cause = err instanceof StageError ? err.error : (err as Error);
+        if (++attempt > this.retryPolicy.maxAttempts) {
+          throw new FlywheelError(`${this.options.groupId} partition ${partition}: giving up after ${this.retryPolicy.maxAttempts} retries: ${cause.message}`, { retriable: true, cause });
+        }
+        const delay = Math.min(this.retryPolicy.maxMs, this.retryPolicy.initialMs * 2 ** (attempt - 1));
+        this.counters.retries++;
+        this.log(`[flywheel] ${this.options.groupId} partition ${partition}: retry ${attempt}/${this.retryPolicy.maxAttempts} in ${delay} ms after ${errorKind(cause)}: ${cause.message}`);
+        await sleep(delay, interrupted);
+      }
     }
   }
 
-  private async processBatch({ batch, heartbeat }: SourceBatch): Promise<void> {
-    const owned = this.owned.get(batch.partition) ?? (await this.acquire(batch.partition, heartbeat));
-    const from = owned.nextOffsets.get(batch.topic) ?? 0n;
-    const to = this.options.range?.get(batch.topic)?.get(batch.partition)?.to;
-    const messages = batch.messages.filter((m) => BigInt(m.offset) >= from && (to === undefined || BigInt(m.offset) < to));
-    if (messages.length === 0) return this.checkRangeDone(owned);
+  /**
+   * A part of a batch failed by the records' fault: its two halves go on separately, so the
+   * records that can commit do, and the one that fails alone becomes poison (dead-lettered next).
+   */
+  private isolate(partition: number, failed: Pending, error: Error): Pending[] {
+    const { messages } = failed;
+    if (messages.length === 1) {
+      this.log(`[flywheel] ${this.options.groupId} partition ${partition}: record at offset ${messages[0]!.offset} fails by itself (${errorKind(error)}: ${error.message}); dead-lettering it`);
+      return [{ messages, poison: error }];
+    }
+    this.counters.isolations++;
+    this.log(`[flywheel] ${this.options.groupId} partition ${partition}: batch at offsets ${messages[0]!.offset}–${messages[messages.length - 1]!.offset} fails (${errorKind(error)}: ${error.message}); splitting it to find the record at fault`);
+    const half = Math.ceil(messages.length / 2);
+    return [{ messages: messages.slice(0, half) }, { messages: messages.slice(half) }];
+  }
+
+  private async commitRecords(owned: Owned<L>, topic: string, messages: KafkaMessage[]): Promise<void> {
     const nextOffset = BigInt(messages[messages.length - 1]!.offset) + 1n;
-    await this.transact(owned, { kind: 'records', topic: batch.topic, messages }, { topic: batch.topic, offset: nextOffset });
-    owned.nextOffsets.set(batch.topic, nextOffset);
-    this.options.onCommit?.({ partition: batch.partition, records: messages.length, nextOffset });
+    await this.transact(owned, { kind: 'records', topic, messages }, { topic, offset: nextOffset });
+    owned.nextOffsets.set(topic, nextOffset);
+    this.options.onCommit?.({ partition: owned.partition, records: messages.length, nextOffset });
+    this.checkRangeDone(owned);
+  }
+
+  /** The poison record's dead letter and its offset, in one transaction (with whatever `prepare` staged). */
+  private async commitDeadLetter(owned: Owned<L>, topic: string, message: KafkaMessage, error: Error): Promise<void> {
+    const { partition } = owned;
+    if (this.options.deadLetter === undefined) {
+      throw new RecordError(`${topic}[${partition}] offset ${message.offset} cannot be processed and there is no dead-letter topic: ${error.message}`, {
+        record: { topic, partition, offset: message.offset },
+        cause: error,
+      });
+    }
+    const dead = await this.options.deadLetter(message, topic, partition, error);
+    const nextOffset = BigInt(message.offset) + 1n;
+    await this.send(owned, [dead, ...this.changelogMessages(owned)], { topic, offset: nextOffset });
+    owned.state.commit();
+    owned.nextOffsets.set(topic, nextOffset);
+    this.counters.deadLetters++;
+    this.log(`[flywheel] ${this.options.groupId} partition ${partition}: dead-lettered offset ${message.offset}: ${error.message}`);
+    this.options.onCommit?.({ partition, records: 1, nextOffset });
     this.checkRangeDone(owned);
   }
 
@@ -189,22 +382,43 @@ export class ExactlyOnceProcessor<L> {
     if (this.rangeDone.size === total) this.options.onRangeDone?.();
   }
 
+  /** A tick is not retried in place: the next one comes soon. A failure is logged. */
   private async processTick(partition: number, now: number): Promise<void> {
     const owned = this.owned.get(partition);
-    if (owned !== undefined) await this.transact(owned, { kind: 'tick', now });
+    if (owned === undefined) return;
+    try {
+      await this.transact(owned, { kind: 'tick', now });
+    } catch (err) {
+      const cause = err instanceof StageError ? err.error : (err as Error);
+      this.log(`[flywheel] ${this.options.groupId} partition ${partition}: tick failed (${errorKind(cause)}: ${cause.message})`);
+    }
   }
 
   /**
    * One transaction: the outputs of `input`, the state changes it staged and, for records, the
-   * consumed offset. A tick that changed nothing commits nothing.
+   * consumed offset. A tick that changed nothing commits nothing. Throws a StageError saying
+   * where it failed, after cleaning up for the retry: a failed `process` leaves the state as
+   * committed and the local part rebuilt; a failed transaction is aborted and the partition
+   * released.
    */
   private async transact(owned: Owned<L>, input: ProcessInput, consumed?: { topic: string; offset: bigint }): Promise<void> {
-    let transaction: Transaction | undefined;
+    let outputs: TopicMessages[];
     try {
-      const outputs = await this.options.process(input, owned);
-      const topicMessages = [...outputs, ...this.changelogMessages(owned)];
-      if (consumed === undefined && topicMessages.length === 0) return;
-      transaction = await owned.producer.transaction();
+      outputs = await this.options.process(input, owned);
+    } catch (err) {
+      await this.reset(owned);
+      throw new StageError('process', err as Error);
+    }
+    const topicMessages = [...outputs, ...this.changelogMessages(owned)];
+    if (consumed === undefined && topicMessages.length === 0) return;
+    await this.send(owned, topicMessages, consumed);
+    owned.state.commit();
+  }
+
+  /** Sends `topicMessages` and the consumed offset in one transaction and commits it; on failure aborts and releases. */
+  private async send(owned: Owned<L>, topicMessages: TopicMessages[], consumed?: { topic: string; offset: bigint }): Promise<void> {
+    try {
+      const transaction = (owned.transaction = await owned.producer.transaction());
       // Sent in slices: kafkajs puts a partition's messages in one record batch, and the broker
       // refuses a batch over the topic's max.message.bytes (stateful operators can stage thousands
       // of changelog records in one batch). The slices share the transaction, in order.
@@ -216,15 +430,25 @@ export class ExactlyOnceProcessor<L> {
         });
       }
       await transaction.commit();
+      owned.transaction = undefined;
     } catch (err) {
-      if (transaction?.isActive()) await transaction.abort().catch(() => undefined);
       owned.state.abort();
+      // Whether the commit landed is unknown: the partition is taken again (fence, offsets, restore).
       await this.release(owned.partition);
-      // kafkajs may already hold later positions for this task; rewind to what is committed.
-      for (const [topic, offset] of owned.nextOffsets) this.consumer.seek({ topic, partition: owned.partition, offset: offset.toString() });
-      throw err;
+      throw new StageError('transaction', err as Error);
     }
-    owned.state.commit();
+  }
+
+  /** After a failed `process`: drop what it staged, and rebuild what it may have changed in memory. */
+  private async reset(owned: Owned<L>): Promise<void> {
+    owned.state.abort();
+    try {
+      await this.options.prepare?.(owned.partition, owned.state);
+      owned.local = this.options.assign(owned.partition, owned.state);
+    } catch {
+      // Taken again from scratch by the next attempt.
+      await this.release(owned.partition);
+    }
   }
 
   private changelogMessages(owned: Owned<L>): TopicMessages[] {
@@ -238,17 +462,19 @@ export class ExactlyOnceProcessor<L> {
     return [...byTopic.values()];
   }
 
-  /** Fence, then read the committed offsets, then restore state — in that order (see above). */
-  private async acquire(partition: number, heartbeat: () => Promise<void>): Promise<Owned<L>> {
+  /**
+   * Fence, then read the committed offsets, then restore state — in that order (see above).
+   * A restore interrupted (rebalance, stop) or failed keeps its progress for the next attempt.
+   */
+  private async acquire(partition: number, interrupted: AbortSignal): Promise<Owned<L>> {
     const { inputTopics, groupId, stores } = this.options;
-    const beat = setInterval(() => void heartbeat().catch(() => undefined), 3_000);
+    const producer = this.options.kafka.producer({
+      transactionalId: transactionalId(groupId, partition),
+      idempotent: true,
+      maxInFlightRequests: 1,
+      transactionTimeout: 60_000,
+    });
     try {
-      const producer = this.options.kafka.producer({
-        transactionalId: `${groupId}-task-${partition}`,
-        idempotent: true,
-        maxInFlightRequests: 1,
-        transactionTimeout: 60_000,
-      });
       await producer.connect();
       // InitProducerId is sent lazily by kafkajs; an empty transaction forces it now, so the
       // fence stands before offsets are read.
@@ -267,17 +493,23 @@ export class ExactlyOnceProcessor<L> {
         }
       }
       const state = new PartitionState(partition, stores);
-      for (const store of stores) {
-        const restored = await restoreChangelog(this.options.kafka, this.options.changelogTopic(store), [partition]);
-        state.restore(store, restored.get(partition)!);
-      }
+      const restored = await Promise.all(
+        stores.map((store) =>
+          restoreChangelog(this.options.kafka, this.options.changelogTopic(store), [partition], { admin: this.admin, progress: this.restoreProgress.get(store)!, signal: interrupted }),
+        ),
+      );
+      stores.forEach((store, i) => {
+        state.restore(store, restored[i]!.get(partition)!);
+        this.restoreProgress.get(store)!.delete(partition);
+      });
       await this.options.prepare?.(partition, state);
-      const owned: Owned<L> = { partition, state, producer, nextOffsets, local: this.options.assign(partition, state) };
+      const owned: Owned<L> = { partition, state, producer, nextOffsets, transaction: undefined, local: this.options.assign(partition, state) };
       this.owned.set(partition, owned);
       this.checkRangeDone(owned);
       return owned;
-    } finally {
-      clearInterval(beat);
+    } catch (err) {
+      await producer.disconnect().catch(() => undefined);
+      throw err;
     }
   }
 
@@ -290,10 +522,16 @@ export class ExactlyOnceProcessor<L> {
     }
   }
 
+  /**
+   * Gives the partition up. An open transaction is aborted first: left open, it would hold every
+   * read_committed reader of the outputs until the transaction timeout (60 s).
+   */
   private async release(partition: number): Promise<void> {
     const owned = this.owned.get(partition);
     if (owned === undefined) return;
     this.owned.delete(partition);
+    if (owned.transaction?.isActive()) await owned.transaction.abort().catch(() => undefined);
+    owned.transaction = undefined;
     await owned.producer.disconnect().catch(() => undefined);
   }
 
@@ -303,6 +541,26 @@ export class ExactlyOnceProcessor<L> {
     this.locks.set(partition, next.catch(() => undefined));
     return next;
   }
+}
+
+/** Whether a batch failed by its records' fault (isolate them) rather than the services' (retry). */
+function recordsAtFault(err: StageError): boolean {
+  if (err.stage === 'process') return !retriable(err.error);
+  return RECORD_REJECTED.has((err.error as { type?: string }).type ?? '');
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 const SLICE_BYTES = 512 * 1024;

@@ -8,6 +8,14 @@ export interface SourceBatch {
   heartbeat(): Promise<void>;
   /** Downstream is done with the batch: success lets the partition move on, an error retries it. */
   settle(error?: Error): void;
+  /**
+   * Downstream did not finish the batch and hands it back untouched (its partition is being
+   * revoked, or the processor stops): kafkajs's position stays at the batch, nothing is thrown
+   * at kafkajs, and a rebalance in progress proceeds from the heartbeat that follows.
+   */
+  handBack(): void;
+  /** False once the consumer is stopping. */
+  isRunning(): boolean;
 }
 
 export interface SourceOptions {
@@ -28,7 +36,9 @@ export interface SourceOptions {
  * fetches again only once every batch of its last fetch is settled: holding eachBatch is the
  * pause, with nothing prefetched behind it.) A settled batch moves kafkajs's in-memory position;
  * nothing is committed here: the exactly-once processor commits offsets in its transactions.
- * A batch settled with an error is thrown back to kafkajs, which retries from its position.
+ * A batch settled with an error is thrown back to kafkajs, which retries from its position (and,
+ * once its retries are spent, restarts the consumer: a rejoin, so a rebalance of the whole group —
+ * which is why the exactly-once processor retries in place and only ever hands batches back).
  *
  * The caller owns the consumer and disconnects it to stop; a consumer crash that kafkajs will
  * not restart from errors the Observable.
@@ -47,11 +57,11 @@ export function kafkaBatches(consumer: Consumer, options: SourceOptions): Observ
         partitionsConsumedConcurrently: options.partitionsConsumedConcurrently,
         eachBatch: async ({ batch, heartbeat, resolveOffset, isRunning, isStale }) => {
           if (closed || !isRunning() || isStale()) return;
-          await new Promise<void>((resolve, reject) => {
-            subscriber.next({ batch, heartbeat, settle: (error) => (error ? reject(error) : resolve()) });
+          const done = await new Promise<boolean>((resolve, reject) => {
+            subscriber.next({ batch, heartbeat, isRunning, settle: (error) => (error ? reject(error) : resolve(true)), handBack: () => resolve(false) });
           });
           // Moves kafkajs's in-memory position only; the processor commits offsets itself.
-          resolveOffset(batch.lastOffset());
+          if (done) resolveOffset(batch.lastOffset());
           await heartbeat();
         },
       });

@@ -1,0 +1,170 @@
+import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
+import type { KafkaMessage, TopicMessages } from 'kafkajs';
+import { DLQ_HEADERS } from '../sinks/kafka-outputs.ts';
+import { UnavailableError } from '../streams/errors.ts';
+import { ExactlyOnceProcessor } from '../streams/exactly-once.ts';
+import { changelogTopicConfig, ensureTopics } from '../streams/topics.ts';
+import { consumeTopic, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
+
+/**
+ * The exactly-once processor on the real broker, with a process callback that fails a whole
+ * batch for one record's sake (a poison record: always) or for a service's (twice, then fine).
+ * One store counts how often each record was decided, so a staged write of a failed attempt
+ * that leaked into the committed state would show as a count of 2.
+ */
+describe('a batch that fails for one record (poison) or for a while (transient)', () => {
+  const kafka = testKafka('poison');
+  const prefix = uniquePrefix('poison');
+  const input = `${prefix}.in`;
+  const output = `${prefix}.out`;
+  const deadLetters = `${prefix}.dead-letter`;
+  const changelog = `${prefix}.seen-changelog`;
+  const groupId = `${prefix}.poison`;
+  const ids = Array.from({ length: 60 }, (_, i) => `r${i}`);
+  const later = Array.from({ length: 10 }, (_, i) => `later${i}`);
+  const poison = 'r25';
+  const transient = 'r40';
+  const poisonMessage = `score of ${poison} is not a number`;
+  let transientLeft = 2;
+  const attempts = new Map<string, number>();
+  const log: string[] = [];
+  let processor: ExactlyOnceProcessor<null> | undefined;
+
+  afterAll(async () => {
+    await processor?.stop();
+  });
+
+  it('dead-letters the poison record once, retries the transient failure, decides every other record once, without a rebalance', async () => {
+    onTestFailed(() => console.error(`--- processor log ---\n${log.join('\n')}`));
+    const admin = kafka.admin();
+    await admin.connect();
+    await ensureTopics(admin, [
+      { topic: input, numPartitions: 1, replicationFactor: -1 },
+      { topic: output, numPartitions: 1, replicationFactor: -1 },
+      { topic: deadLetters, numPartitions: 1, replicationFactor: -1 },
+      changelogTopicConfig(changelog, 1),
+    ]);
+    await admin.disconnect();
+    const producer = kafka.producer();
+    await producer.connect();
+    // One send: one record batch, so one fetched batch holds the poison record, the transient
+    // one and the records around them.
+    await producer.send({ topic: input, messages: ids.map((id) => ({ key: id, value: JSON.stringify({ id }), partition: 0 })) });
+
+    processor = new ExactlyOnceProcessor<null>({
+      kafka,
+      groupId,
+      inputTopics: [input],
+      stores: ['seen'],
+      changelogTopic: () => changelog,
+      fromBeginning: true,
+      partitionsConsumedConcurrently: 1,
+      maxBatchBytes: 1_048_576,
+      retry: { initialMs: 50, maxMs: 200, maxAttempts: 5 },
+      log: (line) => void log.push(line),
+      onCommit: ({ records, nextOffset }) => void log.push(`committed ${records} records, next offset ${nextOffset}`),
+      assign: () => null,
+      process: async (batch, { state }) => {
+        if (batch.kind === 'tick') return [];
+        const seen = state.store('seen');
+        const out: TopicMessages = { topic: output, messages: [] };
+        for (const m of batch.messages) {
+          const { id } = JSON.parse(m.value!.toString()) as { id: string };
+          attempts.set(id, (attempts.get(id) ?? 0) + 1);
+          // A record's own content at fault: a plain TypeError, as a decoder or operator throws it.
+          if (id === poison) throw new TypeError(poisonMessage);
+          if (id === transient && transientLeft > 0) {
+            transientLeft--;
+            throw new UnavailableError('scorer', 'http://127.0.0.1:1', 'connect ECONNREFUSED');
+          }
+          const count = Number(seen.get(id) ?? '0') + 1;
+          seen.put(id, String(count));
+          out.messages.push({ key: id, value: JSON.stringify({ id, count }), partition: 0 });
+        }
+        return [out];
+      },
+      deadLetter: (message: KafkaMessage, topic, partition, error) => ({
+        topic: deadLetters,
+        messages: [
+          {
+            key: message.key,
+            value: message.value,
+            partition,
+            headers: {
+              [DLQ_HEADERS.stage]: 'process',
+              [DLQ_HEADERS.reason]: error.message,
+              [DLQ_HEADERS.topic]: topic,
+              [DLQ_HEADERS.partition]: String(partition),
+              [DLQ_HEADERS.offset]: message.offset,
+              [DLQ_HEADERS.run]: prefix,
+            },
+          },
+        ],
+      }),
+    });
+    const { stopped } = await processor.start();
+    stopped.catch((err: unknown) => log.push(`stopped: ${(err as Error).message}`));
+
+    const expected = ids.filter((id) => id !== poison);
+    log.push('step: reading the outputs');
+    await consumeTopic(kafka, output, (m) => m.length >= expected.length, { settleMs: 0 });
+    // The partition keeps flowing after the poison record: a later batch is decided too.
+    await producer.send({ topic: input, messages: later.map((id) => ({ key: id, value: JSON.stringify({ id }), partition: 0 })) });
+    await producer.disconnect();
+    const decided = await consumeTopic(kafka, output, (m) => m.length >= expected.length + later.length, { settleMs: 2000 });
+    const values = decided.map((m) => JSON.parse(m.value!.toString()) as { id: string; count: number });
+    expect(values.map((v) => v.id)).toEqual([...expected, ...later]);
+    // Every record's state write committed exactly once: failed attempts left nothing behind.
+    expect(values.filter((v) => v.count !== 1)).toEqual([]);
+    // The records around the poison one were really re-run (isolation), and the transient one retried.
+    expect(attempts.get(poison)).toBeGreaterThan(1);
+    expect(attempts.get(transient)).toBe(3);
+
+    log.push('step: reading the dead letters');
+    const dead = await consumeTopic(kafka, deadLetters, (m) => m.length >= 1, { settleMs: 2000 });
+    expect(dead).toHaveLength(1);
+    expect(dead[0]!.value!.toString()).toBe(JSON.stringify({ id: poison }));
+    const header = (name: string) => dead[0]!.headers?.[name]?.toString();
+    expect(header(DLQ_HEADERS.stage)).toBe('process');
+    expect(header(DLQ_HEADERS.reason)).toBe(poisonMessage);
+    expect(header(DLQ_HEADERS.offset)).toBe(String(ids.indexOf(poison)));
+
+    // Retried in place: the consumer never crashed, the group formed once and never rebalanced.
+    expect(processor.counters).toMatchObject({ retries: 2, deadLetters: 1, crashes: 0, groupJoins: 1 });
+    expect(processor.counters.isolations).toBeGreaterThan(0);
+    expect(log.filter((l) => /retry \d+\/5 in \d+ ms after ECONNREFUSED|retry \d+\/5 in \d+ ms after UnavailableError/.test(l))).toHaveLength(2);
+    expect(log.some((l) => l.includes(`dead-lettered offset ${ids.indexOf(poison)}: ${poisonMessage}`))).toBe(true);
+
+    // And the state survives a new owner: restored from the changelog, the counts are the committed ones.
+    log.push('step: stopping');
+    await processor.stop();
+    processor = undefined;
+    log.push('step: a second processor');
+    const restoredCounts = new Map<string, string>();
+    const second = new ExactlyOnceProcessor<null>({
+      kafka,
+      groupId,
+      inputTopics: [input],
+      stores: ['seen'],
+      changelogTopic: () => changelog,
+      fromBeginning: true,
+      partitionsConsumedConcurrently: 1,
+      maxBatchBytes: 1_048_576,
+      assign: () => null,
+      process: async (batch, { state }) => {
+        if (batch.kind === 'records') for (const id of [...expected, ...later, poison]) restoredCounts.set(id, state.store('seen').get(id) ?? 'none');
+        return [];
+      },
+    });
+    processor = second;
+    await second.start();
+    // A partition is taken (and restored) when its first batch arrives.
+    const probe = kafka.producer();
+    await probe.connect();
+    await probe.send({ topic: input, messages: [{ key: 'probe', value: JSON.stringify({ id: 'probe' }), partition: 0 }] });
+    await probe.disconnect();
+    await waitUntil(() => restoredCounts.size > 0, 'the second processor to take the partition');
+    expect(new Set([...restoredCounts].filter(([id]) => id !== poison).map(([, n]) => n))).toEqual(new Set(['1']));
+    expect(restoredCounts.get(poison)).toBe('none');
+  }, 120_000);
+});
