@@ -79,9 +79,11 @@ export class ClickHouseSink {
     const after = stored.get(partition) ?? -1;
     const fresh = messages.filter((m) => Number(m.offset) > after);
     if (fresh.length > 0) {
+      // Writer schemas learnt once per batch, then a synchronous decode per record.
+      if (table === 'samples') await this.options.decisions.prepare(fresh.map((m) => m.value));
       const rows =
         table === 'samples'
-          ? await Promise.all(fresh.map(async (m) => sampleRow(await this.options.decisions.deserialize(m.value!), topic, partition, m.offset)))
+          ? fresh.map((m) => sampleRow(this.options.decisions.decode(m.value!), topic, partition, m.offset))
           : fresh.map((m) => deadLetterRow(m, topic, partition));
       await this.options.store.insert(table, rows);
       stored.set(partition, Number(fresh[fresh.length - 1]!.offset));
