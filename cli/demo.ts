@@ -3,7 +3,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { aucMannWhitney } from '../operators/explore-exploit.ts';
 import { featureSize } from '../operators/features.ts';
-import { loadConfig, withOverrides } from '../pipeline/config.ts';
+import { qdCellCount } from '../operators/qd-archive.ts';
+import { loadConfig, withOverrides, type OperatorConfig } from '../pipeline/config.ts';
 import { startPipeline } from '../pipeline/run.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { BroadcastReader } from '../streams/broadcast.ts';
@@ -96,7 +97,7 @@ export async function demo(connections: Connections, options: DemoOptions): Prom
       await produceRollouts(kafka, rollouts, data.rollouts, { raw: data.garbage });
       expected += data.rollouts.length + data.garbage.length;
       await waitFor(() => pipeline.progress.stored.samples + pipeline.progress.stored.dead_letters >= expected, 300_000, pipeline.stopped);
-      rows.push({ round, scorer, ...(await roundMetrics(pipeline.store, run, roundRun)) });
+      rows.push({ round, scorer, ...(await roundMetrics(pipeline.store, run, roundRun, qdGridCells(config.operators))) });
 
       // Verified outcomes arrive: the trainer learns from them and announces the next scorer.
       const labelled = data.rollouts.filter((r) => data.fates.get(r.id) !== 'invalid');
@@ -164,7 +165,13 @@ async function countRecords(kafka: ReturnType<typeof createKafka>, topic: string
   return n;
 }
 
-async function roundMetrics(store: ClickHouseStore, run: string, roundRun: string): Promise<Record<string, number>> {
+/** Cells of the QD grid the config's qd-archive keeps, the denominator of coverage; undefined without one. */
+export function qdGridCells(operators: readonly OperatorConfig[]): number | undefined {
+  const archive = operators.find((op) => op.type === 'qd-archive');
+  return archive === undefined ? undefined : qdCellCount(archive.descriptors);
+}
+
+async function roundMetrics(store: ClickHouseStore, run: string, roundRun: string, gridCells: number | undefined): Promise<Record<string, number>> {
   const rows = await store.query<{ correct: number; accepted: number; raw: number; duplicate: number; cell: string }>(
     `SELECT reward_values[indexOf(reward_names, 'correct')] AS correct, decision = 'accepted' AS accepted,
             score_values[indexOf(score_names, 'model.raw')] AS raw, dedupe_method != '' AS duplicate,
@@ -183,7 +190,7 @@ async function roundMetrics(store: ClickHouseStore, run: string, roundRun: strin
     recall: round3(accepted.filter((r) => r.correct === 1).length / Math.max(1, right.length)),
     auc: round3(aucMannWhitney(rows.map((r) => [r.raw, r.correct === 1])) ?? 0.5),
     duplicates: rows.filter((r) => r.duplicate).length,
-    coverage: round3(cells.size / 12),
+    ...(gridCells === undefined ? {} : { coverage: round3(cells.size / gridCells) }),
   };
 }
 

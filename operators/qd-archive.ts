@@ -40,6 +40,11 @@ export type QdCoverage = {
   by_cell_best: Record<string, number>;
 };
 
+/** Cells of the grid: the product of the descriptors' bin counts (edges + 1, or categories). */
+export function qdCellCount(descriptors: readonly QdDescriptor[]): number {
+  return descriptors.reduce((n, d) => n * ('edges' in d ? d.edges.length + 1 : d.categories.length), 1);
+}
+
 /**
  * A quality–diversity (MAP-Elites style) archive over a grid of descriptors. Per sample:
  *
@@ -62,7 +67,7 @@ export type QdCoverage = {
  * 100-token addition sample scoring 0.8 lands in `length=0|skill=addition` and becomes its elite.
  */
 export function qdArchive(config: QdArchiveConfig, store: KeyValueStore): Curator {
-  const total = config.descriptors.reduce((n, d) => n * ('edges' in d ? d.edges.length + 1 : d.categories.length), 1);
+  const total = qdCellCount(config.descriptors);
   if (config.descriptors.length === 0 || total === 0 || total > config.maxCells) {
     throw new Error(`qd-archive: the grid has ${total} cells; it needs at least one descriptor and at most maxCells (${config.maxCells}) cells`);
   }

@@ -11,7 +11,8 @@ import {
   type ExploreExploitConfig,
   type ExploreExploitMetrics,
 } from '../operators/explore-exploit.ts';
-import { qdArchive, qdArchiveStore, type QdArchiveConfig } from '../operators/qd-archive.ts';
+import { qdArchive, qdArchiveStore, qdCellCount, type QdArchiveConfig } from '../operators/qd-archive.ts';
+import { loadConfig } from '../pipeline/config.ts';
 import { quotaBalance, quotaBalanceDefaults, quotaBalanceStore, type QuotaBalanceConfig } from '../operators/quota-balance.ts';
 import { PartitionState } from '../streams/state-store.ts';
 import { sample, samplesOf, through } from './helpers/envelopes.ts';
@@ -245,6 +246,14 @@ describe('qdArchive', () => {
     return { state, store, op: qdArchive({ ...config, ...overrides }, store) };
   };
   const elites = (out: Envelope[]) => samplesOf(out).map((s) => [s.rollout.id, s.annotations['qd.cell'], s.annotations['qd.elite']]);
+
+  it('counts the grid cells from the descriptors: the denominator of coverage, e.g. the demo\'s', () => {
+    expect(qdCellCount(config.descriptors)).toBe(4);
+    // cli/demo.ts divides by this for the demo's grid: 3 skills × 4 length bins.
+    const demo = loadConfig(new URL('../deploy/flywheel-demo.json', import.meta.url).pathname).operators.find((op) => op.type === 'qd-archive');
+    expect(demo?.type === 'qd-archive' && qdCellCount(demo.descriptors)).toBe(12);
+    expect(qdCellCount([...config.descriptors, { name: 'source', label: { tag: 'source' }, categories: ['a', 'b', 'c'] }])).toBe(12);
+  });
 
   it('keeps the best per cell and reports coverage every reportEvery samples', async () => {
     const { state, op } = setup();
