@@ -31,8 +31,12 @@ if ! command -v "$1" >/dev/null; then
   exit 127
 fi
 
-# kcat is the external Kafka client the tests read the accepted topic with.
-bash "$DEPLOY/debian-packages.sh" kcat
+# kcat is the external Kafka client the tests read the accepted topic with. Installed only when
+# missing: the Debian package check needs dpkg-query (and root to install), which a machine with
+# kcat already on PATH may not have.
+if ! command -v kcat >/dev/null; then
+  bash "$DEPLOY/debian-packages.sh" kcat
+fi
 
 TMP_DATA=""     # created only if we start something
 STARTED=()      # service scripts whose services we started (and so must stop)
