@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
 import type { KafkaMessage, TopicMessages } from 'kafkajs';
 import { DLQ_HEADERS } from '../sinks/kafka-outputs.ts';
+import { restoreChangelog } from '../streams/changelog-restore.ts';
 import { UnavailableError } from '../streams/errors.ts';
 import { ExactlyOnceProcessor } from '../streams/exactly-once.ts';
 import { changelogTopicConfig, ensureTopics } from '../streams/topics.ts';
@@ -167,4 +168,46 @@ describe('a batch that fails for one record (poison) or for a while (transient)'
     expect(new Set([...restoredCounts].filter(([id]) => id !== poison).map(([, n]) => n))).toEqual(new Set(['1']));
     expect(restoredCounts.get(poison)).toBe('none');
   }, 120_000);
+});
+
+describe('restoreChangelog: one partition, resumed where an earlier attempt stopped', () => {
+  const kafka = testKafka('restore');
+  const topic = `${uniquePrefix('restore')}.store-changelog`;
+
+  it('folds only the asked partition, goes on from the given progress, and applies later tombstones', async () => {
+    const admin = kafka.admin();
+    await admin.connect();
+    await ensureTopics(admin, [changelogTopicConfig(topic, 2)]);
+    await admin.disconnect();
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, transactionalId: `${topic}-writer` });
+    await producer.connect();
+    // Partition 0: k0..k99, then a tombstone for k3 and a new value for k4; partition 1: other keys.
+    const transaction = await producer.transaction();
+    await transaction.send({ topic, messages: Array.from({ length: 100 }, (_, i) => ({ key: `k${i}`, value: `v${i}`, partition: 0 })) });
+    await transaction.send({ topic, messages: Array.from({ length: 50 }, (_, i) => ({ key: `other${i}`, value: 'x', partition: 1 })) });
+    await transaction.commit();
+    const second = await producer.transaction();
+    await second.send({ topic, messages: [{ key: 'k3', value: null, partition: 0 }, { key: 'k4', value: 'v4-new', partition: 0 }] });
+    await second.commit();
+    await producer.disconnect();
+
+    const full = (await restoreChangelog(kafka, topic, [0])).get(0)!;
+    expect(full.size).toBe(99);
+    expect(full.has('k3')).toBe(false);
+    expect(full.get('k4')).toBe('v4-new');
+    expect([...full.keys()].some((k) => k.startsWith('other'))).toBe(false);
+
+    // An earlier attempt that stopped at offset 60: what it folded is kept, the rest is read.
+    // k10 is marked: record 10 would overwrite the mark if anything before offset 60 were read again.
+    const entries = new Map([...full].filter(([k]) => Number(k.slice(1)) < 60 && k !== 'k4'));
+    entries.set('k3', 'v3').set('k4', 'v4').set('k10', 'marked by the earlier attempt');
+    const progress = new Map([[0, { entries, next: 60n, at: Date.now() }]]);
+    const resumed = (await restoreChangelog(kafka, topic, [0], { progress })).get(0)!;
+    expect(resumed.get('k10')).toBe('marked by the earlier attempt');
+    expect(new Map([...resumed].filter(([k]) => k !== 'k10'))).toEqual(new Map([...full].filter(([k]) => k !== 'k10')));
+    expect(progress.get(0)!.next).toBeGreaterThanOrEqual(102n);
+
+    // Nothing left to read: no consumer at all, the progress is the answer.
+    expect((await restoreChangelog(kafka, topic, [0], { progress })).get(0)).toBe(resumed);
+  });
 });
