@@ -41,6 +41,8 @@ export interface KafkaClientsOptions {
   /** Records each child runs through first, on a warm-up topic (default records / 5). */
   warmRecords?: number;
   partitions?: number;
+  /** Both clients' first retry delay, doubling after (FLYWHEEL_BENCH_KAFKA_RETRY_MS, default kafkajs's 300). */
+  retryMs?: number;
   /** Progress lines (default: stderr). */
   log?: (line: string) => void;
 }
@@ -67,6 +69,8 @@ interface Result {
   records: number;
   seconds: number;
   transactions?: number;
+  /** @platformatic/kafka only: operations retried, by operation id. */
+  retried?: Record<string, number>;
 }
 
 export async function benchKafkaClients(options: KafkaClientsOptions = {}): Promise<BenchRow[]> {
@@ -74,6 +78,7 @@ export async function benchKafkaClients(options: KafkaClientsOptions = {}): Prom
   const passes = options.passes ?? Number(process.env.FLYWHEEL_BENCH_KAFKA_PASSES ?? 3);
   const warmRecords = options.warmRecords ?? Math.max(1000, Math.round(records / 5));
   const partitions = options.partitions ?? 3;
+  const retryMs = options.retryMs ?? Number(process.env.FLYWHEEL_BENCH_KAFKA_RETRY_MS ?? 300);
   const log = options.log ?? ((line: string) => process.stderr.write(`kafka-clients: ${line}\n`));
   if (!Number.isInteger(records) || records < 1000) throw new Error(`kafka-clients bench: records must be an integer ≥ 1000, got ${records}`);
   if (!Number.isInteger(passes) || passes < 1) throw new Error(`kafka-clients bench: passes must be an integer ≥ 1, got ${passes}`);
@@ -121,6 +126,7 @@ export async function benchKafkaClients(options: KafkaClientsOptions = {}): Prom
             partitions,
             records,
             warmRecords,
+            retryMs,
             groupId: `${prefix}-${tag}`,
             ...side.extra,
           };
@@ -141,7 +147,7 @@ export async function benchKafkaClients(options: KafkaClientsOptions = {}): Prom
           await verify(kafka, admin, result, job, records, log);
           const key = `${side.id}:${op}`;
           results.set(key, [...(results.get(key) ?? []), result]);
-          log(`pass ${pass + 1}/${passes} ${op.padEnd(8)} ${side.label.padEnd(40)} ${Math.round(rate(result)).toLocaleString('en-US')} msgs/s${result.transactions ? ` (${result.transactions} transactions)` : ''} ✓ verified`);
+          log(`pass ${pass + 1}/${passes} ${op.padEnd(8)} ${side.label.padEnd(40)} ${Math.round(rate(result)).toLocaleString('en-US')} msgs/s${result.transactions ? ` (${result.transactions} transactions)` : ''}${result.retried && Object.keys(result.retried).length > 0 ? ` retried ${JSON.stringify(result.retried)}` : ''} ✓ verified`);
         }
       }
     }
@@ -149,7 +155,7 @@ export async function benchKafkaClients(options: KafkaClientsOptions = {}): Prom
     await admin.deleteTopics({ topics: created }).catch(() => undefined);
     await admin.disconnect();
   }
-  return rows(results, sides, records, passes);
+  return rows(results, sides, records, passes, retryMs);
 }
 
 const FIGURES: Record<Op, string> = {
@@ -158,19 +164,23 @@ const FIGURES: Record<Op, string> = {
   transact: 'Kafka transactional consume → produce, offsets in the transaction',
 };
 
-function rows(results: Map<string, Result[]>, sides: Side[], records: number, passes: number): BenchRow[] {
+function rows(results: Map<string, Result[]>, sides: Side[], records: number, passes: number, retryMs: number): BenchRow[] {
   const [kjsProject, kjs24, plt24, plt24Fetch] = sides as [Side, Side, Side, Side];
   const figure = (side: Side, op: Op) => median(results.get(`${side.id}:${op}`)!.map(rate));
   const perTxn = (side: Side) => {
     const runs = results.get(`${side.id}:transact`)!;
     return Math.round(runs.reduce((s, r) => s + r.records, 0) / runs.reduce((s, r) => s + (r.transactions ?? 1), 0));
   };
+  const spread = (side: Side, op: Op) => {
+    const rates = results.get(`${side.id}:${op}`)!.map(rate);
+    return `${Math.round(Math.min(...rates))}–${Math.round(Math.max(...rates))}`;
+  };
   const all = (op: Op) =>
     sides
       .filter((side) => results.has(`${side.id}:${op}`))
-      .map((side) => `${side.label}${op === 'transact' ? ` (${perTxn(side)} records per transaction)` : ''}: ${Math.round(figure(side, op))}`)
+      .map((side) => `${side.label}${op === 'transact' ? ` (${perTxn(side)} records per transaction)` : ''}: ${Math.round(figure(side, op))} (${spread(side, op)})`)
       .join('; ');
-  const base = `median of ${passes} passes, ${records} records of 345 B, 3 partitions, client pinned to core 1`;
+  const base = `median of ${passes} passes, ${records} records of 345 B, 3 partitions, client pinned to core 1, retries after ${retryMs} ms doubling`;
   const row = (op: Op, what: string, candidate: Side, anchor: Side): BenchRow => ({
     figure: `${FIGURES[op]}: ${what}`,
     unit: 'msgs/s',

@@ -9,11 +9,14 @@ import { CHUNK, FETCH, finish } from './worker-common.mjs';
 const { Kafka, logLevel } = kafkajs;
 const job = JSON.parse(process.argv[2]);
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
-const kafka = new Kafka({ clientId: `bench-kafkajs-${process.pid}`, brokers: job.brokers, logLevel: logLevel.ERROR });
+// The same retry schedule as the other worker: job.retryMs (kafkajs's default 300 ms), doubling.
+const kafka = new Kafka({ clientId: `bench-kafkajs-${process.pid}`, brokers: job.brokers, logLevel: logLevel.ERROR, retry: { initialRetryTime: job.retryMs, retries: 10 } });
+/** An idempotent producer retries without bound (kafkajs's own default for one). */
+const producerRetry = { initialRetryTime: job.retryMs, retries: Number.MAX_SAFE_INTEGER };
 
 /** acks=all, idempotent, the same 1000-record sends as the other client, one in flight. */
 async function produce(topic, n) {
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, retry: producerRetry });
   await producer.connect();
   const start = performance.now();
   for (let from = 0; from < n; from += CHUNK) {
@@ -62,7 +65,7 @@ async function transact(input, output, n, groupId) {
   const producerFor = async (partition) => {
     let p = producers.get(partition);
     if (p === undefined) {
-      p = kafka.producer({ transactionalId: `${groupId}-task-${partition}`, idempotent: true, maxInFlightRequests: 1, transactionTimeout: 60_000 });
+      p = kafka.producer({ transactionalId: `${groupId}-task-${partition}`, idempotent: true, maxInFlightRequests: 1, transactionTimeout: 60_000, retry: producerRetry });
       producers.set(partition, p);
       await p.connect();
     }
