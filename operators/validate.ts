@@ -15,8 +15,10 @@ export interface CreatedAtBounds {
   /** Latest `created_at` accepted, epoch ms: by default the end of ClickHouse's DateTime, past which the stored time wraps. */
   max: number;
   /**
-   * A `created_at` outside the bounds: "reject" (reason `invalid:created_at_skew`), or "clamp"
-   * it to the nearest bound and let the sample go on (annotation `created_at.clamped_from`).
+   * A `created_at` outside the bounds: "reject" (reason `invalid:created_at_skew`), or "clamp":
+   * replace it by the broker timestamp (by the bound it broke when that is not usable) and let
+   * the sample go on, annotated `created_at.clamped_from`. The broker time, not the nearest
+   * bound: a clamped sample a day ahead would still move every event-time clock by a day.
    */
   onSkew: 'reject' | 'clamp';
 }
@@ -92,13 +94,15 @@ function checkCreatedAt(sample: Sample, bounds: CreatedAtBounds): Sample {
   let lo = { at: bounds.min, what: 'the earliest allowed' };
   let hi = { at: bounds.max, what: 'the latest allowed' };
   const broker = sample.brokerTimestamp;
+  let trusted = false;
   if (broker !== undefined) {
     const past = bounds.maxPastMs === null ? undefined : { at: broker - bounds.maxPastMs, what: `broker time - ${bounds.maxPastMs} ms` };
     const future = bounds.maxFutureMs === null ? undefined : { at: broker + bounds.maxFutureMs, what: `broker time + ${bounds.maxFutureMs} ms` };
     const relLo = past !== undefined && past.at > lo.at ? past : lo;
     const relHi = future !== undefined && future.at < hi.at ? future : hi;
     // A broker time outside the absolute range itself is not to be trusted: keep the absolute bounds.
-    if (relLo.at <= relHi.at) [lo, hi] = [relLo, relHi];
+    trusted = broker >= bounds.min && broker <= bounds.max && relLo.at <= relHi.at;
+    if (trusted) [lo, hi] = [relLo, relHi];
   }
   if (at >= lo.at && at <= hi.at) return sample;
   const bound = at < lo.at ? lo : hi;
@@ -108,7 +112,7 @@ function checkCreatedAt(sample: Sample, bounds: CreatedAtBounds): Sample {
   }
   return {
     ...sample,
-    rollout: { ...sample.rollout, created_at: bound.at },
+    rollout: { ...sample.rollout, created_at: trusted && broker !== undefined ? broker : bound.at },
     annotations: { ...sample.annotations, 'created_at.skew': skew, 'created_at.clamped_from': String(at) },
   };
 }

@@ -60,14 +60,18 @@ describe('validate: created_at bounds', () => {
     expect(out[1]!.annotations['created_at.skew']).toContain('(the latest allowed)');
   });
 
-  it('clamps to the nearest bound when configured, keeping the original in an annotation', async () => {
+  it('clamps to the broker time when configured (to the bound without one), keeping the original in an annotation', async () => {
     const config = { ...validateDefaults, createdAt: { ...validateDefaults.createdAt, onSkew: 'clamp' as const, maxPastMs: DAY } };
-    const [ahead, behind] = samplesOf(await through(validate(config), [sent({ created_at: FAR_FUTURE }, T), sent({ created_at: T - 3 * DAY }, T)]));
+    const input = [sent({ created_at: FAR_FUTURE }, T), sent({ created_at: T - 3 * DAY }, T), sample({ created_at: FAR_FUTURE }), sent({ created_at: T }, FAR_FUTURE)];
+    const [ahead, behind, unknown, badBroker] = samplesOf(await through(validate(config), input));
     expect(ahead!.reasons).toEqual([]);
-    expect(ahead!.rollout.created_at).toBe(T + DAY);
+    expect(ahead!.rollout.created_at).toBe(T);
     expect(ahead!.annotations['created_at.clamped_from']).toBe(String(FAR_FUTURE));
-    expect(behind!.rollout.created_at).toBe(T - DAY);
+    expect(behind!.rollout.created_at).toBe(T);
     expect(behind!.annotations['created_at.skew']).toBe(`created_at ${T - 3 * DAY} is before ${T - DAY} (broker time - ${DAY} ms)`);
+    expect(unknown!.rollout.created_at).toBe(validateDefaults.createdAt.max);
+    // A broker time past the absolute range is not trusted: created_at within it passes.
+    expect(badBroker).toBe(input[3]);
   });
 });
 
