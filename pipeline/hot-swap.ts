@@ -1,36 +1,94 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { ErrorMemory } from '../operators/error-memory.ts';
+import { featureSize } from '../operators/features.ts';
 import { OnnxScoringModel } from '../operators/model-holder.ts';
 import type { ModelUpdate } from '../streams/records.ts';
 import type { PipelineConfig } from './config.ts';
 import type { OperatorFiles } from './curators.ts';
 
+/** What became of one model announcement. */
+export type ModelUpdateOutcome =
+  | { kind: 'swapped'; model: string; version: string; operators: number }
+  | { kind: 'kept'; model: string; version: string; current: string[]; reason: string };
+
 /**
  * A model announced on the model-updates topic replaces the model of every onnx-score operator
- * that follows its name, while the worker runs: the artifact is read and its checksum checked,
- * then swapped in between micro-batches (ModelHolder), so no record is dropped or scored twice
- * and each decision names the version that scored it. The error memory then retires the errors
- * of older versions: the new model was trained on the labels they came from.
- * A bad announcement (unreadable artifact, wrong checksum) is reported and the current model
- * kept: scoring goes on.
+ * that follows its name, while the worker runs:
+ * 1. the artifact is read and, when the announcement carries one, its sha256 checked;
+ * 2. it is loaded once per operator and checked against the pipeline's feature layout
+ *    (`OnnxScoringModel.mismatch`: the declared input width, then a dry run on one all-zero
+ *    row of `featureSize(config.features)` values);
+ * 3. only if every step passed for every operator is it swapped in, between micro-batches
+ *    (ModelHolder), so no record is dropped or scored twice and each decision names the version
+ *    that scored it; the error memory then retires the errors of older versions, since the new
+ *    model was trained on the labels they came from.
+ * A bad announcement (unreadable artifact, wrong checksum, a model that does not load or does
+ * not take the layout's vectors) changes nothing: the current models keep scoring and the
+ * memory keeps its errors. Swapping in a model of the wrong width would instead fail every
+ * later batch, and retry it, forever. Either way the outcome is returned and reported
+ * (`reportModelUpdate`).
+ *
+ *   await hotSwap({ model: 'scorer', version: 'v2', artifact: '/m/v2.onnx', checksum, metrics: {}, at }, config, files, memory)
+ *   // → { kind: 'swapped', … } or { kind: 'kept', reason: 'model v2 takes 3 features, the layout has 262', … }
  */
-export async function hotSwap(update: ModelUpdate, config: PipelineConfig, files: OperatorFiles, memory: ErrorMemory): Promise<void> {
-  const targets = config.operators.flatMap((op, i) => (op.type === 'onnx-score' && op.model.name === update.model ? [{ op, i }] : []));
-  if (targets.length === 0) return;
+export async function hotSwap(update: ModelUpdate, config: PipelineConfig, files: OperatorFiles, memory: ErrorMemory): Promise<ModelUpdateOutcome | null> {
+  const targets = config.operators.flatMap((op, i) => (op.type === 'onnx-score' && op.model.name === update.model ? [{ op, holder: files.models.get(i)! }] : []));
+  if (targets.length === 0) return null;
+  const pending = targets.filter(({ holder }) => holder.current().version !== update.version);
+  const loaded: Array<{ holder: (typeof targets)[number]['holder']; next: OnnxScoringModel }> = [];
+  let outcome: ModelUpdateOutcome;
   try {
-    const bytes = new Uint8Array(await readFile(update.artifact));
-    const checksum = createHash('sha256').update(bytes).digest('hex');
-    if (update.checksum !== '' && checksum !== update.checksum) throw new Error(`checksum ${checksum} does not match the announced ${update.checksum}`);
-    for (const { op, i } of targets) {
-      const holder = files.models.get(i)!;
-      if (holder.current().version === update.version) continue;
-      const next = await OnnxScoringModel.load(bytes, update.version, { executionProviders: op.model.executionProviders });
-      void holder.swap(next);
+    if (pending.length > 0) {
+      const bytes = new Uint8Array(await readFile(update.artifact));
+      const checksum = createHash('sha256').update(bytes).digest('hex');
+      if (update.checksum !== '' && checksum !== update.checksum) throw new Error(`checksum ${checksum} does not match the announced ${update.checksum}`);
+      const width = featureSize(config.features);
+      for (const { op, holder } of pending) {
+        const next = await OnnxScoringModel.load(bytes, update.version, { executionProviders: op.model.executionProviders });
+        loaded.push({ holder, next });
+        const mismatch = await next.mismatch(width);
+        if (mismatch !== null) throw new Error(mismatch);
+      }
     }
+    for (const { holder, next } of loaded) void holder.swap(next);
     memory.retire(update.version);
-    process.stderr.write(`[flywheel] scoring with ${update.model} ${update.version} from now on\n`);
+    outcome = { kind: 'swapped', model: update.model, version: update.version, operators: loaded.length };
   } catch (err) {
-    process.stderr.write(`[flywheel] model update ${update.model} ${update.version} not applied, keeping the current model: ${(err as Error).message}\n`);
+    await Promise.all(loaded.map(({ next }) => next.dispose()));
+    outcome = { kind: 'kept', model: update.model, version: update.version, current: targets.map(({ holder }) => holder.current().version), reason: (err as Error).message };
+  }
+  reportModelUpdate(outcome);
+  return outcome;
+}
+
+type Listener = (outcome: ModelUpdateOutcome) => void;
+const listeners = new Set<Listener>();
+
+/**
+ * Calls `listener` with the outcome of every model announcement from now on; returns the
+ * unsubscribe function. Tests wait on it; instrumentation events belong here too.
+ */
+export function onModelUpdate(listener: Listener): () => void {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+/**
+ * The one place an announcement's outcome is reported: a log line on stderr, then the
+ * `onModelUpdate` listeners.
+ */
+export function reportModelUpdate(outcome: ModelUpdateOutcome): void {
+  process.stderr.write(
+    outcome.kind === 'swapped'
+      ? `[flywheel] scoring with ${outcome.model} ${outcome.version} from now on\n`
+      : `[flywheel] model update ${outcome.model} ${outcome.version} not applied, still scoring with ${outcome.current.join(', ')}: ${outcome.reason}\n`,
+  );
+  for (const listener of listeners) {
+    try {
+      listener(outcome);
+    } catch (err) {
+      process.stderr.write(`[flywheel] a model-update listener failed: ${(err as Error).message}\n`);
+    }
   }
 }

@@ -1,16 +1,29 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { lastValueFrom, Subject, toArray } from 'rxjs';
-import { describe, expect, it } from 'vitest';
-import { prng } from '../cli/synthetic.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { prng, syntheticRollouts } from '../cli/synthetic.ts';
 import type { Envelope, Sample } from '../operators/envelope.ts';
+import { ErrorMemory } from '../operators/error-memory.ts';
 import { featureDefaults, featureSize, featurize, type FeatureConfig } from '../operators/features.ts';
 import { ModelHolder, OnnxScoringModel, type ScoringModel } from '../operators/model-holder.ts';
 import { onnxScore, onnxScoreDefaults, type OnnxScoreConfig } from '../operators/onnx-score.ts';
+import { parseConfig } from '../pipeline/config.ts';
+import type { OperatorFiles } from '../pipeline/curators.ts';
+import { hotSwap, onModelUpdate, type ModelUpdateOutcome } from '../pipeline/hot-swap.ts';
+import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
+import type { Decision, ModelUpdate, Rollout } from '../streams/records.ts';
+import { produceRollouts } from '../streams/rollout-producer.ts';
+import { decisionSerde, modelUpdateSerde, registryClient, rolloutSerde, type TopicSerde } from '../streams/serde.ts';
 import { linearModelOnnx, onnxMetadata, projectionEncoderOnnx } from '../trainers/onnx-model.ts';
 import { sample, samplesOf, through } from './helpers/envelopes.ts';
+import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
+import { writeScorer } from './helpers/models.ts';
+
+const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 
 const features: FeatureConfig = { ...featureDefaults, dims: 64, rewardNames: ['correct'] };
 const D = featureSize(features);
@@ -286,5 +299,170 @@ describe('onnxScore', () => {
     expect(out.map((s) => [s.rollout.id.replace(/\d+$/, ''), s.scorerVersion])).toEqual([...first.map(() => ['first', 'a']), ...second.map(() => ['second', 'b'])]);
     await expect(a.score([new Float32Array(D)])).rejects.toThrow('was released');
     await b.dispose();
+  });
+});
+
+describe('OnnxScoringModel.scoreRows and mismatch', () => {
+  it('scores the first rows of a larger reused buffer in place', async () => {
+    const model = linear(40);
+    const scorer = await load(model, 'v');
+    const rows = [randomVector(41, D), randomVector(42, D)];
+    const buffer = new Float32Array(5 * D).fill(Number.NaN); // rows beyond the second must not be read
+    rows.forEach((r, i) => buffer.set(r, i * D));
+    const scores = await scorer.scoreRows(buffer, 2, D);
+    expect(scores).toHaveLength(2);
+    rows.forEach((r, i) => expect(scores[i]).toBeCloseTo(expectedScore(model, r), 5));
+    await expect(scorer.scoreRows(buffer, 6, D)).rejects.toThrow('the buffer has');
+    await scorer.dispose();
+  });
+
+  it('says why a model cannot take the layout: declared width, missing output, failing dry run', async () => {
+    const right = await load(linear(43), 'right');
+    expect(right.inputWidth).toBe(D);
+    expect(await right.mismatch(D)).toBeNull();
+    expect(await right.mismatch(D + 1)).toBe(`model right takes ${D} features, the layout has ${D + 1}`);
+    const encoder = await OnnxScoringModel.load(projectionEncoderOnnx({ matrix: new Float32Array(D * 2), inputDim: D, outputDim: 2 }), 'enc');
+    expect(await encoder.mismatch(D)).toContain('has no output "score"');
+    const renamed = await OnnxScoringModel.load(linearModelOnnx({ ...linear(44), inputDim: D, output: 'logistic' }), 'renamed', { inputName: 'x' });
+    expect(await renamed.mismatch(D)).toContain('has no input "x"');
+    await Promise.all([right, encoder, renamed].map((m) => m.dispose()));
+  });
+});
+
+describe('hotSwap', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flywheel-hot-swap-'));
+  const pipelineConfig = parseConfig({
+    name: 'hot-swap-unit',
+    features,
+    operators: [{ type: 'onnx-score', name: 'model', model: { name: 'scorer', path: join(dir, 'unused.onnx') } }],
+    clickhouse: { path: join(dir, 'clickhouse') },
+  });
+  const artifact = (name: string, bytes: Uint8Array) => {
+    const path = join(dir, name);
+    writeFileSync(path, bytes);
+    return { artifact: path, checksum: sha256(bytes) };
+  };
+  const update = (version: string, file: { artifact: string; checksum: string }): ModelUpdate => ({ model: 'scorer', version, ...file, metrics: {}, at: Date.now() });
+
+  it('keeps the current model, and the memory its errors, for a model of the wrong width, a wrong checksum, an artifact that does not load or is missing', async () => {
+    const v1 = await load(linear(50), 'v1');
+    const holder = new ModelHolder(v1);
+    const files: OperatorFiles = { evalIndexes: new Map(), models: new Map([[0, holder]]), encoders: new Map() };
+    const memory = new ErrorMemory(10);
+    const good = artifact('v2.onnx', linearModelOnnx({ ...linear(51), inputDim: D, output: 'logistic' }));
+    const outcomes: ModelUpdateOutcome[] = [];
+    const off = onModelUpdate((o) => outcomes.push(o));
+    const cases: Array<[ModelUpdate, string]> = [
+      [update('narrow', artifact('narrow.onnx', linearModelOnnx({ weights: new Float32Array(3), bias: 0, inputDim: 3, output: 'logistic' }))), `model narrow takes 3 features, the layout has ${D}`],
+      [update('forged', { artifact: good.artifact, checksum: '0'.repeat(64) }), `does not match the announced ${'0'.repeat(64)}`],
+      [update('garbage', artifact('garbage.onnx', new TextEncoder().encode('not an onnx model'))), 'protobuf'],
+      [update('gone', { artifact: join(dir, 'missing.onnx'), checksum: '' }), 'ENOENT'],
+    ];
+    for (const [u, reason] of cases) {
+      const outcome = await hotSwap(u, pipelineConfig, files, memory);
+      expect(outcome, u.version).toMatchObject({ kind: 'kept', version: u.version, current: ['v1'] });
+      expect(outcome?.kind === 'kept' && outcome.reason, u.version).toContain(reason);
+      expect(holder.current()).toBe(v1);
+      expect(memory.toJSON().retiredBelow).toBeNull();
+    }
+    expect(outcomes.map((o) => o.kind)).toEqual(['kept', 'kept', 'kept', 'kept']);
+    expect(await v1.scoreRows(new Float32Array(D), 1, D)).toHaveLength(1);
+
+    // A model that fits is swapped in, the old one released once idle, older errors retired.
+    expect(await hotSwap(update('v2', good), pipelineConfig, files, memory)).toEqual({ kind: 'swapped', model: 'scorer', version: 'v2', operators: 1 });
+    expect(holder.current().version).toBe('v2');
+    expect(memory.toJSON().retiredBelow).toBe('v2');
+    await expect.poll(() => v1.scoreRows(new Float32Array(D), 1, D).then(() => 'alive', (e: Error) => e.message)).toBe('model v1 was released');
+    expect(await hotSwap({ ...update('other', good), model: 'another-model' }, pipelineConfig, files, memory)).toBeNull();
+    off();
+    await holder.current().dispose?.();
+  });
+});
+
+/**
+ * The same on the real services: after a model that does not fit the feature layout is
+ * announced, the running pipeline keeps scoring with the model it had and decides the records
+ * that follow; a model that fits is still swapped in afterwards.
+ */
+describe('a live pipeline refuses a model that does not fit', () => {
+  const prefix = uniquePrefix('hot-swap');
+  const dir = mkdtempSync(join(tmpdir(), 'flywheel-hot-swap-e2e-'));
+  const kafka = testKafka('hot-swap');
+  const v1 = writeScorer(dir, features, 'v1', { 'reward:correct': 4 }, 1);
+  const v2 = writeScorer(dir, features, 'v2', { 'reward:correct': 4 }, -2);
+  const narrow = join(dir, 'narrow.onnx');
+  writeFileSync(narrow, linearModelOnnx({ weights: new Float32Array(3), bias: 0, inputDim: 3, output: 'logistic', version: 'narrow' }));
+  const garbage = join(dir, 'garbage.onnx');
+  writeFileSync(garbage, 'not an onnx model');
+  let pipeline: RunningPipeline;
+  let rollouts: TopicSerde<Rollout>;
+  let decisions: TopicSerde<Decision>;
+  const decided = new Map<string, Decision>();
+  const outcomes: ModelUpdateOutcome[] = [];
+  let off = () => {};
+
+  const decide = async (batch: Rollout[]) => {
+    await produceRollouts(kafka, rollouts, batch);
+    const messages = await consumeTopic(kafka, pipeline.catalog.decisions, (m) => m.length >= decided.size + batch.length, { settleMs: 500 });
+    for (const d of await Promise.all(messages.map((m) => decisions.deserialize(m.value!)))) decided.set(d.rollout.id, d);
+    return batch.map((r) => decided.get(r.id)!);
+  };
+  const announce = async (...updates: ModelUpdate[]) => {
+    const serde = await modelUpdateSerde(registryClient(connections.schemaRegistryUrl), pipeline.catalog.modelUpdates);
+    const producer = kafka.producer();
+    await producer.connect();
+    await producer.send({ topic: pipeline.catalog.modelUpdates, messages: await Promise.all(updates.map(async (u) => ({ key: u.model, value: await serde.serialize(u) }))) });
+    await producer.disconnect();
+  };
+  const announced = (version: string, path: string, checksum = sha256(readFileSync(path))): ModelUpdate => ({ model: 'scorer', version, artifact: path, checksum, metrics: {}, at: Date.now() });
+  const scoredBy = (d: Decision, bias: number) => expect(d.scores.model).toBeCloseTo(1 / (1 + Math.exp(-(4 * d.rollout.rewards.correct! + bias))), 5);
+  const batch = (i: number) => syntheticRollouts({ groups: 20, runId: `${prefix}-b${i}`, seed: 300 + i, duplicateRate: 0, invalidRate: 0, garbage: 0 }).rollouts;
+
+  beforeAll(async () => {
+    off = onModelUpdate((o) => outcomes.push(o));
+    const config = parseConfig({
+      name: 'hot-swap',
+      run: prefix,
+      topics: { prefix, partitions: 3 },
+      source: { tickMs: 300 },
+      features,
+      operators: [{ type: 'validate' }, { type: 'onnx-score', model: { name: 'scorer', path: v1 } }],
+      clickhouse: { path: join(dir, 'clickhouse') },
+    });
+    pipeline = await startPipeline(config, connections);
+    const registry = registryClient(connections.schemaRegistryUrl);
+    rollouts = await rolloutSerde(registry, pipeline.catalog.rollouts);
+    decisions = await decisionSerde(registry, pipeline.catalog.decisions);
+  }, 120_000);
+
+  afterAll(async () => {
+    off();
+    await pipeline?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('keeps scoring with v1 after a wrong-width, a wrong-checksum and an unloadable model, then swaps to a v2 that fits', async () => {
+    expect((await decide(batch(0))).every((d) => d.scorer_version === 'v1')).toBe(true);
+    await announce(announced('narrow', narrow), announced('forged', v2, 'f'.repeat(64)), announced('garbage', garbage));
+    await waitUntil(() => outcomes.filter((o) => o.model === 'scorer').length >= 3, () => `3 model-update outcomes, got ${JSON.stringify(outcomes)}`, 60_000);
+    expect(outcomes.map((o) => [o.kind, o.version])).toEqual([['kept', 'narrow'], ['kept', 'forged'], ['kept', 'garbage']]);
+    expect(outcomes[0]).toMatchObject({ reason: `model narrow takes 3 features, the layout has ${D}`, current: ['v1'] });
+    expect(pipeline.scorerVersion('scorer')).toBe('v1');
+
+    // Records after the refused announcements are decided, scored by v1.
+    const after = await decide(batch(1));
+    expect(after).toHaveLength(batch(1).length);
+    for (const d of after) {
+      expect(d.scorer_version).toBe('v1');
+      scoredBy(d, 1);
+    }
+
+    await announce(announced('v2', v2));
+    await waitUntil(() => outcomes.some((o) => o.kind === 'swapped' && o.version === 'v2'), 'v2 to be swapped in', 60_000);
+    const later = await decide(batch(2));
+    for (const d of later) {
+      expect(d.scorer_version).toBe('v2');
+      scoredBy(d, -2);
+    }
   });
 });
