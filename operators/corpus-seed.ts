@@ -45,10 +45,11 @@ export interface SeedResult {
 export async function seedNearDedupe(store: KeyValueStore, config: NearDedupeConfig, items: AsyncIterable<CorpusItem | TextItem>): Promise<SeedResult> {
   checkNearDedupeConfig(config);
   const result: SeedResult = { inserted: 0, duplicates: 0, skipped: 0 };
+  const layout = layoutOf(config);
   for await (const item of items) {
     const groupId = groupOf(item, config.scope);
     const text = 'text' in item ? item.text : comparedText(item.prompt, item.response, config.text);
-    const index = openIndex(store, layoutOf(config), config);
+    const index = openIndex(store, layout, config);
     const outcome = nearDedupeStep(index, config, { id: item.id, groupId, text, at: item.at ?? Number.NaN });
     if (outcome.kind === 'inserted') result.inserted++;
     else if (outcome.kind === 'too_short') result.skipped++;

@@ -1,9 +1,9 @@
 import { map } from 'rxjs';
 import type { Rollout } from '../streams/records.ts';
 import type { KeyValueStore } from '../streams/state-store.ts';
-import { bandPrefix, checkIndexBounds, indexMaxChars, openIndex, type DedupeIndex, type IndexBounds, type IndexLayout } from './dedupe-index.ts';
+import { bandScope, checkIndexBounds, indexMaxChars, openIndex, type DedupeIndex, type IndexBounds, type IndexLayout } from './dedupe-index.ts';
 import { deadLetter, isRejected, type Curator, type Sample } from './envelope.ts';
-import { bandKeys, checkMinHashConfig, encodeSketch, estimateJaccard, minHashDefaults, shingleHashes, sketchOfHashes, type MinHashConfig, type Sketch } from './minhash.ts';
+import { bandKeysAt, checkMinHashConfig, encodeSignature, estimateSimilarity, hasherFor, minHashDefaults, type MinHashConfig, type Signature } from './minhash.ts';
 
 export { deleteWhere, indexEntries, type EntryInfo } from './dedupe-index.ts';
 
@@ -24,7 +24,7 @@ export interface NearDedupeConfig extends IndexBounds {
   clock: 'event' | 'event+tick';
   /** A duplicate hit makes the original recently seen again, so TTL and count eviction keep it. */
   refreshOnHit: boolean;
-  /** Put each indexed sample's base64 sketch in `annotations['minhash.signature']` (for the cross-partition broadcast). */
+  /** Put each indexed sample's base64 signature in `annotations['minhash.signature']` (for the cross-partition broadcast). */
   annotateSignature: boolean;
 }
 
@@ -37,6 +37,7 @@ export const nearDedupeDefaults: NearDedupeConfig = {
   maxEntries: 50_000,
   ttlMs: 24 * 60 * 60 * 1000,
   maxBucketSize: 32,
+  evictionsPerStep: 8,
   clock: 'event',
   refreshOnHit: true,
   annotateSignature: true,
@@ -53,7 +54,8 @@ export const SIGNATURE_ANNOTATION = 'minhash.signature';
  * deterministic for a given input if replays are to decide the same.
  */
 export interface RemoteIndex {
-  candidates(bandKeys: string[]): Array<{ id: string; signature: Uint32Array }>;
+  /** Entries sharing at least one band key (as `bandKeysOf` gives them), with their packed signatures. */
+  candidates(bandKeys: Int32Array): Array<{ id: string; signature: Signature }>;
 }
 
 /** One item offered to the index: a sample, or a corpus item while seeding. */
@@ -69,7 +71,8 @@ export type NearDedupeOutcome =
   | { kind: 'too_short' }
   | { kind: 'known' }
   | { kind: 'duplicate'; of: string; similarity: number }
-  | { kind: 'inserted'; signature: Sketch };
+  /** `signature` is the hasher's buffer: valid until the next step under the same minhash config. */
+  | { kind: 'inserted'; signature: Signature };
 
 /**
  * Rejects a sample whose text is a near copy of an earlier indexed one: reason
@@ -79,39 +82,46 @@ export type NearDedupeOutcome =
  * 2. The text (config.text, normalised, shingled) with fewer than minShingles shingles passes
  *    untouched.
  * 3. The clock advances to the sample's created_at (never back); entries last seen more than
- *    ttlMs before the clock are evicted.
- * 4. The sketch's band keys (prefixed by `<group_id>/` in group scope) select candidates from the
- *    store; the one with the highest estimated similarity (ties: the oldest) decides. At or
+ *    ttlMs before the clock are never matched, and at most evictionsPerStep of them are removed
+ *    per sample (64× per tick), so a mass expiry spreads over later batches (dedupe-index.ts).
+ * 4. The signature's band keys (mixed with the group id in group scope) select candidates from
+ *    the index; the one with the highest estimated similarity (ties: the least recently seen)
+ *    decides. At or
  *    above threshold the sample is a duplicate, and with refreshOnHit the original's last-seen
  *    moves to the clock. A candidate with the sample's own id (a re-sent rollout) means it is
  *    indexed already: it passes, refreshed, and is not indexed twice.
  * 5. Otherwise the remote index, if given, is asked the same way (remote hits are not refreshed).
  * 6. Otherwise the sample is indexed (evicting the least recently seen entry at maxEntries) and,
- *    with annotateSignature, carries its sketch in `annotations['minhash.signature']`
- *    (encodeSketch); `bandKeysOf(decodeSketch(that), group_id, config)` gives its band keys.
+ *    with annotateSignature, carries its packed signature in `annotations['minhash.signature']`
+ *    (encodeSignature, 88 base64 characters with the defaults); `bandKeysOf(decodeSignature(that,
+ *    config.minhash), group_id, config)` gives its band keys.
  * Ticks advance the clock (and so expire entries) when clock = "event+tick"; other envelopes pass.
  * An exception for a sample dead-letters it (stage "near-dedupe").
  *
- * Memory: at most maxEntries entries of ≤ indexEntryChars(config, sizes) characters each
- * (≈ 1.95 kB with the defaults and 36-character ids and group ids); nearDedupeMaxChars gives
- * the bound. All state is in `store`: an operator built later on the same store continues
- * exactly. Changing `scope` or `minhash` makes the stored index unreadable: it is dropped on
+ * Cost per sample: one pass over the text's char codes, O(shingles + permutations) hashing
+ * (one-permutation hashing, minhash.ts), one map lookup per band, and one store write (the
+ * entry) when indexed. Memory: at most maxEntries entries of ≤ indexEntryChars(config, sizes)
+ * characters each in the store (213 with the defaults and 36-character ids and group ids, ≈ 185
+ * measured);
+ * nearDedupeMaxChars gives the bound. All state is in `store` (the in-memory buckets are
+ * rebuilt from it): an operator built later on the same store continues exactly. Changing `scope` or `minhash` makes the stored index unreadable: it is dropped on
  * first use. The clock follows the largest created_at seen, so one far-future timestamp expires
  * everything before it; validate event times upstream.
  *
  * Example (defaults): in one group, the response "The quick brown fox jumps over the lazy dog
  * and runs across the green field to the river" and then the same with "river!" — 15 of 17
- * distinct word 3-shingles shared (J = 0.88, estimate 0.91) — rejects the second as a near
- * duplicate of the first, which stays indexed with its last-seen refreshed.
+ * distinct word 3-shingles shared (J = 0.88) — rejects the second as a near duplicate of the
+ * first, which stays indexed with its last-seen refreshed.
  */
 export function nearDedupe(config: NearDedupeConfig, store: KeyValueStore, remote?: RemoteIndex): Curator {
   checkNearDedupeConfig(config);
-  const index = () => openIndex(store, layoutOf(config), config);
+  const layout = layoutOf(config);
+  const index = () => openIndex(store, layout, config);
   return map((envelope) => {
     if (envelope.kind === 'tick') {
       if (config.clock === 'event+tick') {
         const ix = index();
-        ix.advance(envelope.now);
+        ix.advance(envelope.now, config.evictionsPerStep * 64);
         ix.save();
       }
       return envelope;
@@ -130,16 +140,29 @@ export function nearDedupe(config: NearDedupeConfig, store: KeyValueStore, remot
  * too, so a seeded index is exactly what streaming the same items would have built.
  */
 export function nearDedupeStep(index: DedupeIndex, config: NearDedupeConfig, item: NearDedupeItem, remote?: RemoteIndex): NearDedupeOutcome {
-  const hashes = shingleHashes(item.text, config.minhash);
-  if (hashes.length < config.minShingles) return { kind: 'too_short' };
-  const signature = sketchOfHashes(hashes, config.minhash);
-  const keys = bandKeysOf(signature, item.groupId, config);
-  index.advance(item.at);
-  const outcome = match(index, config, item, signature, keys, remote);
-  if (outcome.kind === 'inserted') index.insert({ id: item.id, groupId: item.groupId, at: item.at, signature }, keys);
-  index.save();
-  return outcome;
+  const hasher = hasherFor(config.minhash);
+  const shingles = hasher.scan(item.text);
+  if (!hasher.distinctAtLeast(shingles, config.minShingles)) return TOO_SHORT;
+  hasher.densify();
+  hasher.pack();
+  const signature = hasher.signature;
+  const keys = hasher.keys(bandScope(config.scope, item.groupId));
+  try {
+    index.advance(item.at, config.evictionsPerStep);
+    const outcome = match(index, config, item, signature, keys, remote);
+    if (outcome.kind === 'inserted') index.insert({ id: item.id, groupId: item.groupId, at: item.at, signature }, keys);
+    index.save();
+    return outcome;
+  } catch (err) {
+    // A write failed half-way: the mirror may be ahead of the store, so it is rebuilt from it.
+    index.invalidate();
+    throw err;
+  }
 }
+
+const TOO_SHORT: NearDedupeOutcome = { kind: 'too_short' };
+const KNOWN: NearDedupeOutcome = { kind: 'known' };
+let CANDIDATES = new Int32Array(512);
 
 export function checkNearDedupeConfig(config: NearDedupeConfig): void {
   if (!(config.threshold > 0 && config.threshold <= 1)) throw new Error('near-dedupe: threshold must be in (0, 1]');
@@ -153,9 +176,11 @@ export function nearDedupeMaxChars(config: NearDedupeConfig, sizes = { idChars: 
   return indexMaxChars(layoutOf(config), config, sizes);
 }
 
-/** The band keys a sketch is indexed under (what the cross-partition broadcast publishes). */
-export function bandKeysOf(signature: Sketch, groupId: string, config: Pick<NearDedupeConfig, 'scope' | 'minhash'>): string[] {
-  return bandKeys(signature, config.minhash, bandPrefix(config.scope, groupId));
+/** The band keys a signature is indexed under (what the cross-partition cache files it under). */
+export function bandKeysOf(signature: Signature, groupId: string, config: Pick<NearDedupeConfig, 'scope' | 'minhash'>): Int32Array {
+  const out = new Int32Array(config.minhash.bands);
+  bandKeysAt(signature, 0, config.minhash, bandScope(config.scope, groupId), out);
+  return out;
 }
 
 export function itemOf(r: Rollout, config: Pick<NearDedupeConfig, 'text'>): NearDedupeItem {
@@ -180,30 +205,44 @@ function match(
   index: DedupeIndex,
   config: NearDedupeConfig,
   item: NearDedupeItem,
-  signature: Sketch,
-  keys: string[],
+  signature: Signature,
+  keys: Int32Array,
   remote: RemoteIndex | undefined,
 ): NearDedupeOutcome {
-  let best: { n: number; id: string; similarity: number } | undefined;
-  for (const c of index.candidates(keys)) {
-    if (c.id === item.id) {
-      if (config.refreshOnHit) index.refresh(c.n);
-      return { kind: 'known' };
+  const wanted = Math.min(config.maxBucketSize * config.minhash.bands, 1 << 16);
+  if (CANDIDATES.length < wanted) CANDIDATES = new Int32Array(wanted);
+  const found = index.candidates(keys, CANDIDATES);
+  let best = -1;
+  let bestSimilarity = 0;
+  for (let i = 0; i < found; i++) {
+    const slot = CANDIDATES[i]!;
+    // Band keys mix in the group in group scope; another group's entry here is a 31-bit key collision.
+    if (config.scope === 'group' && index.groupOf(slot) !== item.groupId) continue;
+    if (index.idOf(slot) === item.id) {
+      if (config.refreshOnHit) index.refresh(slot);
+      return KNOWN;
     }
-    const similarity = estimateJaccard(signature, c.signature);
-    if (similarity >= config.threshold && (best === undefined || similarity > best.similarity)) best = { n: c.n, id: c.id, similarity };
+    const similarity = index.similarity(slot, signature);
+    // Candidates come least recently seen first: strict > keeps that one on ties.
+    if (similarity >= config.threshold && (best < 0 || similarity > bestSimilarity)) {
+      best = slot;
+      bestSimilarity = similarity;
+    }
   }
-  if (best !== undefined) {
-    if (config.refreshOnHit) index.refresh(best.n);
-    return { kind: 'duplicate', of: best.id, similarity: best.similarity };
+  if (best >= 0) {
+    const of = index.idOf(best);
+    if (config.refreshOnHit) index.refresh(best);
+    return { kind: 'duplicate', of, similarity: bestSimilarity };
   }
-  let remoteBest: { id: string; similarity: number } | undefined;
-  for (const c of remote?.candidates(keys) ?? []) {
-    if (c.id === item.id) continue;
-    const similarity = estimateJaccard(signature, c.signature);
-    if (similarity >= config.threshold && (remoteBest === undefined || similarity > remoteBest.similarity)) remoteBest = { id: c.id, similarity };
+  if (remote !== undefined) {
+    let remoteBest: { id: string; similarity: number } | undefined;
+    for (const c of remote.candidates(keys)) {
+      if (c.id === item.id) continue;
+      const similarity = estimateSimilarity(signature, c.signature, config.minhash);
+      if (similarity >= config.threshold && (remoteBest === undefined || similarity > remoteBest.similarity)) remoteBest = { id: c.id, similarity };
+    }
+    if (remoteBest !== undefined) return { kind: 'duplicate', of: remoteBest.id, similarity: remoteBest.similarity };
   }
-  if (remoteBest !== undefined) return { kind: 'duplicate', of: remoteBest.id, similarity: remoteBest.similarity };
   return { kind: 'inserted', signature };
 }
 
@@ -218,7 +257,7 @@ function decide(sample: Sample, outcome: NearDedupeOutcome, config: NearDedupeCo
     };
   }
   if (outcome.kind === 'inserted' && config.annotateSignature) {
-    return { ...sample, annotations: { ...sample.annotations, [SIGNATURE_ANNOTATION]: encodeSketch(outcome.signature) } };
+    return { ...sample, annotations: { ...sample.annotations, [SIGNATURE_ANNOTATION]: encodeSignature(outcome.signature) } };
   }
   return sample;
 }

@@ -1,12 +1,13 @@
 import type { Message } from 'kafkajs';
 import type { Envelope } from '../operators/envelope.ts';
-import { decodeSketch, type Sketch } from '../operators/minhash.ts';
+import { decodeSignature, type Signature } from '../operators/minhash.ts';
 import { bandKeysOf, SIGNATURE_ANNOTATION, type NearDedupeConfig, type RemoteIndex } from '../operators/near-dedupe.ts';
 
 /**
  * Cross-partition near-duplicates. Each partition's near-dedupe index is exact within the
- * partition (transactional state). Every sample it indexes leaves with its MinHash signature,
- * published in the same transaction on an internal topic; every worker reads that topic into
+ * partition (transactional state). Every sample it indexes leaves with its packed b-bit MinHash
+ * signature (88 base64 characters with the defaults; band keys are recomputed from it, not
+ * sent), published in the same transaction on an internal topic; every worker reads that topic into
  * this bounded cache, which near-dedupe consults when its own index has no match. So a near
  * copy of a sample indexed on another partition is caught once that partition's batch has
  * committed and the cache has read it; two near copies arriving on different partitions
@@ -15,6 +16,7 @@ import { bandKeysOf, SIGNATURE_ANNOTATION, type NearDedupeConfig, type RemoteInd
 export interface PublishedSignature {
   id: string;
   group_id: string;
+  /** encodeSignature of the packed signature. */
   signature: string;
 }
 
@@ -32,8 +34,8 @@ export function takeSignatures(envelopes: Envelope[]): { envelopes: Envelope[]; 
 }
 
 export class SignatureCache implements RemoteIndex {
-  private readonly entries = new Map<string, { signature: Sketch; keys: string[] }>();
-  private readonly buckets = new Map<string, Set<string>>();
+  private readonly entries = new Map<string, { signature: Signature; keys: Int32Array }>();
+  private readonly buckets = new Map<number, Set<string>>();
 
   constructor(
     private readonly config: Pick<NearDedupeConfig, 'scope' | 'minhash'>,
@@ -42,7 +44,13 @@ export class SignatureCache implements RemoteIndex {
 
   add(published: PublishedSignature): void {
     if (this.entries.has(published.id)) return;
-    const signature = decodeSketch(published.signature);
+    let signature: Signature;
+    try {
+      signature = decodeSignature(published.signature, this.config.minhash);
+    } catch {
+      // Published under another minhash layout (e.g. by a worker not yet upgraded): not comparable.
+      return;
+    }
     const keys = bandKeysOf(signature, published.group_id, this.config);
     this.entries.set(published.id, { signature, keys });
     for (const key of keys) {
@@ -54,7 +62,7 @@ export class SignatureCache implements RemoteIndex {
     while (this.entries.size > this.maxEntries) this.evict(this.entries.keys().next().value!);
   }
 
-  candidates(bandKeys: string[]): Array<{ id: string; signature: Uint32Array }> {
+  candidates(bandKeys: Int32Array): Array<{ id: string; signature: Signature }> {
     const ids = new Set<string>();
     for (const key of bandKeys) for (const id of this.buckets.get(key) ?? []) ids.add(id);
     return [...ids].map((id) => ({ id, signature: this.entries.get(id)!.signature }));

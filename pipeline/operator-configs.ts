@@ -47,12 +47,14 @@ export const nearDedupeConfig = withDefaults(
         shingle: z.enum(['word', 'char']).optional(),
         shingleSize: count.optional(),
         seed: z.number().int().optional(),
+        bits: count.optional(),
       })
       .transform((m) => ({ ...minHashDefaults, ...m }))
       .optional(),
     maxEntries: count.optional(),
     ttlMs: ms.nullable().optional(),
     maxBucketSize: count.optional(),
+    evictionsPerStep: count.optional(),
     clock: z.enum(['event', 'event+tick']).optional(),
     refreshOnHit: z.boolean().optional(),
     annotateSignature: z.boolean().optional(),
