@@ -218,6 +218,8 @@ export class ExactlyOnceProcessor<L> {
       for (const partition of [...this.owned.keys()]) {
         if (!assigned.has(partition)) void this.withLock(partition, () => this.release(partition));
       }
+      // An unfinished restore of a partition that went elsewhere is not worth its memory.
+      for (const progress of this.restoreProgress.values()) for (const partition of progress.keys()) if (!assigned.has(partition)) progress.delete(partition);
     });
     this.consumer.on(this.consumer.events.CRASH, () => void this.counters.crashes++);
     const stopped = new Promise<void>((resolve, reject) => {
