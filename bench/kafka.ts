@@ -3,9 +3,11 @@
  * divided by — a bare kafkajs consumer that only counts and, when Maven can fetch it, Kafka's
  * own Java `ConsumerPerformance` — plus kafkajs with the project's serde on the same topic.
  *
- * Every consumer here is timed the same way as a pipeline worker: from the moment it subscribes
- * (connected, not yet joined) until it has handled the N-th record, so the group join and the
- * first fetch are inside every figure alike.
+ * Every consumer here is timed the same way as a pipeline worker: from the moment it has handled
+ * its first batch (a worker: its first commit) until it has handled the N-th record, over the
+ * records after that first batch — the rate of the work, start-up (group join, first fetch, a
+ * worker's fencing and restore) left out of every figure alike; start-up is measured on its own
+ * (bench/latency.ts). The rate from subscribe is kept too, for the notes.
  *
  *   const topic = await produceBenchTopic(kafka, registry, 'bench-ab12cd34', 100_000);
  *   const rate = await bareConsumerPass(kafka, topic.name, topic.records);   // records/s
@@ -89,14 +91,21 @@ export async function sendAll(kafka: Kafka, topic: string, messages: Message[]):
   }
 }
 
+/** records/s after the first batch (the figure), and from subscribe (start-up included). */
+export interface ConsumeRate {
+  rate: number;
+  withStart: number;
+}
+
 /**
  * Consumes `topic` from the beginning with a fresh group, calling `handle` per fetched batch,
- * until `records` records were handled; returns records/s from subscribe to the last one.
+ * until `records` records were handled.
  */
-async function timedConsume(kafka: Kafka, topic: string, records: number, handle: (messages: KafkaMessage[]) => Promise<void> | void): Promise<number> {
+async function timedConsume(kafka: Kafka, topic: string, records: number, handle: (messages: KafkaMessage[]) => Promise<void> | void): Promise<ConsumeRate> {
   const consumer = kafka.consumer({ groupId: `bench-reader-${randomUUID()}`, readUncommitted: false, maxBytesPerPartition: FETCH_BYTES_PER_PARTITION });
   await consumer.connect();
   let count = 0;
+  let first: { t: number; count: number } | undefined;
   let done!: (t: number) => void;
   const finished = new Promise<number>((resolve) => (done = resolve));
   const timeout = setTimeout(() => done(Number.NaN), 60_000 + records * 5);
@@ -109,12 +118,13 @@ async function timedConsume(kafka: Kafka, topic: string, records: number, handle
       eachBatch: async ({ batch }) => {
         await handle(batch.messages);
         count += batch.messages.length;
+        first ??= { t: now(), count };
         if (count >= records) done(now());
       },
     });
     const end = await finished;
     if (Number.isNaN(end)) throw new Error(`consuming ${topic}: ${count} of ${records} records before the timeout`);
-    return records / ((end - start) / 1000);
+    return { rate: (records - first!.count) / ((end - first!.t) / 1000), withStart: records / ((end - start) / 1000) };
   } finally {
     clearTimeout(timeout);
     await consumer.disconnect();
@@ -122,7 +132,7 @@ async function timedConsume(kafka: Kafka, topic: string, records: number, handle
 }
 
 /** The anchor: a kafkajs consumer (eachBatch) that only counts. */
-export function bareConsumerPass(kafka: Kafka, topic: string, records: number): Promise<number> {
+export function bareConsumerPass(kafka: Kafka, topic: string, records: number): Promise<ConsumeRate> {
   return timedConsume(kafka, topic, records, () => undefined);
 }
 
@@ -131,13 +141,13 @@ export function bareConsumerPass(kafka: Kafka, topic: string, records: number): 
  * (as `encodeOutputs` does for the decisions topic), on the synchronous batch path when the
  * serde has one (`prepare` + `decode` / `encode`), else through its promises.
  */
-export async function serdeConsumerPass(kafka: Kafka, registry: SchemaRegistryClient, topic: string, records: number): Promise<{ rate: number; path: string }> {
+export async function serdeConsumerPass(kafka: Kafka, registry: SchemaRegistryClient, topic: string, records: number): Promise<ConsumeRate & { path: string }> {
   const rollouts = await rolloutSerde(registry, topic);
   const decisions = await decisionSerde(registry, `${topic}.bench-decisions`);
   const context = { configHash: 'bench', pipelineRun: 'bench' };
   const fast = batchPath(rollouts) && batchPath(decisions);
   let sink = 0;
-  const rate = await timedConsume(kafka, topic, records, async (messages) => {
+  const rates = await timedConsume(kafka, topic, records, async (messages) => {
     if (fast) {
       await rollouts.prepare(messages.map((m) => m.value));
       for (const m of messages) {
@@ -152,7 +162,7 @@ export async function serdeConsumerPass(kafka: Kafka, registry: SchemaRegistryCl
     }
   });
   if (sink === 0) throw new Error('the serde pass encoded nothing');
-  return { rate, path: fast ? 'prepare + decode/encode (sync)' : 'deserialize/serialize (promises)' };
+  return { ...rates, path: fast ? 'prepare + decode/encode (sync)' : 'deserialize/serialize (promises)' };
 }
 
 interface BatchSerde<T> {
@@ -172,10 +182,10 @@ const TOOLS_LIB = join(REPO, '.cache/kafka-tools/lib');
 
 /**
  * Kafka's own perf consumer (org.apache.kafka:kafka-tools, the broker's version), fetched once
- * with Maven into .cache/kafka-tools/lib. Returns its nMsg.sec (from its start, join included,
- * to the last record), or a reason it could not run.
+ * with Maven into .cache/kafka-tools/lib. Returns its fetch.nMsg.sec (records over its fetch
+ * time: the group join left out, as in the other figures), or a reason it could not run.
  */
-export async function javaConsumerPerformance(brokers: string[], topic: string, records: number): Promise<{ rate: number } | { unavailable: string }> {
+export async function javaConsumerPerformance(brokers: string[], topic: string, records: number): Promise<ConsumeRate | { unavailable: string }> {
   try {
     await fetchKafkaTools();
   } catch (err) {
@@ -194,7 +204,7 @@ export async function javaConsumerPerformance(brokers: string[], topic: string, 
     const values = lines[header + 1]!.split(',').map((c) => c.trim());
     const consumed = Number(values[columns.indexOf('data.consumed.in.nMsg')]);
     if (consumed < records) return { unavailable: `ConsumerPerformance read ${consumed} of ${records} records` };
-    return { rate: Number(values[columns.indexOf('nMsg.sec')]) };
+    return { rate: Number(values[columns.indexOf('fetch.nMsg.sec')]), withStart: Number(values[columns.indexOf('nMsg.sec')]) };
   } catch (err) {
     return { unavailable: `ConsumerPerformance failed: ${(err as Error).message.split('\n')[0]}` };
   }

@@ -2,8 +2,8 @@
  * Latency of deploy/pipeline.json, in two figures:
  *
  * 1. Produce → visible: a fresh worker; rollouts sent at half the pipeline's maximum rate
- *    (measured in the same run), whole prompt groups per send; a read_committed consumer on the
- *    accepted topic. A record's latency is the time from just before its send() until the
+ *    (measured in the same run), paced every 10 ms in whole prompt groups; a read_committed
+ *    consumer on the accepted topic. A record's latency is the time from just before its send() until the
  *    reader holds it (accepted records are keyed by group id, so a record is matched to its
  *    group's send). p50 and p99 over every accepted record (the synthetic data's fates say how
  *    many to expect).
@@ -91,16 +91,23 @@ async function produceToVisible({ kafka, registry, prefix, dataDir, topic, pipel
     await producer.send({ topic: serde.topic, messages: await Promise.all(warm.rollouts.map(async (r) => ({ key: r.group_id, value: await serde.serialize(r) }))) });
     await worker.processedAt(warm.rollouts.length, 120_000);
 
+    // Paced: every 10 ms, the groups the schedule has reached go in one send (a slow send
+    // makes the next one bigger, so the offered rate holds).
     const start = now();
     let sent = 0;
-    for (const [key, messages] of groups) {
-      // Paced: this group goes when the schedule has reached it.
-      const due = start + (sent / rate) * 1000;
-      const wait = due - now();
-      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-      sentAt.set(key, now());
-      await producer.send({ topic: serde.topic, messages });
-      sent += messages.length;
+    const pending = [...groups];
+    while (pending.length > 0) {
+      const due = Math.min(load.rollouts.length, Math.floor(((now() - start) / 1000) * rate));
+      const batch: Message[] = [];
+      const t = now();
+      while (pending.length > 0 && sent + batch.length < due) {
+        const [key, messages] = pending.shift()!;
+        sentAt.set(key, t);
+        batch.push(...messages);
+      }
+      if (batch.length > 0) await producer.send({ topic: serde.topic, messages: batch });
+      sent += batch.length;
+      await new Promise((r) => setTimeout(r, 10));
     }
     const sendSeconds = (now() - start) / 1000;
     const timeout = setTimeout(() => seen(), 60_000);

@@ -4,11 +4,13 @@
  * (bench/worker.ts). It does all its work: decode, validate, decide, commit (one Kafka
  * transaction per batch with outputs, changelog and offsets) and store (its ClickHouse sink).
  *
- * - processed: records/s from startPipeline() resolved (consumer connected, group not yet
- *   joined — where the anchor's clock starts too) until the commit that makes
- *   progress.processed reach N.
- * - stored: the same start, until the sink has inserted N rows (samples + dead letters).
- * - GC: the worker's GcWindow over ready → N processed (bench/profile.ts).
+ * - processed: records/s from the worker's first commit until the commit that makes
+ *   progress.processed reach N, over the records after the first commit (start-up — join,
+ *   fencing, restore, the first batch — left out, as the anchor's join and first fetch are).
+ *   Also kept: the rate from startPipeline() resolved, start-up included.
+ * - stored: from the same first commit until the sink has inserted N rows (samples + dead
+ *   letters).
+ * - GC: the worker's GcWindow over the same window (bench/profile.ts).
  *
  *   const run = await runPipeline({ label: 'pipeline.json', configFile: EXAMPLE_CONFIG, topic, prefix, dataDir });
  */
@@ -39,12 +41,12 @@ export interface PipelineJob {
 
 export interface PipelineMeasurement {
   records: number;
-  /** records/s, decided and committed. */
+  /** records/s, decided and committed, after the first commit. */
   processedRate: number;
   /** records/s until the ClickHouse sink had stored every record; NaN if it did not in time. */
   storedRate: number;
-  /** records/s from the first commit to the N-th record (start-up left out): for reading, not the figure. */
-  steadyRate: number;
+  /** records/s from startPipeline() resolved to the N-th record: start-up included. */
+  withStartRate: number;
   /** ms from spawn to ready, and ready to the first commit. */
   startMs: number;
   firstCommitMs: number;
@@ -104,9 +106,9 @@ export async function runPipeline(job: PipelineJob, topic: BenchTopic): Promise<
     const first = worker.commits[0]!;
     return {
       records: topic.records,
-      processedRate: topic.records / ((processed - ready) / 1000),
-      steadyRate: (topic.records - first.processed) / ((processed - first.t) / 1000),
-      storedRate: topic.records / ((stored - ready) / 1000),
+      processedRate: (topic.records - first.processed) / ((processed - first.t) / 1000),
+      withStartRate: topic.records / ((processed - ready) / 1000),
+      storedRate: (topic.records - first.processed) / ((stored - first.t) / 1000),
       startMs: ready - worker.spawnedAt,
       firstCommitMs: first.t - ready,
       gc,

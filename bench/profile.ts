@@ -10,7 +10,7 @@
  *   (Buffer contents) is not in the JS heap and so not counted.
  *
  *   const gc = new GcWindow();   // observing from here
- *   gc.open();  …work…  const { gcShare, allocatedBytes } = gc.close();
+ *   gc.open();  …work on n records…  const { gcShare, allocatedBytes } = gc.close(n);
  */
 import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import v8 from 'node:v8';
@@ -26,6 +26,8 @@ export interface GcReport {
   allocatedBytes: number;
   /** Used JS heap at the end of the window, bytes. */
   heapUsedBytes: number;
+  /** The work done in the window, as the caller counts it (e.g. records processed). */
+  records: number;
 }
 
 interface HeapStats {
@@ -56,7 +58,7 @@ export class GcWindow {
     this.profiler?.start();
   }
 
-  close(): GcReport {
+  close(records: number): GcReport {
     const closedAt = performance.now();
     const usedAtClose = v8.getHeapStatistics().used_heap_size;
     const statistics = this.profiler?.stop().statistics ?? [];
@@ -73,6 +75,6 @@ export class GcWindow {
     }
     allocated += Math.max(0, usedAtClose - after);
     const wallMs = closedAt - this.openedAt;
-    return { wallMs, gcMs, gcShare: wallMs > 0 ? gcMs / wallMs : 0, collections: inside.length, allocatedBytes: this.profiler === undefined ? Number.NaN : allocated, heapUsedBytes: usedAtClose };
+    return { wallMs, gcMs, gcShare: wallMs > 0 ? gcMs / wallMs : 0, collections: inside.length, allocatedBytes: this.profiler === undefined ? Number.NaN : allocated, heapUsedBytes: usedAtClose, records };
   }
 }

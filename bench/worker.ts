@@ -8,7 +8,7 @@
  *   child → { type: 'ready', t }                     startPipeline resolved
  *   child → { type: 'commit', t, processed }         after every committed transaction
  *   child → { type: 'stored', t, stored }            after every ClickHouse insert (samples + dead letters)
- *   child → { type: 'gc', report }                   once `processed` reached job.expect (window: ready → then)
+ *   child → { type: 'gc', report }                   once `processed` reached job.expect (window: first commit → then)
  *   parent → { type: 'stop' }  child → { type: 'stopped' }, exits
  *
  * Times are epoch ms (performance.timeOrigin + now), comparable with the parent's.
@@ -72,17 +72,23 @@ async function run(): Promise<void> {
     const pipeline = await startPipeline(config, connections, { inputTopic: job.inputTopic });
     const progress: PipelineProgress = pipeline.progress;
     let reported = job.expect <= 0;
+    let openedAt: number | undefined;
     watch(progress, 'processed', (processed) => {
       send({ type: 'commit', t: now(), processed });
-      if (!reported && processed >= job.expect) {
+      if (reported) return;
+      // The window is the busy part: from the first commit to the expected count.
+      if (openedAt === undefined) {
+        openedAt = processed;
+        gc.open();
+      }
+      if (processed >= job.expect) {
         reported = true;
-        send({ type: 'gc', report: gc.close() });
+        send({ type: 'gc', report: gc.close(processed - openedAt) });
       }
     });
     const stored = () => send({ type: 'stored', t: now(), stored: progress.stored.samples + progress.stored.dead_letters });
     watch(progress.stored, 'samples', stored);
     watch(progress.stored, 'dead_letters', stored);
-    gc.open();
     send({ type: 'ready', t: now() });
     process.on('message', (message: { type: string }) => {
       if (message.type === 'stop') void pipeline.stop();

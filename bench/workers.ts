@@ -102,7 +102,7 @@ export class BenchWorker {
     return this.stores.find((s) => s.stored >= records)!.t;
   }
 
-  /** The GC report of the window ready → `job.expect` processed. */
+  /** The GC report of the window first commit → `job.expect` processed. */
   async gcReport(timeoutMs: number): Promise<GcReport> {
     await this.until(() => this.gc !== undefined, timeoutMs, () => 'its GC report');
     return this.gc!;
