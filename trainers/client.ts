@@ -3,6 +3,7 @@ import type { SchemaRegistryClient } from '@confluentinc/schemaregistry';
 import { AnnouncedVersions, type ModelVersions } from '../operators/staleness-filter.ts';
 import { BroadcastReader } from '../streams/broadcast.ts';
 import { coPartitionAssigner } from '../streams/co-partition-assigner.ts';
+import { RecordError } from '../streams/errors.ts';
 import type { Decision, Label, ModelUpdate } from '../streams/records.ts';
 import { decisionSerde, labelSerde, modelUpdateSerde, type TopicSerde } from '../streams/serde.ts';
 import type { TopicCatalog } from '../streams/topics.ts';
@@ -497,8 +498,9 @@ export class TrainerClient {
       if (topic === this.decisionTopic) return { kind: 'record', offset, record: { kind: 'decision', ...base, value: await this.serdes.decisions!.deserialize(message.value) } };
       return { kind: 'record', offset, record: { kind: 'label', ...base, value: await this.serdes.labels!.deserialize(message.value) } };
     } catch (err) {
-      // An unreachable registry is not the record's fault: fail the fetch, kafkajs retries it.
-      if (registryUnavailable(err)) throw err;
+      // An unreachable registry (the serde's UnavailableError) is not the record's fault: fail
+      // the fetch, kafkajs retries it. A RecordError is the record's: skip it.
+      if (!(err instanceof RecordError)) throw err;
       return skipped(`does not decode: ${(err as Error).message}`);
     }
   }
@@ -762,11 +764,4 @@ export class TrainerClient {
     await Promise.allSettled([this.consumer.disconnect(), this.producer.disconnect(), this.announcements?.stop()]);
     await this.admin.disconnect().catch(() => undefined);
   }
-}
-
-function registryUnavailable(err: unknown): boolean {
-  const e = err as { status?: number; code?: string; cause?: { code?: string } };
-  if (typeof e.status === 'number') return e.status >= 500 || e.status === 429;
-  const code = e.code ?? e.cause?.code;
-  return typeof code === 'string' && /^(ECONN|ETIMEDOUT|EAI_AGAIN|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|ERR_NETWORK)/.test(code);
 }
