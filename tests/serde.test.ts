@@ -1,15 +1,21 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import avsc from 'avsc';
 import type { KafkaMessage } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
 import { syntheticRollouts } from '../cli/synthetic.ts';
 import type { DeadLetter, Envelope, Sample } from '../operators/envelope.ts';
+import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
 import { decodeRollouts } from '../pipeline/decode.ts';
+import { startPipeline } from '../pipeline/run.ts';
+import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { DLQ_HEADERS, encodeOutputs, type OutputTopics } from '../sinks/kafka-outputs.ts';
 import { rolloutSchema, type Decision, type Rollout } from '../streams/records.ts';
 import { RecordError } from '../streams/errors.ts';
 import { confluentSerde, decisionSerde, registryClient, registryUnavailable, rolloutSerde, type TopicSerde } from '../streams/serde.ts';
 import { rollout, sample } from './helpers/envelopes.ts';
-import { connections, uniquePrefix } from './helpers/kafka.ts';
+import { connections, consumeTopic, testKafka, uniquePrefix } from './helpers/kafka.ts';
 
 const client = registryClient(connections.schemaRegistryUrl);
 const prefix = uniquePrefix('serde');
@@ -198,5 +204,52 @@ describe('compiled registry serde (against the registry, bytes compared with @co
     const copy = rewritten.messages[0]!.value as Buffer;
     expect(copy.readInt32BE(1)).toBe(otherId);
     expect(copy.subarray(5).equals((decidedA!.value as Buffer).subarray(5))).toBe(true);
+  });
+});
+
+describe('a pipeline partition with evolved, unresolvable and ordinary records', () => {
+  it('keeps flowing: the evolved records decided with reader defaults, the unresolvable one dead-lettered with its reason, the records after it decided', async () => {
+    const name = uniquePrefix('serde-e2e');
+    const serverUrl = process.env.FLYWHEEL_TEST_CLICKHOUSE_URL;
+    const dir = mkdtempSync(join(tmpdir(), 'flywheel-serde-'));
+    const database = `serde_${Date.now()}`;
+    const store: ClickHouseStore = serverUrl ? await openStore({ url: serverUrl, database }) : await openStore({ path: join(dir, 'clickhouse') });
+    const config = withOverrides(loadConfig(EXAMPLE_CONFIG), { name: 'serde', run: name, topics: { prefix: name, partitions: 1 } });
+    const pipeline = await startPipeline(config, connections, { store });
+    const kafka = testKafka('serde-e2e');
+    const producer = kafka.producer();
+    try {
+      const topic = pipeline.catalog.rollouts;
+      const serde = await rolloutSerde(client, topic);
+      const evolved = { ...rolloutSchema, fields: [...rolloutSchema.fields.filter((f) => f.name !== 'model_name' && f.name !== 'run_id'), { name: 'temperature', type: 'double', default: 1 }] };
+      const evolvedId = await client.register(`${topic}-value`, { schemaType: 'AVRO', schema: JSON.stringify(evolved) });
+      const foreign = { ...rolloutSchema, doc: name, fields: rolloutSchema.fields.map((f) => (f.name === 'tags' ? { ...f, type: { type: 'map', values: 'int' } } : f)) };
+      const foreignId = await client.register(`${name}.foreign-value`, { schemaType: 'AVRO', schema: JSON.stringify(foreign) });
+      const r = (i: number) => rollout({ id: `${name}-${i}`, group_id: `g${i}`, prompt_id: `g${i}`, response: `Sample ${i}.\nAnswer: 4`, created_at: Date.now() - 1000 });
+      const withoutRunAndModel = (x: Rollout) => {
+        const { model_name: _m, run_id: _r, ...rest } = x;
+        return { ...rest, temperature: 0.5 };
+      };
+      const values = [serde.encode(r(0)), written(evolvedId, evolved, withoutRunAndModel(r(1))), written(foreignId, foreign, { ...r(2), tags: { attempt: 1 } }), serde.encode(r(3)), written(evolvedId, evolved, withoutRunAndModel(r(4)))];
+      await producer.connect();
+      await producer.send({ topic, messages: values.map((value, i) => ({ key: `g${i}`, partition: 0, value })) });
+
+      const decisionsSerde = await decisionSerde(client, pipeline.catalog.decisions);
+      const decided = await Promise.all((await consumeTopic(kafka, pipeline.catalog.decisions, (m) => m.length >= 4, { settleMs: 500 })).map((m) => decisionsSerde.deserialize(m.value!)));
+      expect(decided.map((d) => d.rollout.id)).toEqual([0, 1, 3, 4].map((i) => `${name}-${i}`));
+      expect(decided.map((d) => d.decision)).toEqual(['accepted', 'accepted', 'accepted', 'accepted']);
+      expect(decided[1]!.rollout).toMatchObject({ run_id: '', model_name: '', model_version: 'v1' });
+      const [dead, ...more] = await consumeTopic(kafka, pipeline.catalog.deadLetter, (m) => m.length >= 1, { settleMs: 500 });
+      expect(more).toEqual([]);
+      expect(dead!.headers![DLQ_HEADERS.stage]!.toString()).toBe('decode');
+      expect(dead!.headers![DLQ_HEADERS.reason]!.toString()).toBe(`not a rollout: writer schema ${foreignId} (subject ${name}.foreign-value) cannot be resolved to flywheel.Rollout: tags.*: cannot read "int" as "string"`);
+      expect(dead!.value!.equals(values[2]!)).toBe(true);
+    } finally {
+      await producer.disconnect();
+      await pipeline.stop();
+      if (serverUrl) await store.command(`DROP DATABASE IF EXISTS ${database}`);
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
