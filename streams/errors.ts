@@ -59,9 +59,10 @@ export class UnavailableError extends FlywheelError {
 const NETWORK_CODES = /^(ECONN|ETIMEDOUT|EPIPE|EAI_AGAIN|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|ENETDOWN|ERR_NETWORK|ERR_SOCKET|UND_ERR)/;
 
 /**
- * Whether retrying the same work later may succeed. An explicit `retriable` flag decides (ours,
- * kafkajs's, a serde's); then network error codes, HTTP 5xx / 408 / 429 and kafkajs's errors
- * (which are about the cluster, never about a record) are retriable, also through `cause`.
+ * Whether retrying the same work later may succeed. kafkajs's errors are (they are about the
+ * cluster, never about a record); otherwise an explicit `retriable` flag decides (ours, a
+ * serde's); then network error codes and HTTP 5xx / 408 / 429 / 401 / 403 (a service overloaded,
+ * or credentials: never the record's fault) are retriable, also when found through `cause`.
  * Anything else — a TypeError, a schema mismatch, an operator's own exception — is taken to be
  * the input's fault: deterministic, so not retriable.
  *
@@ -71,11 +72,13 @@ const NETWORK_CODES = /^(ECONN|ETIMEDOUT|EPIPE|EAI_AGAIN|ENOTFOUND|EHOSTUNREACH|
 export function retriable(err: unknown): boolean {
   for (let e = err as ErrorLike | undefined, depth = 0; e !== undefined && e !== null && depth < 5; e = e.cause as ErrorLike | undefined, depth++) {
     if (typeof e !== 'object') return false;
+    // kafkajs marks errors it will not retry itself (a fenced producer's among them) non-retriable;
+    // for a caller that takes the partition again they are still the cluster's, not the record's.
+    if (typeof e.name === 'string' && e.name.startsWith('KafkaJS')) return true;
     if (typeof e.retriable === 'boolean') return e.retriable;
     if (typeof e.code === 'string' && NETWORK_CODES.test(e.code)) return true;
     const status = e.status ?? e.statusCode ?? e.response?.status;
-    if (typeof status === 'number') return status >= 500 || status === 408 || status === 429;
-    if (typeof e.name === 'string' && e.name.startsWith('KafkaJS')) return true;
+    if (typeof status === 'number') return status >= 500 || status === 408 || status === 429 || status === 401 || status === 403;
   }
   return false;
 }

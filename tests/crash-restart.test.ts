@@ -13,7 +13,7 @@ import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts
 import { topicCatalog } from '../streams/topics.ts';
 import { expectDecidedOnce, expectedOutcome } from './helpers/expected.ts';
 import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil, createCatalogTopics } from './helpers/kafka.ts';
-import { exited, startWorker } from './helpers/workers.ts';
+import { exited, groupJoins, startWorker } from './helpers/workers.ts';
 
 describe('a worker killed with SIGKILL mid-stream and restarted', () => {
   const prefix = uniquePrefix('crash');
@@ -82,6 +82,8 @@ describe('a worker killed with SIGKILL mid-stream and restarted', () => {
     await served.close();
     worker.kill('SIGTERM');
     expect(await exited(worker)).toBe(0);
+    // Each run joined the group about once: no crash-and-rejoin loop.
+    expect(groupJoins(log, 'crash')).toBeLessThanOrEqual(4);
     const store = await openStore({ path: config.clickhouse.path });
     try {
       const [rows] = await store.query<{ rows: number; ids: number }>(`SELECT count() AS rows, uniqExact(id) AS ids FROM samples`);

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
 import type { KafkaMessage, TopicMessages } from 'kafkajs';
 import { DLQ_HEADERS } from '../sinks/kafka-outputs.ts';
 import { restoreChangelog } from '../streams/changelog-restore.ts';
-import { UnavailableError } from '../streams/errors.ts';
+import { RecordError, retriable, UnavailableError } from '../streams/errors.ts';
 import { ExactlyOnceProcessor } from '../streams/exactly-once.ts';
 import { changelogTopicConfig, ensureTopics } from '../streams/topics.ts';
 import { consumeTopic, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
@@ -209,5 +209,33 @@ describe('restoreChangelog: one partition, resumed where an earlier attempt stop
 
     // Nothing left to read: no consumer at all, the progress is the answer.
     expect((await restoreChangelog(kafka, topic, [0], { progress })).get(0)).toBe(resumed);
+  });
+});
+
+describe('retriable(): what a retry can cure', () => {
+  it('retries services (network codes, 5xx, 429, auth, kafkajs, UnavailableError, also as a cause), not records', () => {
+    const coded = (code: string) => Object.assign(new Error(`connect ${code}`), { code });
+    for (const err of [
+      coded('ECONNREFUSED'),
+      coded('ECONNRESET'),
+      coded('ETIMEDOUT'),
+      Object.assign(new Error('Service Unavailable'), { status: 503 }),
+      Object.assign(new Error('Too Many Requests'), { response: { status: 429 } }),
+      Object.assign(new Error('Unauthorized'), { status: 401 }),
+      Object.assign(new Error('fenced'), { name: 'KafkaJSProtocolError', retriable: false, type: 'INVALID_PRODUCER_EPOCH' }),
+      new UnavailableError('schema registry', 'http://127.0.0.1:1', 'down'),
+      new Error('decode failed', { cause: coded('ECONNREFUSED') }),
+    ]) {
+      expect(retriable(err), err.message).toBe(true);
+    }
+    for (const err of [
+      new TypeError("Cannot read properties of undefined (reading 'trim')"),
+      new Error('Invalid message at rollout.run_id, expected "string", got undefined'),
+      new RecordError('the body is truncated', { record: { topic: 't', partition: 0, offset: '7' } }),
+      Object.assign(new Error('Unprocessable Entity'), { status: 422 }),
+      'a string thrown',
+    ]) {
+      expect(retriable(err), String(err)).toBe(false);
+    }
   });
 });

@@ -12,7 +12,7 @@ import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts
 import { topicCatalog } from '../streams/topics.ts';
 import { expectDecidedOnce, expectedOutcome } from './helpers/expected.ts';
 import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil, createCatalogTopics } from './helpers/kafka.ts';
-import { exited, startWorker } from './helpers/workers.ts';
+import { exited, groupJoins, startWorker } from './helpers/workers.ts';
 
 const serverUrl = process.env.FLYWHEEL_TEST_CLICKHOUSE_URL;
 
@@ -91,6 +91,9 @@ describe('a second worker joining mid-stream (shared ClickHouse server)', () => 
       await store.close();
     }
     expect(logs[1]!.join(''), 'the second worker did part of the work').toMatch(/processed [1-9]/);
+    // One rebalance for the second worker's arrival, not a loop of crashes and rejoins.
+    expect(groupJoins(logs[0]!, 'rebalance'), 'first worker: joined, then rebalanced once or twice').toBeLessThanOrEqual(3);
+    expect(groupJoins(logs[1]!, 'rebalance')).toBeLessThanOrEqual(2);
     for (const w of workers) w.kill('SIGTERM');
     expect(await Promise.all(workers.map(exited))).toEqual([0, 0]);
   }, 240_000);

@@ -11,3 +11,14 @@ export function startWorker(configFile: string, log: string[], env: NodeJS.Proce
 export function exited(child: ChildProcess): Promise<number | null> {
   return child.exitCode !== null || child.signalCode !== null ? Promise.resolve(child.exitCode) : new Promise((r) => child.once('exit', (code) => r(code)));
 }
+
+/**
+ * How often a worker's curating processor was handed its partitions (it logs one line per group
+ * join): a consumer that crashes and rejoins in a loop shows many.
+ */
+export function groupJoins(log: string[], pipelineName: string): number {
+  return log
+    .join('')
+    .split('\n')
+    .filter((line) => line.startsWith(`[flywheel] ${pipelineName}: partitions [`)).length;
+}
