@@ -239,3 +239,61 @@ describe('retriable(): what a retry can cure', () => {
     }
   });
 });
+
+describe('a rebalance while a batch waits out a retry backoff', () => {
+  const kafka = testKafka('backoff');
+  const prefix = uniquePrefix('backoff');
+  const input = `${prefix}.in`;
+  const groupId = `${prefix}.backoff`;
+  const processors: ExactlyOnceProcessor<null>[] = [];
+  const log: string[] = [];
+
+  afterAll(async () => {
+    await Promise.all(processors.map((p) => p.stop()));
+  });
+
+  it('hands the batch back at once, so the group rebalances without waiting for the backoff', async () => {
+    onTestFailed(() => console.error(`--- processor log ---\n${log.join('\n')}`));
+    const admin = kafka.admin();
+    await admin.connect();
+    await ensureTopics(admin, [{ topic: input, numPartitions: 2, replicationFactor: -1 }]);
+    await admin.disconnect();
+    const producer = kafka.producer();
+    await producer.connect();
+    await producer.send({ topic: input, messages: [0, 1].map((partition) => ({ value: 'x', partition })) });
+    await producer.disconnect();
+    // Partition 0's records always meet an unavailable service; the backoff is a minute.
+    const processor = (name: string) =>
+      new ExactlyOnceProcessor<null>({
+        kafka,
+        groupId,
+        inputTopics: [input],
+        stores: [],
+        changelogTopic: (s) => s,
+        fromBeginning: true,
+        partitionsConsumedConcurrently: 2,
+        maxBatchBytes: 65_536,
+        retry: { initialMs: 60_000, maxMs: 60_000, maxAttempts: 3 },
+        log: (line) => void log.push(`${name} ${line}`),
+        onAssigned: (partitions) => void log.push(`${name} assigned [${partitions.join(', ')}]`),
+        assign: () => null,
+        process: async (batch, { partition }) => {
+          if (batch.kind === 'records' && partition === 0) throw new UnavailableError('scorer', 'http://127.0.0.1:1', 'connect ECONNREFUSED');
+          return [];
+        },
+      });
+    const first = processor('first');
+    processors.push(first);
+    await first.start();
+    await waitUntil(() => log.some((l) => l.includes('retry 1/3 in 60000 ms')), 'the first processor to back off');
+    const second = processor('second');
+    processors.push(second);
+    await second.start();
+    // Without the hand-back the group would wait for the first member's batch until the
+    // rebalance timeout threw it out, and the second would start alone with both partitions.
+    await waitUntil(() => second.counters.groupJoins > 0, 'the second processor to join', 45_000);
+    expect(log.find((l) => l.startsWith('second assigned')), 'both members in the first generation with the second').toMatch(/^second assigned \[\d\]$/);
+    expect(log.filter((l) => /retry [2-9]\//.test(l)), 'no backoff ran out before the rebalance').toEqual([]);
+    expect(first.counters.crashes + second.counters.crashes).toBe(0);
+  }, 90_000);
+});
