@@ -98,58 +98,64 @@ export async function benchKafkaClients(options: KafkaClientsOptions = {}): Prom
   const prefix = `bench-kc-${randomUUID().slice(0, 8)}`;
   const topic = (name: string) => `${prefix}-${name}`;
   const created: string[] = [];
-  const create = async (...names: string[]) => {
-    await ensureTopics(admin, names.map((name) => ({ topic: name, numPartitions: partitions, replicationFactor: 1 })));
+  /** Created in one go before anything is timed; a loaded broker sometimes fails a creation, so it is retried. */
+  const create = async (names: string[]) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await ensureTopics(admin, names.map((name) => ({ topic: name, numPartitions: partitions, replicationFactor: 1 })));
+        break;
+      } catch (err) {
+        if (attempt >= 5) throw err;
+        log(`creating topics failed (${(err as Error).message}), retrying`);
+        await new Promise((r) => setTimeout(r, 1000 * attempt));
+      }
+    }
     created.push(...names);
   };
   const results = new Map<string, Result[]>();
+  const input = topic('input');
+  const warmInput = topic('warm-input');
+  const scratch = topic('warm-produce');
+  const runs: Array<{ pass: number; op: Op; side: Side; job: Record<string, unknown> }> = [];
+  for (let pass = 0; pass < passes; pass++) {
+    // Rotate who goes first, so no side always runs right after the same neighbour.
+    const order = sides.map((_, i) => sides[(i + pass) % sides.length]!);
+    for (const op of OPS) {
+      for (const side of order) {
+        if (side.ops !== undefined && !side.ops.includes(op)) continue;
+        const tag = `${side.id}-${op}-${pass}`;
+        const job: Record<string, unknown> = {
+          op,
+          brokers: connections.kafkaBrokers,
+          partitions,
+          records,
+          warmRecords,
+          retryMs,
+          groupId: `${prefix}-${tag}`,
+          topic: op === 'produce' ? topic(`produced-${tag}`) : input,
+          warmTopic: op === 'produce' ? scratch : warmInput,
+          ...(op === 'transact' ? { outputTopic: topic(`output-${tag}`), warmOutputTopic: topic(`warm-output-${tag}`) } : {}),
+          ...side.extra,
+        };
+        runs.push({ pass, op, side, job });
+      }
+    }
+  }
   try {
-    const input = topic('input');
-    const warmInput = topic('warm-input');
-    const scratch = topic('warm-produce');
-    await create(input, warmInput, scratch);
+    const perRun = runs.flatMap(({ op, job }) => [...(op === 'produce' ? [job.topic as string] : []), ...(op === 'transact' ? [job.outputTopic as string, job.warmOutputTopic as string] : [])]);
+    for (const names of chunks([input, warmInput, scratch, ...perRun], 20)) await create(names);
     log(`filling ${input} (${records} records) and ${warmInput} (${warmRecords})`);
     await fill(kafka, input, records, partitions);
     await fill(kafka, warmInput, warmRecords, partitions);
     await expectRecords(admin, input, records);
 
-    for (let pass = 0; pass < passes; pass++) {
-      // Rotate who goes first, so no side always runs right after the same neighbour.
-      const order = sides.map((_, i) => sides[(i + pass) % sides.length]!);
-      for (const op of OPS) {
-        for (const side of order) {
-          if (side.ops !== undefined && !side.ops.includes(op)) continue;
-          const tag = `${side.id}-${op}-${pass}`;
-          const job: Record<string, unknown> = {
-            op,
-            brokers: connections.kafkaBrokers,
-            partitions,
-            records,
-            warmRecords,
-            retryMs,
-            groupId: `${prefix}-${tag}`,
-            ...side.extra,
-          };
-          if (op === 'produce') {
-            job.topic = topic(`produced-${tag}`);
-            job.warmTopic = scratch;
-            await create(job.topic as string);
-          } else {
-            job.topic = input;
-            job.warmTopic = warmInput;
-          }
-          if (op === 'transact') {
-            job.outputTopic = topic(`output-${tag}`);
-            job.warmOutputTopic = topic(`warm-output-${tag}`);
-            await create(job.outputTopic as string, job.warmOutputTopic as string);
-          }
-          const result = await runChild(side, job);
-          await verify(kafka, admin, result, job, records, log);
-          const key = `${side.id}:${op}`;
-          results.set(key, [...(results.get(key) ?? []), result]);
-          log(`pass ${pass + 1}/${passes} ${op.padEnd(8)} ${side.label.padEnd(40)} ${Math.round(rate(result)).toLocaleString('en-US')} msgs/s${result.transactions ? ` (${result.transactions} transactions)` : ''}${result.retried && Object.keys(result.retried).length > 0 ? ` retried ${JSON.stringify(result.retried)}` : ''} ✓ verified`);
-        }
-      }
+    for (const { pass, op, side, job } of runs) {
+      const result = await runChild(side, job);
+      await verify(kafka, admin, result, job, records, log);
+      const key = `${side.id}:${op}`;
+      results.set(key, [...(results.get(key) ?? []), result]);
+      const retried = result.retried && Object.keys(result.retried).length > 0 ? ` retried ${JSON.stringify(result.retried)}` : '';
+      log(`pass ${pass + 1}/${passes} ${op.padEnd(8)} ${side.label.padEnd(40)} ${Math.round(rate(result)).toLocaleString('en-US')} msgs/s${result.transactions ? ` (${result.transactions} transactions)` : ''}${retried} ✓ verified`);
     }
   } finally {
     await admin.deleteTopics({ topics: created }).catch(() => undefined);
@@ -196,6 +202,12 @@ function rows(results: Map<string, Result[]>, sides: Side[], records: number, pa
     out.push(row(op, 'the switch (client + runtime)', plt24, kjsProject));
   }
   out.push(row('transact', 'one transaction per fetch (KIP-447) vs Flywheel\'s per-partition tasks', plt24Fetch, kjsProject));
+  return out;
+}
+
+function chunks<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
   return out;
 }
 
