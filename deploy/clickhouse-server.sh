@@ -8,6 +8,10 @@
 # ${FLYWHEEL_DATA:-<repo>/.flywheel}/clickhouse-server, listening on 127.0.0.1 only.
 #   CLICKHOUSE_HTTP_PORT (default 18123)  HTTP interface, what @clickhouse/client talks to
 #   CLICKHOUSE_TCP_PORT  (default 19000)  native protocol (clickhouse-client)
+#   ZOOKEEPER_PORT       (default 12181)  the ZooKeeper it uses (deploy/zookeeper.sh, same
+#                                         FLYWHEEL_DATA), started and stopped with the server
+# With ZooKeeper, Flywheel's tables are ReplicatedMergeTree (one replica): 18.16 deduplicates a
+# re-sent identical INSERT block only there (schema.ts, "Exactly once into ClickHouse").
 # Prints the URL to use as CLICKHOUSE_URL / FLYWHEEL_TEST_CLICKHOUSE_URL on start and status.
 set -euo pipefail
 
@@ -24,6 +28,9 @@ PID_MATCH=clickhouse
 LOG_DIR="$HOME_DIR/log"
 URL="http://127.0.0.1:$HTTP_PORT"
 SERVER_BIN=/usr/sbin/clickhouse-server
+ZOOKEEPER_PORT="${ZOOKEEPER_PORT:-12181}"
+export ZOOKEEPER_PORT FLYWHEEL_DATA="$DATA_ROOT"
+ZOOKEEPER_SH="$(dirname "${BASH_SOURCE[0]}")/zookeeper.sh"
 READY_TIMEOUT_S="${CLICKHOUSE_READY_TIMEOUT_S:-60}"
 
 install_if_missing() {
@@ -91,6 +98,14 @@ write_config() {
     <!-- Tests create and drop a database per run: no drop protection. -->
     <max_table_size_to_drop>0</max_table_size_to_drop>
     <max_partition_size_to_drop>0</max_partition_size_to_drop>
+    <!-- Block checksums of ReplicatedMergeTree inserts, so a re-sent identical block is dropped. -->
+    <zookeeper>
+        <node>
+            <host>127.0.0.1</host>
+            <port>$ZOOKEEPER_PORT</port>
+        </node>
+        <session_timeout_ms>30000</session_timeout_ms>
+    </zookeeper>
 </yandex>
 EOF
   # One user, no password, reachable from loopback only.
@@ -143,6 +158,7 @@ start() {
       # Something else owns the port; starting a second server would fail to bind anyway.
       die "port $HTTP_PORT already answers /ping but not from our pid file; not starting another server"
     fi
+    bash "$ZOOKEEPER_SH" start >/dev/null 9>&-
     write_config
     # Run in the foreground of a background job (not --daemon) so the pid we record is the
     # server itself; stdout/stderr go to a file for start-up failures that precede the logger.
@@ -173,7 +189,10 @@ start() {
 }
 
 # SIGTERM makes ClickHouse finish running queries and flush; give it time, then force.
-stop() { stop_service 30; }
+stop() {
+  stop_service 30
+  bash "$ZOOKEEPER_SH" stop 9>&-
+}
 
 status() {
   local pid

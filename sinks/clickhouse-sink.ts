@@ -1,10 +1,11 @@
-import type { Consumer, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
+import type { Admin, Consumer, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
 import type { Decision } from '../streams/records.ts';
 import type { TopicSerde } from '../streams/serde.ts';
-import { kafkaBatches } from '../streams/source.ts';
+import { kafkaBatches, type SourceBatch } from '../streams/source.ts';
 import { sinkHighWater } from './clickhouse/schema.ts';
 import { TRAINER_PROGRESS_TABLE } from './clickhouse/views.ts';
 import type { ClickHouseStore } from './clickhouse/store.ts';
+import { ClickHouseStoreError } from './clickhouse/sql.ts';
 import { DLQ_HEADERS } from './kafka-outputs.ts';
 import { mergeMap, type Subscription } from 'rxjs';
 import { coPartitionAssigner } from '../streams/co-partition-assigner.ts';
@@ -19,33 +20,125 @@ export interface ClickHouseSinkOptions {
   trainerProgressTopic: string;
   /** Called after rows are stored, with how many. */
   onInsert?: (info: { table: string; rows: number }) => void;
+  /** Called before each retry of a failed INSERT (also logged on stderr). */
+  onRetry?: (info: { table: string; range: string; attempt: number; error: Error }) => void;
+  /** Called for each record dead-lettered because ClickHouse rejects its row. */
+  onDeadLetter?: (info: { topic: string; partition: number; offset: string; reason: string }) => void;
+  /** Per INSERT attempt; must stay well under the session timeout (default 10 000 ms). */
+  insertTimeoutMs?: number;
+  /** The consumer group session (default 30 000 ms); heartbeats go on during an INSERT. */
+  sessionTimeoutMs?: number;
+  /** Heartbeat interval (default 3 000 ms). */
+  heartbeatIntervalMs?: number;
+  /** Backoff between INSERT retries: doubles from `initialMs` up to `maxMs` (default 250 → 10 000). */
+  retry?: { initialMs: number; maxMs: number };
+}
+
+/** Metadata of an intent commit: the last offset of the range about to be inserted. */
+const INTENT = 'flywheel-sink-range:';
+
+/** This member no longer owns the partition (rebalanced, or its session expired): stop, rejoin. */
+class FencedError extends Error {
+  override readonly name = 'FencedError';
+}
+
+/** A range of one partition, inserted as one block: every record in [from, to], in order. */
+interface Range {
+  from: bigint;
+  to: bigint;
+  messages: KafkaMessage[];
+}
+
+interface PartitionState {
+  /** The group generation (GROUP_JOIN count) this state belongs to. */
+  generation: number;
+  /** A range an earlier owner announced (committed intent) that must be re-sent exactly first. */
+  pending?: Range;
 }
 
 /**
- * Copies the decisions and dead-letter topics (read_committed) into ClickHouse, exactly once.
+ * ClickHouse error codes caused by a row's content (parse errors, bad values): retrying the same
+ * block cannot help, so its records are isolated and the culprit dead-lettered. Every other
+ * failure (no answer, refused, timeout, ZooKeeper, too many parts, …) is retried with backoff.
+ */
+const DATA_ERROR_CODES = new Set([6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 130, 131, 321]);
+
+/** True when retrying cannot cure `err`: the rows, not the store, are at fault. */
+export function isRowError(err: unknown): boolean {
+  if (err instanceof ClickHouseStoreError) return err.code !== undefined && DATA_ERROR_CODES.has(err.code);
+  return err instanceof RowError;
+}
+
+/** A record that cannot become a row (does not decode, non-finite numbers). */
+class RowError extends Error {
+  override readonly name = 'RowError';
+}
+
+/**
+ * Copies the decisions and dead-letter topics (read_committed) into ClickHouse, exactly once
+ * whatever the timing: a stalled INSERT that lands after another sink took the partition over
+ * adds nothing.
  *
- * ClickHouse takes part in no Kafka transaction, so the Kafka offset of every stored row is
- * stored with it (`sink_topic`, `sink_partition`, `sink_offset`) and is the source of truth:
- * on each assignment the sink reads the highest stored offset per partition and skips records
- * at or below it, so a batch retried after a crash between the INSERT and the offset commit is
- * not stored twice. One INSERT per batch is atomic. This works the same on the embedded engine
- * and on an old server, which has no insert deduplication tokens. Committing offsets to Kafka
- * as well only saves re-reading on restart. The tables are ReplacingMergeTree keyed by the
- * record, as a backstop.
+ * - Each INSERT is one block of every record in an offset range [a, b] of one partition, built
+ *   deterministically (rows in offset order, fixed columns, `inserted_at` = the record's Kafka
+ *   timestamp, no now()), so every copy of it is byte-identical and the engine drops all but one
+ *   (chdb: token `<topic>:<partition>:<a>-<b>`; server: ReplicatedMergeTree's block checksum;
+ *   see schema.ts).
+ * - Before inserting [a, b] the sink commits the group offset a with metadata `b` (the intent).
+ *   The commit carries the group generation, so it fails once this member lost the partition:
+ *   the ownership check. A new owner reads the committed offset and metadata and first re-sends
+ *   exactly [a, b] (dropped if the old owner's copy landed), then continues.
+ * - The highest stored sink offset per partition (sinkHighWater) skips ranges already stored
+ *   (restarts re-read the last range).
+ * - An INSERT attempt times out after `insertTimeoutMs` and is retried with backoff, heartbeating
+ *   meanwhile; each retry is counted and logged. A row ClickHouse rejects (parse error) is no
+ *   loop: the range is retried record by record and the culprit stored in `dead_letters` (stage
+ *   `clickhouse-sink`) instead.
+ * - The store may be down at start ({@link LazyStore}): the sink retries until it comes back.
  */
 export class ClickHouseSink {
   private readonly consumer: Consumer;
+  private readonly admin: Admin;
   private highWater = new Map<string, Promise<Map<number, number>>>();
+  private readonly partitions = new Map<string, PartitionState>();
+  private generation = 0;
+  private assigned = new Set<string>();
   private subscription: Subscription | undefined;
+  private stopping = false;
+  private readonly insertTimeoutMs: number;
+  private readonly retry: { initialMs: number; maxMs: number };
+  /** INSERT retries so far (store unavailable, timeouts). */
+  retries = 0;
+  /** Ranges re-sent because an earlier owner had announced them. */
+  resent = 0;
 
   constructor(private readonly options: ClickHouseSinkOptions) {
-    this.consumer = options.kafka.consumer({ groupId: options.groupId, readUncommitted: false, partitionAssigners: [coPartitionAssigner] });
+    const sessionTimeout = options.sessionTimeoutMs ?? 30_000;
+    this.insertTimeoutMs = options.insertTimeoutMs ?? 10_000;
+    if (this.insertTimeoutMs * 2 > sessionTimeout) {
+      throw new Error(`ClickHouse sink: insertTimeoutMs (${this.insertTimeoutMs}) must be at most half the session timeout (${sessionTimeout})`);
+    }
+    this.retry = options.retry ?? { initialMs: 250, maxMs: 10_000 };
+    this.consumer = options.kafka.consumer({
+      groupId: options.groupId,
+      readUncommitted: false,
+      partitionAssigners: [coPartitionAssigner],
+      sessionTimeout,
+      heartbeatInterval: options.heartbeatIntervalMs ?? 3_000,
+    });
+    this.admin = options.kafka.admin();
   }
 
   async start(): Promise<{ stopped: Promise<void> }> {
+    await this.admin.connect();
     await this.consumer.connect();
-    // Another sink worker (sharing a ClickHouse server) may have stored more since we last looked.
-    this.consumer.on(this.consumer.events.GROUP_JOIN, () => (this.highWater = new Map()));
+    this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
+      // Another sink may have stored more, or announced ranges, since we last looked.
+      this.generation += 1;
+      this.highWater = new Map();
+      this.partitions.clear();
+      this.assigned = new Set(Object.entries(payload.memberAssignment).flatMap(([t, ps]) => ps.map((p) => `${t}:${p}`)));
+    });
     const stopped = new Promise<void>((resolve, reject) => {
       this.subscription = kafkaBatches(this.consumer, {
         topics: [this.options.decisions.topic, this.options.deadLetterTopic, this.options.trainerProgressTopic],
@@ -55,10 +148,11 @@ export class ClickHouseSink {
         .pipe(
           mergeMap(async (source) => {
             try {
-              await this.store(source.batch.topic, source.batch.partition, source.batch.messages);
+              await this.store(source);
               source.settle();
             } catch (err) {
-              source.settle(new Error(`ClickHouse sink: storing ${source.batch.topic}[${source.batch.partition}] failed, retrying: ${(err as Error).message}`, { cause: err }));
+              // Only a lost partition (or stop) gets here: kafkajs rejoins and re-reads.
+              source.settle(new Error(`ClickHouse sink: ${source.batch.topic}[${source.batch.partition}]: ${(err as Error).message}`, { cause: err }));
             }
           }),
         )
@@ -68,29 +162,190 @@ export class ClickHouseSink {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
     this.subscription?.unsubscribe();
-    await this.consumer.disconnect();
+    await Promise.allSettled([this.consumer.disconnect(), this.admin.disconnect()]);
   }
 
-  private async store(topic: string, partition: number, messages: KafkaMessage[]): Promise<void> {
-    if (topic === this.options.trainerProgressTopic) return this.storeProgress(topic, partition, messages);
+  private async store(source: SourceBatch): Promise<void> {
+    const { topic, partition, messages } = source.batch;
+    if (topic === this.options.trainerProgressTopic) return this.storeProgress(source);
     const table = topic === this.options.deadLetterTopic ? 'dead_letters' : 'samples';
-    const stored = await this.storedOffsets(table, topic);
-    const after = stored.get(partition) ?? -1;
-    const fresh = messages.filter((m) => Number(m.offset) > after);
-    if (fresh.length > 0) {
-      // Writer schemas learnt once per batch, then a synchronous decode per record.
-      if (table === 'samples') await this.options.decisions.prepare(fresh.map((m) => m.value));
-      const rows =
-        table === 'samples'
-          ? fresh.map((m) => sampleRow(this.options.decisions.decode(m.value!), topic, partition, m.offset))
-          : fresh.map((m) => deadLetterRow(m, topic, partition));
-      await this.options.store.insert(table, rows);
-      stored.set(partition, Number(fresh[fresh.length - 1]!.offset));
-      this.options.onInsert?.({ table, rows: rows.length });
+    const key = `${topic}:${partition}`;
+    const generation = this.generation;
+    let state = this.partitions.get(key);
+    if (state === undefined || state.generation !== generation) {
+      state = { generation, pending: await this.announced(topic, partition) };
+      this.partitions.set(key, state);
     }
-    const last = messages[messages.length - 1];
-    if (last !== undefined) await this.consumer.commitOffsets([{ topic, partition, offset: String(BigInt(last.offset) + 1n) }]);
+    const hw = BigInt((await this.withRetry(table, `${key} high-water`, source, () => this.storedOffsets(table, topic))).get(partition) ?? -1);
+    let rest = messages;
+    const pending = state.pending;
+    if (pending !== undefined) {
+      // Complete the announced range first, exactly as announced (it may span fetches).
+      pending.messages.push(...rest.filter((m) => BigInt(m.offset) >= pending.from && BigInt(m.offset) <= pending.to));
+      rest = rest.filter((m) => BigInt(m.offset) > pending.to);
+      const complete = BigInt(source.batch.lastOffset()) >= pending.to;
+      if (!complete) return;
+      state.pending = undefined;
+      if (hw >= pending.to) {
+        // The earlier owner's copy landed.
+      } else {
+        if (hw >= pending.from) {
+          process.stderr.write(`[flywheel] ClickHouse sink: ${key} announced [${pending.from}, ${pending.to}] but ${hw} is stored; sending the rest\n`);
+        }
+        this.resent += 1;
+        await this.insertRange(source, table, generation, { ...pending, messages: pending.messages.filter((m) => BigInt(m.offset) > hw) }, true);
+      }
+    }
+    const fresh = rest.filter((m) => BigInt(m.offset) > hw);
+    if (fresh.length > 0) {
+      await this.insertRange(source, table, generation, { from: BigInt(fresh[0]!.offset), to: BigInt(fresh[fresh.length - 1]!.offset), messages: fresh }, false);
+    }
+  }
+
+  /** The range an earlier owner committed as its intent for this partition, if any. */
+  private async announced(topic: string, partition: number): Promise<Range | undefined> {
+    const [offsets] = await this.admin.fetchOffsets({ groupId: this.options.groupId, topics: [topic] });
+    const p = offsets?.partitions.find((x) => x.partition === partition);
+    if (p === undefined || !p.metadata?.startsWith(INTENT) || Number(p.offset) < 0) return undefined;
+    const to = BigInt(p.metadata.slice(INTENT.length));
+    return { from: BigInt(p.offset), to, messages: [] };
+  }
+
+  /**
+   * Announces `range` (the ownership check), then inserts it as one block, retrying until it is
+   * stored. `announced`: the intent is already committed (by an earlier owner).
+   */
+  private async insertRange(source: SourceBatch, table: string, generation: number, range: Range, announced: boolean): Promise<void> {
+    const { topic, partition } = source.batch;
+    if (range.messages.length === 0) return;
+    const label = `${topic}:${partition}:${range.from}-${range.to}`;
+    if (!announced) await this.announce(topic, partition, generation, range);
+    // Writer schemas fetched once per id; the registry being down is retried like the store.
+    if (table === 'samples') await this.withRetry(table, `${label} schemas`, source, () => this.options.decisions.prepare(range.messages.map((m) => m.value)));
+    let body: string;
+    try {
+      body = this.encode(table, topic, partition, range.messages);
+    } catch (err) {
+      if (!isRowError(err)) throw err;
+      return this.isolate(source, table, generation, range, err as Error);
+    }
+    try {
+      await this.withRetry(table, label, source, () =>
+        this.options.store.insertJsonEachRow(table, table === 'samples' ? SAMPLE_COLUMNS : DEAD_LETTER_COLUMNS, body, {
+          dedupToken: label,
+          timeoutMs: this.insertTimeoutMs,
+        }),
+      );
+    } catch (err) {
+      if (!isRowError(err)) throw err;
+      return this.isolate(source, table, generation, range, err as Error);
+    }
+    (await this.storedOffsets(table, topic)).set(partition, Number(range.to));
+    this.options.onInsert?.({ table, rows: range.messages.length });
+  }
+
+  /**
+   * A block ClickHouse rejects for its content never lands, so no copy of it is in flight and the
+   * range may be split: one record per range, and the record whose row is rejected is stored as
+   * a dead letter instead.
+   */
+  private async isolate(source: SourceBatch, table: string, generation: number, range: Range, err: Error): Promise<void> {
+    const { topic, partition } = source.batch;
+    if (range.messages.length > 1) {
+      for (const m of range.messages) await this.insertRange(source, table, generation, { from: BigInt(m.offset), to: BigInt(m.offset), messages: [m] }, false);
+      return;
+    }
+    const m = range.messages[0]!;
+    const reason = `ClickHouse rejects the row: ${err.message}`.slice(0, 2000);
+    process.stderr.write(`[flywheel] ClickHouse sink: dead-lettering ${topic}[${partition}]@${m.offset}: ${reason}\n`);
+    const row = JSON.stringify({
+      pipeline_run: header(m.headers, DLQ_HEADERS.run),
+      source_topic: topic,
+      source_partition: partition,
+      source_offset: Number(m.offset),
+      stage: 'clickhouse-sink',
+      reason,
+      payload_base64: m.value?.toString('base64') ?? '',
+      sink_topic: topic,
+      sink_partition: partition,
+      sink_offset: Number(m.offset),
+      inserted_at: seconds(Number(m.timestamp)),
+    });
+    await this.withRetry('dead_letters', `${topic}:${partition}:${m.offset}`, source, () =>
+      this.options.store.insertJsonEachRow('dead_letters', DEAD_LETTER_COLUMNS, `${row}\n`, { dedupToken: `dead:${topic}:${partition}:${m.offset}`, timeoutMs: this.insertTimeoutMs }),
+    );
+    (await this.storedOffsets(table, topic)).set(partition, Number(m.offset));
+    this.options.onDeadLetter?.({ topic, partition, offset: m.offset, reason });
+  }
+
+  /** Commits offset `from` with metadata `to`: fails when this member no longer owns the partition. */
+  private async announce(topic: string, partition: number, generation: number, range: Range): Promise<void> {
+    this.checkOwner(topic, partition, generation);
+    try {
+      await this.consumer.commitOffsets([{ topic, partition, offset: String(range.from), metadata: `${INTENT}${range.to}` }]);
+    } catch (err) {
+      throw new FencedError(`cannot announce [${range.from}, ${range.to}] (${(err as Error).message}); leaving the partition to its new owner`, { cause: err });
+    }
+    this.checkOwner(topic, partition, generation);
+  }
+
+  private checkOwner(topic: string, partition: number, generation: number): void {
+    if (this.stopping) throw new FencedError('stopping');
+    if (generation !== this.generation || !this.assigned.has(`${topic}:${partition}`)) {
+      throw new FencedError(`${topic}[${partition}] was reassigned`);
+    }
+  }
+
+  /**
+   * Runs `attempt` until it succeeds, a row error (thrown), or the partition is lost (FencedError).
+   * Heartbeats go on meanwhile, so a slow store does not cost the group membership; a failed
+   * heartbeat (rebalance) ends the loop: another sink re-sends the announced range.
+   */
+  private async withRetry<T>(table: string, what: string, source: SourceBatch, attempt: () => Promise<T>): Promise<T> {
+    let delay = this.retry.initialMs;
+    for (let n = 1; ; n += 1) {
+      const beat = setInterval(() => void source.heartbeat().catch(() => undefined), 1000);
+      try {
+        return await attempt();
+      } catch (err) {
+        if (isRowError(err) || err instanceof FencedError) throw err;
+        if (this.stopping) throw new FencedError('stopping', { cause: err });
+        this.retries += 1;
+        const error = err as Error;
+        process.stderr.write(`[flywheel] ClickHouse sink: ${table} ${what}: store unavailable (attempt ${n}, retries so far ${this.retries}), retrying in ${delay} ms: ${error.message}\n`);
+        this.options.onRetry?.({ table, range: what, attempt: n, error });
+      } finally {
+        clearInterval(beat);
+      }
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, this.retry.maxMs);
+      try {
+        await source.heartbeat();
+      } catch (err) {
+        throw new FencedError(`lost the partition while retrying (${(err as Error).message})`, { cause: err });
+      }
+    }
+  }
+
+  private encode(table: string, topic: string, partition: number, messages: KafkaMessage[]): string {
+    if (table === 'samples') {
+      let body = '';
+      for (const m of messages) {
+        let d: Decision;
+        try {
+          d = this.options.decisions.decode(m.value!);
+        } catch (err) {
+          throw new RowError(`record ${m.offset} does not decode: ${(err as Error).message}`);
+        }
+        body += sampleLine(d, topic, partition, m.offset, m.timestamp);
+      }
+      return body;
+    }
+    let body = '';
+    for (const m of messages) body += `${JSON.stringify(deadLetterRow(m, topic, partition))}\n`;
+    return body;
   }
 
   /**
@@ -98,7 +353,8 @@ export class ClickHouseSink {
    * twice after a crash collapses in the ReplacingMergeTree, so at-least-once suffices here.
    * A report that is not valid JSON is skipped with a message — it is telemetry, not data.
    */
-  private async storeProgress(topic: string, partition: number, messages: KafkaMessage[]): Promise<void> {
+  private async storeProgress(source: SourceBatch): Promise<void> {
+    const { topic, partition, messages } = source.batch;
     const rows: Record<string, unknown>[] = [];
     for (const m of messages) {
       try {
@@ -109,8 +365,13 @@ export class ClickHouseSink {
       }
     }
     if (rows.length > 0) {
-      await this.options.store.insert(TRAINER_PROGRESS_TABLE, rows);
-      this.options.onInsert?.({ table: TRAINER_PROGRESS_TABLE, rows: rows.length });
+      try {
+        await this.withRetry(TRAINER_PROGRESS_TABLE, `${topic}:${partition}`, source, () => this.options.store.insert(TRAINER_PROGRESS_TABLE, rows, { timeoutMs: this.insertTimeoutMs }));
+        this.options.onInsert?.({ table: TRAINER_PROGRESS_TABLE, rows: rows.length });
+      } catch (err) {
+        if (!isRowError(err)) throw err;
+        process.stderr.write(`[flywheel] skipping trainer progress reports at ${topic}[${partition}]: ${(err as Error).message}\n`);
+      }
     }
     const last = messages[messages.length - 1];
     if (last !== undefined) await this.consumer.commitOffsets([{ topic, partition, offset: String(BigInt(last.offset) + 1n) }]);
@@ -129,13 +390,48 @@ export class ClickHouseSink {
 
 const seconds = (ms: number) => Math.floor(ms / 1000);
 
-export function sampleRow(d: Decision, sinkTopic: string, sinkPartition: number, sinkOffset: string): Record<string, unknown> {
+/** The columns of the sink's `samples` blocks, in the order sampleLine writes them. */
+export const SAMPLE_COLUMNS: readonly string[] = [
+  'pipeline_run', 'id', 'rollout_run', 'prompt_id', 'prompt', 'group_id', 'response', 'model_name', 'model_version',
+  'reward_names', 'reward_values', 'score_names', 'score_values', 'tag_keys', 'tag_values', 'token_count', 'created_at',
+  'duplicate_of', 'dedupe_method', 'reasons', 'decision', 'reason', 'config_hash', 'scorer_version', 'annotation_keys',
+  'annotation_values', 'source_topic', 'source_partition', 'source_offset', 'sink_topic', 'sink_partition', 'sink_offset',
+  'inserted_at',
+];
+
+/** The columns of the sink's `dead_letters` blocks, in deadLetterRow's order. */
+export const DEAD_LETTER_COLUMNS: readonly string[] = [
+  'pipeline_run', 'source_topic', 'source_partition', 'source_offset', 'stage', 'reason', 'payload_base64',
+  'sink_topic', 'sink_partition', 'sink_offset', 'inserted_at',
+];
+
+function finite(values: number[], what: string, offset: string): number[] {
+  for (const v of values) if (!Number.isFinite(v)) throw new RowError(`record ${offset}: ${what} holds ${v}, which ClickHouse cannot store as JSON`);
+  return values;
+}
+
+/**
+ * One JSONEachRow line of `samples` (SAMPLE_COLUMNS, in that order) for the decision at
+ * `sinkOffset`: deterministic, so a re-sent range is byte-identical. `inserted_at` is the
+ * record's Kafka timestamp (when the decision was written), not the INSERT's time.
+ *
+ *   sampleLine(decision, 'decisions', 0, '42', '1700000000000') // '{"pipeline_run":"live",…}\n'
+ */
+export function sampleLine(d: Decision, sinkTopic: string, sinkPartition: number, sinkOffset: string, timestamp: string): string {
   const r = d.rollout;
-  const rewards = Object.entries(r.rewards);
-  const scores = Object.entries(d.scores);
-  const tags = Object.entries(r.tags);
-  const annotations = Object.entries(d.annotations);
-  return {
+  const rewards = r.rewards;
+  const scores = d.scores;
+  const tags = r.tags;
+  const annotations = d.annotations;
+  const rewardNames = Object.keys(rewards);
+  const scoreNames = Object.keys(scores);
+  const tagKeys = Object.keys(tags);
+  const annotationKeys = Object.keys(annotations);
+  const createdAt = seconds(r.created_at);
+  if (!Number.isFinite(createdAt)) throw new RowError(`record ${sinkOffset}: created_at ${r.created_at} is not a time`);
+  // One object literal in SAMPLE_COLUMNS order: JSON.stringify keeps insertion order and needs
+  // no replacer (every value is already a string, a finite number or an array of them).
+  return `${JSON.stringify({
     pipeline_run: d.pipeline_run,
     id: r.id,
     rollout_run: r.run_id,
@@ -145,14 +441,14 @@ export function sampleRow(d: Decision, sinkTopic: string, sinkPartition: number,
     response: r.response ?? r.steps.map((s) => `${s.role}: ${s.content}`).join('\n'),
     model_name: r.model_name,
     model_version: r.model_version,
-    reward_names: rewards.map(([k]) => k),
-    reward_values: rewards.map(([, v]) => v),
-    score_names: scores.map(([k]) => k),
-    score_values: scores.map(([, v]) => v),
-    tag_keys: tags.map(([k]) => k),
-    tag_values: tags.map(([, v]) => v),
+    reward_names: rewardNames,
+    reward_values: finite(rewardNames.map((k) => rewards[k]!), 'rewards', sinkOffset),
+    score_names: scoreNames,
+    score_values: finite(scoreNames.map((k) => scores[k]!), 'scores', sinkOffset),
+    tag_keys: tagKeys,
+    tag_values: tagKeys.map((k) => tags[k]!),
     token_count: r.token_count,
-    created_at: seconds(r.created_at),
+    created_at: createdAt,
     duplicate_of: d.duplicate_of ?? '',
     dedupe_method: d.dedupe_method ?? '',
     reasons: d.reasons,
@@ -160,15 +456,21 @@ export function sampleRow(d: Decision, sinkTopic: string, sinkPartition: number,
     reason: d.reason,
     config_hash: d.config_hash,
     scorer_version: d.scorer_version ?? '',
-    annotation_keys: annotations.map(([k]) => k),
-    annotation_values: annotations.map(([, v]) => v),
+    annotation_keys: annotationKeys,
+    annotation_values: annotationKeys.map((k) => annotations[k]!),
     source_topic: d.source.topic,
     source_partition: d.source.partition,
     source_offset: Number(d.source.offset),
     sink_topic: sinkTopic,
     sink_partition: sinkPartition,
     sink_offset: Number(sinkOffset),
-  };
+    inserted_at: seconds(Number(timestamp)),
+  })}\n`;
+}
+
+/** sampleLine as an object (insert() takes rows), for callers that build rows one by one. */
+export function sampleRow(d: Decision, sinkTopic: string, sinkPartition: number, sinkOffset: string, timestamp = String(Date.now())): Record<string, unknown> {
+  return JSON.parse(sampleLine(d, sinkTopic, sinkPartition, sinkOffset, timestamp)) as Record<string, unknown>;
 }
 
 function header(headers: IHeaders | undefined, name: string): string {
@@ -189,5 +491,6 @@ export function deadLetterRow(m: KafkaMessage, sinkTopic: string, sinkPartition:
     sink_topic: sinkTopic,
     sink_partition: sinkPartition,
     sink_offset: Number(m.offset),
+    inserted_at: seconds(Number(m.timestamp)),
   };
 }

@@ -5,7 +5,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Session, drainPending } from 'chdb';
-import type { ClickHouseStore, RawOptions, RawResult } from './store.ts';
+import type { ClickHouseStore, InsertOptions, RawOptions, RawResult } from './store.ts';
 import { readEndpointFile } from './http-endpoint.ts';
 import {
   ClickHouseStoreError,
@@ -124,15 +124,32 @@ export class EmbeddedStore implements ClickHouseStore {
     return decodeJson('embedded', bound, text) as T[];
   }
 
-  async insert(table: string, rows: Record<string, unknown>[]): Promise<void> {
+  async insert(table: string, rows: Record<string, unknown>[], opts: InsertOptions = {}): Promise<void> {
     this.#check(`INSERT INTO ${table}`);
     if (rows.length === 0) return;
+    let encoded: { columns: string[]; body: string };
+    try {
+      encoded = encodeRows(rows);
+    } catch (err) {
+      throw storeError('embedded', `INSERT INTO ${table}`, err);
+    }
+    await this.insertJsonEachRow(table, encoded.columns, encoded.body, opts);
+  }
+
+  async insertJsonEachRow(table: string, columns: readonly string[], body: Buffer | string, opts: InsertOptions = {}): Promise<void> {
     let statement = `INSERT INTO ${table}`;
     try {
-      const { columns, body } = encodeRows(rows);
+      this.#check(statement);
       statement = `INSERT INTO ${checkTable(table)} (${columns.join(', ')}) FORMAT JSONEachRow`;
       // chdb's raw insert hands the bytes to the engine's parser as one INSERT.
-      await this.session.insert({ table, columns, values: Buffer.from(body), format: 'JSONEachRow' });
+      await this.session.insert({
+        table,
+        columns,
+        values: typeof body === 'string' ? Buffer.from(body) : body,
+        format: 'JSONEachRow',
+        settings: opts.dedupToken === undefined ? undefined : { insert_deduplication_token: opts.dedupToken },
+        timeout: opts.timeoutMs,
+      });
     } catch (err) {
       throw storeError('embedded', statement, err);
     }

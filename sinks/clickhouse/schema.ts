@@ -3,12 +3,19 @@
 // indexes or CODECs, one-argument ReplacingMergeTree.
 //
 // Exactly-once into ClickHouse: each row carries the sink topic/partition/offset it was read at,
-// and ReplacingMergeTree(sink_offset) keyed by the record collapses a re-delivered row (read with
-// FINAL, or argMax). On restart the sink resumes after sinkHighWater(): the offsets stored with
-// the data are the source of truth, not the consumer group's committed offsets.
+// and the sink inserts each offset range as one deterministic block (same rows, same bytes,
+// whoever sends it, no per-attempt values such as now()), which the engine deduplicates:
+// - embedded (chdb 26.x): ReplacingMergeTree with `non_replicated_deduplication_window`, and the
+//   sink names each block with `insert_deduplication_token` = `<topic>:<partition>:<first>-<last>`;
+// - server with ZooKeeper (deploy/clickhouse-server.sh configures one): ReplicatedReplacingMergeTree
+//   with a single replica, which drops a block whose checksum is among the last
+//   `replicated_deduplication_window` blocks (18.16 has no tokens and no non-replicated dedup);
+// - server without ZooKeeper: ReplacingMergeTree without deduplication; migrate() says so, and a
+//   stalled INSERT that lands after its retry is then stored twice until a merge.
+// sinkHighWater() (the offsets stored with the data) lets a sink skip ranges already stored.
 
 import type { ClickHouseStore } from './store.ts';
-import { ClickHouseStoreError, quoteIdent, quoteTable } from './sql.ts';
+import { ClickHouseStoreError, quoteIdent, quoteString, quoteTable } from './sql.ts';
 
 export const SAMPLES_TABLE = 'samples';
 export const DEAD_LETTERS_TABLE = 'dead_letters';
@@ -118,15 +125,22 @@ const DEAD_LETTERS_COLUMNS: [string, string][] = [
 interface TableSpec {
   name: string;
   columns: [string, string][];
-  engine: string;
+  /** The ReplacingMergeTree version column. */
+  version: string;
   orderBy: string[];
 }
+
+/** How the engine drops a re-sent block: by token (chdb), by block checksum in ZooKeeper (server), or not at all. */
+export type InsertDedup = 'token' | 'replicated' | 'none';
+
+/** Blocks remembered per table for deduplication (both engines; 18.16's default is 100). */
+export const DEDUPLICATION_WINDOW = 1000;
 
 export const TABLES: readonly TableSpec[] = [
   {
     name: SAMPLES_TABLE,
     columns: SAMPLES_COLUMNS,
-    engine: 'ReplacingMergeTree(sink_offset)',
+    version: 'sink_offset',
     // One row per input record and run: a rollout re-sent under the same id is a second
     // record (and a duplicate), not a replacement of the first.
     orderBy: ['pipeline_run', 'source_topic', 'source_partition', 'source_offset'],
@@ -134,7 +148,7 @@ export const TABLES: readonly TableSpec[] = [
   {
     name: DEAD_LETTERS_TABLE,
     columns: DEAD_LETTERS_COLUMNS,
-    engine: 'ReplacingMergeTree(sink_offset)',
+    version: 'sink_offset',
     orderBy: ['pipeline_run', 'source_topic', 'source_partition', 'source_offset'],
   },
 ];
@@ -143,8 +157,41 @@ function qualified(table: string, database?: string): string {
   return database ? `${quoteIdent(database)}.${quoteIdent(table)}` : quoteIdent(table);
 }
 
+/**
+ * The ENGINE clause for `dedup` (see the file comment). The ZooKeeper path names the database and
+ * table, e.g. `/flywheel/tables/default/samples`, so databases on one server do not collide.
+ */
+export function engineSql(spec: Pick<TableSpec, 'name' | 'version' | 'orderBy'>, dedup: InsertDedup, database = 'default'): string {
+  const order = `ORDER BY (${spec.orderBy.map(quoteIdent).join(', ')})`;
+  switch (dedup) {
+    case 'token':
+      return `ENGINE = ReplacingMergeTree(${quoteIdent(spec.version)})\n${order}\nSETTINGS non_replicated_deduplication_window = ${DEDUPLICATION_WINDOW}`;
+    case 'replicated':
+      return (
+        `ENGINE = ReplicatedReplacingMergeTree(${quoteString(`/flywheel/tables/${database}/${spec.name}`)}, 'r1', ${quoteIdent(spec.version)})\n` +
+        `${order}\nSETTINGS replicated_deduplication_window = ${DEDUPLICATION_WINDOW}`
+      );
+    case 'none':
+      return `ENGINE = ReplacingMergeTree(${quoteIdent(spec.version)})\n${order}`;
+  }
+}
+
+/**
+ * What this store can deduplicate with: chdb always takes tokens; a server deduplicates only
+ * when it has ZooKeeper (a server without a `<zookeeper>` section fails on system.zookeeper).
+ */
+export async function storeDedup(store: ClickHouseStore): Promise<InsertDedup> {
+  if (store.kind === 'embedded') return 'token';
+  try {
+    await store.query(`SELECT name FROM system.zookeeper WHERE path = '/' LIMIT 1`);
+    return 'replicated';
+  } catch {
+    return 'none';
+  }
+}
+
 /** The CREATE TABLE statement for one table (exported for docs and `flywheel sql`). */
-export function createTableSql(spec: TableSpec, database?: string): string {
+export function createTableSql(spec: TableSpec, database?: string, dedup: InsertDedup = 'none'): string {
   const cols = spec.columns.map(([name, type]) =>
     // Filled by ClickHouse when an INSERT omits it (the INSERT must name its columns on 18.16).
     name === 'inserted_at' ? `    ${quoteIdent(name)} ${type} DEFAULT now()` : `    ${quoteIdent(name)} ${type}`,
@@ -154,20 +201,35 @@ export function createTableSql(spec: TableSpec, database?: string): string {
     '(',
     cols.join(',\n'),
     ')',
-    `ENGINE = ${spec.engine}`,
-    `ORDER BY (${spec.orderBy.map(quoteIdent).join(', ')})`,
+    engineSql(spec, dedup, database),
   ].join('\n');
 }
 
 /**
  * Creates Flywheel's tables if missing (and `database`, when given), then checks that existing
  * tables have every expected column with the expected type, so a table left by an older
- * Flywheel fails loudly here rather than on the first insert.
+ * Flywheel fails loudly here rather than on the first insert. Returns how inserts into them are
+ * deduplicated: an existing embedded table gets the deduplication window it lacks; an existing
+ * non-replicated server table stays as it is ('none', with a warning on stderr), since turning
+ * it into a replicated one means copying its data.
  */
-export async function migrate(store: ClickHouseStore, database?: string): Promise<void> {
+export async function migrate(store: ClickHouseStore, database?: string): Promise<InsertDedup> {
   if (database) await store.command(`CREATE DATABASE IF NOT EXISTS ${quoteIdent(database)}`);
+  const db = database ?? (await store.query<{ d: string }>('SELECT currentDatabase() AS d'))[0]!.d;
+  const wanted = await storeDedup(store);
+  let dedup: InsertDedup = wanted;
   for (const spec of TABLES) {
-    await store.command(createTableSql(spec, database));
+    await store.command(createTableSql(spec, db, wanted));
+    const [engine] = await store.query<{ engine: string }>(
+      'SELECT engine FROM system.tables WHERE database = {db:String} AND name = {t:String}',
+      { db, t: spec.name },
+    );
+    if (wanted === 'token') {
+      // A table from an older Flywheel: add the window (idempotent; 26.x only).
+      await store.command(`ALTER TABLE ${qualified(spec.name, db)} MODIFY SETTING non_replicated_deduplication_window = ${DEDUPLICATION_WINDOW}`);
+    } else if (wanted === 'replicated' && engine?.engine !== 'ReplicatedReplacingMergeTree') {
+      dedup = 'none';
+    }
     const actual = await store.query<{ name: string; type: string }>(
       `SELECT name, type FROM system.columns
        WHERE database = ${database ? '{db:String}' : 'currentDatabase()'} AND table = {t:String}`,
@@ -185,6 +247,14 @@ export async function migrate(store: ClickHouseStore, database?: string): Promis
       );
     }
   }
+  if (dedup === 'none' && store.kind === 'server') {
+    process.stderr.write(
+      `[flywheel] ClickHouse: ${db}.${TABLES.map((t) => t.name).join('/')} deduplicate no re-sent INSERT ` +
+        `(${wanted === 'none' ? 'the server has no ZooKeeper' : 'the tables predate ZooKeeper; recreate them to replicate'}): ` +
+        'an INSERT stalled past its retry can be stored twice. deploy/clickhouse-server.sh configures ZooKeeper.\n',
+    );
+  }
+  return dedup;
 }
 
 /**

@@ -3,7 +3,7 @@
 
 import { Readable } from 'node:stream';
 import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
-import type { ClickHouseStore, RawOptions, RawResult } from './store.ts';
+import type { ClickHouseStore, InsertOptions, RawOptions, RawResult } from './store.ts';
 import {
   ClickHouseStoreError,
   assertNoFormat,
@@ -85,20 +85,44 @@ export class ServerStore implements ClickHouseStore {
     return decodeJson('server', bound, text) as T[];
   }
 
-  async insert(table: string, rows: Record<string, unknown>[]): Promise<void> {
+  async insert(table: string, rows: Record<string, unknown>[], opts: InsertOptions = {}): Promise<void> {
     this.#check(`INSERT INTO ${table}`);
     if (rows.length === 0) return;
+    let encoded: { columns: string[]; body: string };
+    try {
+      encoded = encodeRows(rows);
+    } catch (err) {
+      throw storeError('server', `INSERT INTO ${table}`, err);
+    }
+    await this.insertJsonEachRow(table, encoded.columns, encoded.body, opts);
+  }
+
+  async insertJsonEachRow(table: string, columns: readonly string[], body: Buffer | string, opts: InsertOptions = {}): Promise<void> {
     let statement = `INSERT INTO ${table}`;
     try {
-      const { columns, body } = encodeRows(rows);
+      this.#check(statement);
       statement = `INSERT INTO ${quoteTable(checkTable(table))} (${columns.map(quoteIdent).join(', ')}) FORMAT JSONEachRow`;
+      // Tokens exist from 22.2 on; 18.16 rejects the unknown setting (its replicated tables
+      // deduplicate by the block's checksum instead).
+      const settings: ClickHouseSettings = opts.dedupToken !== undefined && this.#takesTokens() ? { insert_deduplication_token: opts.dedupToken } : {};
       // exec, not client.insert: we send our own encoding (Dates as Unix seconds, bigints as
       // strings), the same bytes the embedded backend parses.
-      const res = await this.client.exec({ query: statement, values: Readable.from([Buffer.from(body)]) });
+      const res = await this.client.exec({
+        query: statement,
+        values: Readable.from([typeof body === 'string' ? Buffer.from(body) : body]),
+        clickhouse_settings: settings,
+        abort_signal: opts.timeoutMs === undefined ? undefined : AbortSignal.timeout(opts.timeoutMs),
+      });
       await readAll(res.stream);
     } catch (err) {
-      throw storeError('server', statement, err);
+      const timedOut = (err as Error | undefined)?.name === 'TimeoutError' || /aborted/i.test(String((err as Error | undefined)?.message));
+      throw timedOut ? storeError('server', statement, new Error(`no answer within ${opts.timeoutMs} ms from ${redact(this.url)}`, { cause: err })) : storeError('server', statement, err);
     }
+  }
+
+  #takesTokens(): boolean {
+    const major = Number(/^(\d+)\./.exec(this.version)?.[1] ?? 0);
+    return major >= 23;
   }
 
   async raw(sql: string, opts: RawOptions = {}): Promise<RawResult> {
@@ -187,8 +211,8 @@ function unreachable(url: string, err: unknown): Error {
     'server',
     `connect ${redact(url)}`,
     refused
-      ? `${msg} (is the server running? \`bash deploy/clickhouse-server.sh start\` runs one on 127.0.0.1:18123)`
-      : msg,
+      ? `${msg} (is a ClickHouse server running at ${redact(url)}? \`bash deploy/clickhouse-server.sh start\` runs one, on 127.0.0.1:18123 unless CLICKHOUSE_HTTP_PORT says otherwise)`
+      : `${msg} (ClickHouse at ${redact(url)})`,
     { cause: err },
   );
 }

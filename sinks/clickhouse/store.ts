@@ -40,6 +40,18 @@ export interface RawResult {
   readBytes?: number;
 }
 
+/** Options of one INSERT. */
+export interface InsertOptions {
+  /**
+   * Names the block for deduplication, e.g. `decisions:0:100-199`: a re-sent block with the same
+   * token is dropped where the engine takes tokens (chdb 26.x; tables with a deduplication
+   * window). 18.16 has none; there the block's checksum does it (ReplicatedMergeTree).
+   */
+  dedupToken?: string;
+  /** Gives up waiting after this many ms; the statement may still complete on the server. */
+  timeoutMs?: number;
+}
+
 export interface ClickHouseStore {
   readonly kind: 'embedded' | 'server';
   /** Runs one statement that returns no rows (DDL, INSERT … SELECT, OPTIMIZE, …). */
@@ -56,7 +68,12 @@ export interface ClickHouseStore {
    * Date values are sent as Unix seconds, bigint as decimal strings; omitted columns get their
    * DEFAULT. An empty array sends nothing.
    */
-  insert(table: string, rows: Record<string, unknown>[]): Promise<void>;
+  insert(table: string, rows: Record<string, unknown>[], opts?: InsertOptions): Promise<void>;
+  /**
+   * Inserts a JSONEachRow body the caller encoded (one object per line, with exactly `columns`),
+   * as one INSERT: the sink's path, which builds its deterministic blocks itself.
+   */
+  insertJsonEachRow(table: string, columns: readonly string[], body: Buffer | string, opts?: InsertOptions): Promise<void>;
   /** Runs SQL as ClickHouse's HTTP interface would and returns the body as ClickHouse formats it. */
   raw(sql: string, opts?: RawOptions): Promise<RawResult>;
   close(): Promise<void>;
@@ -69,6 +86,79 @@ export interface OpenStoreOptions {
   path?: string;
   /** Database for unqualified table names; created if missing. Default: `default`. */
   database?: string;
+}
+
+/**
+ * A store opened on first use, so a process can start while ClickHouse is down: a statement
+ * while it cannot be opened fails with the open error (naming the URL or path), and the next
+ * statement tries again. `init` (e.g. migrate) runs once per successful open.
+ *
+ *   const store = lazyStore({ url }, (s) => migrate(s).then(() => undefined));
+ *   await store.query('SELECT 1'); // opens, migrates, queries
+ */
+export class LazyStore implements ClickHouseStore {
+  readonly kind: 'embedded' | 'server';
+  #opening: Promise<ClickHouseStore> | undefined;
+  #closed = false;
+
+  constructor(
+    private readonly opts: OpenStoreOptions,
+    private readonly init: (store: ClickHouseStore) => Promise<void> = async () => undefined,
+  ) {
+    this.kind = opts.url ? 'server' : 'embedded';
+  }
+
+  /** Where the store is: the URL (server) or the data directory (embedded). */
+  get location(): string {
+    return this.opts.url ?? this.opts.path ?? DEFAULT_EMBEDDED_PATH;
+  }
+
+  /** The open store, opening (and initialising) it if needed. */
+  ready(): Promise<ClickHouseStore> {
+    if (this.#closed) return Promise.reject(new Error(`ClickHouse store at ${this.location} is closed`));
+    this.#opening ??= (async () => {
+      const store = await openStore(this.opts);
+      try {
+        await this.init(store);
+      } catch (err) {
+        await store.close().catch(() => undefined);
+        throw err;
+      }
+      return store;
+    })().catch((err: unknown) => {
+      this.#opening = undefined;
+      throw err;
+    });
+    return this.#opening;
+  }
+
+  async command(sql: string): Promise<void> {
+    return (await this.ready()).command(sql);
+  }
+  async query<T = Record<string, unknown>>(sql: string, params?: Record<string, ParamValue>): Promise<T[]> {
+    return (await this.ready()).query<T>(sql, params);
+  }
+  async insert(table: string, rows: Record<string, unknown>[], opts?: InsertOptions): Promise<void> {
+    return (await this.ready()).insert(table, rows, opts);
+  }
+  async insertJsonEachRow(table: string, columns: readonly string[], body: Buffer | string, opts?: InsertOptions): Promise<void> {
+    return (await this.ready()).insertJsonEachRow(table, columns, body, opts);
+  }
+  async raw(sql: string, opts?: RawOptions): Promise<RawResult> {
+    return (await this.ready()).raw(sql, opts);
+  }
+  async close(): Promise<void> {
+    this.#closed = true;
+    const opening = this.#opening;
+    this.#opening = undefined;
+    const store = await opening?.catch(() => undefined);
+    await store?.close();
+  }
+}
+
+/** See {@link LazyStore}. */
+export function lazyStore(opts: OpenStoreOptions, init?: (store: ClickHouseStore) => Promise<void>): LazyStore {
+  return new LazyStore(opts, init);
 }
 
 /** url → server backend, otherwise the embedded store at `path`. */

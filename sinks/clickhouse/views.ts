@@ -68,7 +68,7 @@ const TRAINER_PROGRESS_COLUMNS: [string, string][] = [
 export const TRAINER_PROGRESS_SPEC = {
   name: TRAINER_PROGRESS_TABLE,
   columns: TRAINER_PROGRESS_COLUMNS,
-  engine: 'ReplacingMergeTree(at)',
+  version: 'at',
   orderBy: ['trainer', 'model_version', 'step'],
 };
 
