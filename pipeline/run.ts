@@ -6,7 +6,7 @@ import { AnnouncedVersions } from '../operators/staleness-filter.ts';
 import { ClickHouseSink } from '../sinks/clickhouse-sink.ts';
 import { serveStore, type StoreEndpoint } from '../sinks/clickhouse/http-endpoint.ts';
 import { migrate } from '../sinks/clickhouse/schema.ts';
-import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
+import { lazyStore, LazyStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { migrateViews } from '../sinks/clickhouse/views.ts';
 import { DLQ_HEADERS, encodeOutputs } from '../sinks/kafka-outputs.ts';
 import { BroadcastReader } from '../streams/broadcast.ts';
@@ -134,10 +134,22 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
   const resources: OperatorResources = { versions, files, errorMemory, features: config.features, remoteIndex: signatures };
   const compensated = config.operators.find((o) => o.type === 'error-compensate');
   const scoredTopic = internalTopic(config.topics.prefix, config.name, 'scored-by-id');
-  const clickhouse = store ?? (await openStore({ url: connections.clickhouseUrl ?? config.clickhouse.url, path: config.clickhouse.path, database: config.clickhouse.database }));
-  await migrate(clickhouse);
-  await migrateViews(clickhouse);
-  step(`ClickHouse ready (${clickhouse.kind})`);
+  // Opened (and migrated) lazily: the Kafka-to-Kafka path runs while ClickHouse is down, and the
+  // sink retries until the store answers. A caller's own store is migrated now.
+  const migrateAll = async (s: ClickHouseStore) => {
+    await migrate(s);
+    await migrateViews(s);
+  };
+  const clickhouse = store ?? lazyStore({ url: connections.clickhouseUrl ?? config.clickhouse.url, path: config.clickhouse.path, database: config.clickhouse.database }, migrateAll);
+  if (store !== undefined) await migrateAll(store);
+  if (clickhouse instanceof LazyStore) {
+    void clickhouse.ready().then(
+      () => step(`ClickHouse ready (${clickhouse.kind})`),
+      (err: unknown) => process.stderr.write(`[flywheel] ClickHouse at ${clickhouse.location} is not available yet; the sink retries: ${(err as Error).message}\n`),
+    );
+  } else {
+    step(`ClickHouse ready (${clickhouse.kind})`);
+  }
 
   const context = { configHash: configHash(config), pipelineRun: config.run };
   const progress: PipelineProgress = { processed: 0, stored: { samples: 0, dead_letters: 0 } };
