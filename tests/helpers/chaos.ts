@@ -45,7 +45,7 @@ export interface ChaosOptions {
   clickhouseOutageMs: number;
   /** How long ClickHouse stays frozen (SIGSTOP, ms); past the group session, so sinks lose their partitions. */
   clickhouseFreezeMs: number;
-  /** Base port: Kafka on base and base+1, ClickHouse HTTP on base+2, TCP on base+3. */
+  /** Base port: Kafka on base and base+1, ClickHouse HTTP on base+2, TCP on base+3, its ZooKeeper on base+4. */
   basePort: number;
   log: (line: string) => void;
 }
@@ -349,6 +349,8 @@ class PrivateServices {
       KAFKA_CONTROLLER_PORT: String(basePort + 1),
       CLICKHOUSE_HTTP_PORT: String(basePort + 2),
       CLICKHOUSE_TCP_PORT: String(basePort + 3),
+      // deploy/clickhouse-server.sh starts its ZooKeeper (deploy/zookeeper.sh) on this port.
+      ZOOKEEPER_PORT: String(basePort + 4),
     };
   }
 
