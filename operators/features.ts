@@ -84,20 +84,40 @@ export function responseText(r: Rollout): string {
  *   featurize(rollout, { ...featureDefaults, dims: 256, charNgrams: [] })  // Float32Array(262)
  *
  * The vector is computed once per (rollout object, config object) and cached weakly: the error
- * memory and the label join read the same vector. Callers only read it. The scorer writes rows
- * straight into its batch buffer instead (`featurizeInto`).
+ * memory and the label join read the same vector. Callers only read it; it may be a view into a
+ * larger buffer (mind `byteOffset`). The scorer writes rows straight into its batch buffer
+ * instead (`featurizeInto`).
  */
 export function featurize(rollout: Rollout, config: FeatureConfig): Float32Array {
   const byRollout = cacheOf(config);
   let vector = byRollout.get(rollout);
   if (vector === undefined) {
     const plan = planOf(config);
-    vector = new Float32Array(plan.size);
+    vector = slabRow(plan.size);
     writeFeatures(rollout, plan, vector, 0);
     byRollout.set(rollout, vector);
   }
   return vector;
 }
+
+/**
+ * A zeroed Float32Array of `size` values, a view into a shared 64 KiB slab: one small object
+ * per row instead of an ArrayBuffer per row (whose allocation cost more than hashing). A slab
+ * lives while any of its rows does. A row that did not fill (a throw) is simply not handed out.
+ */
+function slabRow(size: number): Float32Array {
+  if (slab.length - slabUsed < size) {
+    slab = new Float32Array(Math.max(SLAB_VALUES, size));
+    slabUsed = 0;
+  }
+  const row = slab.subarray(slabUsed, slabUsed + size);
+  slabUsed += size;
+  return row;
+}
+
+const SLAB_VALUES = 16_384;
+let slab = new Float32Array(0);
+let slabUsed = 0;
 
 /**
  * Writes `featurize(rollout, config)` into `out[offset .. offset + featureSize(config))`, e.g. a
@@ -196,12 +216,11 @@ interface Plan {
   rewardNames: readonly string[];
   wordNs: Int32Array;
   charNs: Int32Array;
-  /** The last words' hashes / chars, indexed modulo a power of two ≥ the largest n. */
-  wordRing: Int32Array;
-  charRing: Int32Array;
-  /** Buckets touched by the current call (each once), so normalising costs O(grams), not O(dims). */
+  /** Scratch of one call: the text's word hashes and its chars (code points), grown as needed. */
+  words: Int32Array;
+  chars: Int32Array;
+  /** Buckets that left zero during the call (a bucket may be listed twice), and their stamps. */
   touched: Int32Array;
-  touchedCount: number;
   stamp: Int32Array;
   generation: number;
 }
@@ -221,7 +240,6 @@ function planOf(config: FeatureConfig): Plan {
   const { dims } = config;
   if (!Number.isInteger(dims) || dims < 1) throw new RangeError(`features.dims must be a positive integer, got ${dims}`);
   for (const n of [...config.wordNgrams, ...config.charNgrams]) if (!Number.isInteger(n) || n < 1) throw new RangeError(`features n-gram sizes must be positive integers, got ${n}`);
-  const ring = (ns: readonly number[]) => new Int32Array(2 ** Math.ceil(Math.log2(Math.max(1, ...ns))));
   plan = {
     dims,
     mask: (dims & (dims - 1)) === 0 ? dims - 1 : -1,
@@ -230,10 +248,9 @@ function planOf(config: FeatureConfig): Plan {
     rewardNames: [...config.rewardNames],
     wordNs: Int32Array.from(config.wordNgrams),
     charNs: Int32Array.from(config.charNgrams),
-    wordRing: ring(config.wordNgrams),
-    charRing: ring(config.charNgrams),
-    touched: new Int32Array(dims),
-    touchedCount: 0,
+    words: new Int32Array(64),
+    chars: new Int32Array(128),
+    touched: new Int32Array(256),
     stamp: new Int32Array(dims),
     generation: 0,
   };
@@ -274,10 +291,11 @@ function writeFeatures(rollout: Rollout, plan: Plan, out: Float32Array, offset: 
 
 /**
  * Steps 1–4 of `featurize` on `first` + "\n" + `second` (or `first` alone when `second` is
- * null) into a zeroed `out[offset .. offset + dims)`: one pass over the UTF-16 code units,
- * hashing words and char windows as they go — no substring, no token array, no string per
- * n-gram. The parts are lower-cased apart, which equals lower-casing the joined text: the one
- * context-dependent mapping (final sigma) does not look across a line break.
+ * null) into a zeroed `out[offset .. offset + dims)`, without a substring, a token array or a
+ * string per n-gram: one pass over the UTF-16 code units hashes each word as it goes (and keeps
+ * the code points for char grams) into the plan's typed scratch, then tight loops hash the
+ * n-gram windows. The parts are lower-cased apart, which equals lower-casing the joined text:
+ * the one context-dependent mapping (final sigma) does not look across a line break.
  */
 function hashText(first: string, second: string | null, plan: Plan, out: Float32Array, offset: number): void {
   let a = first;
@@ -288,20 +306,21 @@ function hashText(first: string, second: string | null, plan: Plan, out: Float32
   }
   a = a.toLowerCase();
   if (b !== null) b = b.toLowerCase();
-  if (++plan.generation > 0x3fffffff) {
-    plan.stamp.fill(0);
-    plan.generation = 1;
-  }
-  plan.touchedCount = 0;
-  const words = plan.wordNs.length > 0;
-  const chars = plan.charNs.length > 0;
-  let word = 0; // MurmurHash3 state of the current word (seed 0)
-  let wordLength = 0; // its code points
+  const units = a.length + (b === null ? 0 : b.length + 1);
+  // At most one word per two units (+1), one char per unit (+2 spaces): grown once, reused.
+  if (plan.words.length < (units >> 1) + 1) plan.words = new Int32Array(units + 1);
+  if (plan.chars.length < units + 2 && plan.charNs.length > 0) plan.chars = new Int32Array(units + 2);
+  const words = plan.words;
+  const chars = plan.chars;
+  const wantChars = plan.charNs.length > 0;
+
   let wordCount = 0;
   let charCount = 0;
-  let started = false; // a non-space char was emitted: white space from now on is a separator
-  let space = false; // white space seen since the last emitted char
-  if (chars) charCount = charGram(plan, charCount, 32, out, offset);
+  let word = 0; // MurmurHash3 state of the current word (seed 0)
+  let wordLength = 0; // its code points
+  let started = false; // a non-space char was kept: white space from now on separates
+  let space = false; // white space seen since the last kept char
+  if (wantChars) chars[charCount++] = 32;
   for (let part = 0; part < 3; part++) {
     const text = part === 0 ? a : part === 1 ? (b === null ? '' : '\n') : (b ?? '');
     const length = text.length;
@@ -314,83 +333,83 @@ function hashText(first: string, second: string | null, plan: Plan, out: Float32
           i++;
         }
       }
-      if (words) {
-        if (isWordChar(c)) {
-          word = mix(word, c);
-          wordLength++;
-        } else if (wordLength > 0) {
-          wordCount = wordGram(plan, wordCount, fmix(word ^ (wordLength * 4)), out, offset);
-          word = 0;
-          wordLength = 0;
-        }
+      const known = c < 0x10000 ? bmpWordChars[c]! : 0;
+      if (known === 1 || (known === 0 && isWordCharSlow(c))) {
+        word = mix(word, c);
+        wordLength++;
+      } else if (wordLength > 0) {
+        words[wordCount++] = fmix(word ^ (wordLength * 4));
+        word = 0;
+        wordLength = 0;
       }
-      if (chars) {
-        if (isSpace(c)) space = started;
+      if (wantChars) {
+        if (c <= 0x20 ? c === 0x20 || (c >= 0x09 && c <= 0x0d) : c >= 0xa0 && isSpaceAbove0x9f(c)) space = started;
         else {
-          if (space) charCount = charGram(plan, charCount, 32, out, offset);
-          charCount = charGram(plan, charCount, c, out, offset);
+          if (space) chars[charCount++] = 32;
+          chars[charCount++] = c;
           started = true;
           space = false;
         }
       }
     }
   }
-  if (wordLength > 0) wordGram(plan, wordCount, fmix(word ^ (wordLength * 4)), out, offset);
-  if (chars) charGram(plan, charCount, 32, out, offset);
+  if (wordLength > 0) words[wordCount++] = fmix(word ^ (wordLength * 4));
+  if (wantChars) chars[charCount++] = 32;
 
-  const { touched, touchedCount } = plan;
+  let touched = addGrams(plan, plan.wordNs, WORD_SEED, words, wordCount, out, offset, 0);
+  touched = addGrams(plan, plan.charNs, CHAR_SEED, chars, charCount, out, offset, touched);
+
+  // Buckets were listed when they left zero; one that went back to zero and left again is listed
+  // twice: keep each once (stamp), then normalise over the list alone — O(grams), not O(dims).
+  if (++plan.generation > 0x3fffffff) {
+    plan.stamp.fill(0);
+    plan.generation = 1;
+  }
+  const { stamp, generation } = plan;
+  const list = plan.touched;
+  let unique = 0;
   let squares = 0;
-  for (let k = 0; k < touchedCount; k++) {
-    const v = out[offset + touched[k]!]!;
+  for (let k = 0; k < touched; k++) {
+    const bucket = list[k]!;
+    if (stamp[bucket] === generation) continue;
+    stamp[bucket] = generation;
+    list[unique++] = bucket;
+    const v = out[offset + bucket]!;
     squares += v * v;
   }
   if (squares === 0) return;
   const scale = 1 / Math.sqrt(squares);
-  for (let k = 0; k < touchedCount; k++) out[offset + touched[k]!]! *= scale;
+  for (let k = 0; k < unique; k++) out[offset + list[k]!]! *= scale;
 }
 
-/** Pushes word hash `w` (the `count`-th word) and adds the word n-grams ending with it; returns count + 1. */
-function wordGram(plan: Plan, count: number, w: number, out: Float32Array, offset: number): number {
-  const ring = plan.wordRing;
-  const mask = ring.length - 1;
-  ring[count & mask] = w;
-  count++;
-  const ns = plan.wordNs;
+/**
+ * Step 3 for every window of n consecutive `values[0 .. count)`, for each n in `ns`: gram hash
+ * H(window, seed + n), ±1 into its bucket. Appends each bucket that leaves zero to
+ * `plan.touched` from index `touched`; returns the new length.
+ */
+function addGrams(plan: Plan, ns: Int32Array, seed: number, values: Int32Array, count: number, out: Float32Array, offset: number, touched: number): number {
+  const { mask, dims } = plan;
+  let list = plan.touched;
   for (let k = 0; k < ns.length; k++) {
     const n = ns[k]!;
-    if (count < n) continue;
-    let g = WORD_SEED + n;
-    for (let j = count - n; j < count; j++) g = mix(g, ring[j & mask]!);
-    addGram(plan, fmix(g ^ (n * 4)), out, offset);
+    const windows = count - n + 1;
+    if (windows <= 0) continue;
+    if (list.length < touched + windows) {
+      const grown = new Int32Array(Math.max(list.length * 2, touched + windows));
+      grown.set(list);
+      plan.touched = list = grown;
+    }
+    for (let i = 0; i < windows; i++) {
+      let g = seed + n;
+      for (let j = i; j < i + n; j++) g = mix(g, values[j]!);
+      g = fmix(g ^ (n * 4));
+      const at = offset + (mask >= 0 ? g & mask : (g >>> 0) % dims);
+      const v = out[at]!;
+      if (v === 0) list[touched++] = at - offset;
+      out[at] = g < 0 ? v - 1 : v + 1;
+    }
   }
-  return count;
-}
-
-/** Pushes code point `c` (the `count`-th char) and adds the char n-grams ending with it; returns count + 1. */
-function charGram(plan: Plan, count: number, c: number, out: Float32Array, offset: number): number {
-  const ring = plan.charRing;
-  const mask = ring.length - 1;
-  ring[count & mask] = c;
-  count++;
-  const ns = plan.charNs;
-  for (let k = 0; k < ns.length; k++) {
-    const n = ns[k]!;
-    if (count < n) continue;
-    let g = CHAR_SEED + n;
-    for (let j = count - n; j < count; j++) g = mix(g, ring[j & mask]!);
-    addGram(plan, fmix(g ^ (n * 4)), out, offset);
-  }
-  return count;
-}
-
-/** Step 3 for one gram hash `g` (int32: negative = top bit set). */
-function addGram(plan: Plan, g: number, out: Float32Array, offset: number): void {
-  const bucket = plan.mask >= 0 ? g & plan.mask : (g >>> 0) % plan.dims;
-  if (plan.stamp[bucket] !== plan.generation) {
-    plan.stamp[bucket] = plan.generation;
-    plan.touched[plan.touchedCount++] = bucket;
-  }
-  out[offset + bucket]! += g < 0 ? -1 : 1;
+  return touched;
 }
 
 /** The first `max` code points of `text` (a surrogate pair is one code point). */
@@ -405,25 +424,24 @@ function cutCodePoints(text: string, max: number): string {
 }
 
 const WORD_CHAR = /^[\p{L}\p{N}]$/u;
-/** Per BMP code unit: 0 not yet known, 1 word char, 2 not. Filled lazily: most text uses few. */
+/** Per BMP code unit: 0 not yet known, 1 word char, 2 not. Latin-1 up front, the rest when first seen. */
 const bmpWordChars = new Uint8Array(0x10000);
-for (let c = 0; c < 0x80; c++) bmpWordChars[c] = WORD_CHAR.test(String.fromCharCode(c)) ? 1 : 2;
+for (let c = 0; c < 0x100; c++) bmpWordChars[c] = WORD_CHAR.test(String.fromCharCode(c)) ? 1 : 2;
 const astralWordChars = new Map<number, boolean>();
 
-function isWordChar(c: number): boolean {
+/** Whether `c` is a word char, for code points the table does not know yet (and astral ones). */
+function isWordCharSlow(c: number): boolean {
   if (c < 0x10000) {
-    let known = bmpWordChars[c]!;
-    if (known === 0) bmpWordChars[c] = known = WORD_CHAR.test(String.fromCharCode(c)) ? 1 : 2;
-    return known === 1;
+    const word = WORD_CHAR.test(String.fromCharCode(c));
+    bmpWordChars[c] = word ? 1 : 2;
+    return word;
   }
   let word = astralWordChars.get(c);
   if (word === undefined) astralWordChars.set(c, (word = WORD_CHAR.test(String.fromCodePoint(c))));
   return word;
 }
 
-/** JS `\s` (WhiteSpace and LineTerminator), as listed in `featurize`'s step 2. */
-function isSpace(c: number): boolean {
-  if (c <= 0x20) return c === 0x20 || (c >= 0x09 && c <= 0x0d);
-  if (c < 0xa0) return false;
+/** JS `\s` (WhiteSpace and LineTerminator) above U+009F, as listed in `featurize`'s step 2. */
+function isSpaceAbove0x9f(c: number): boolean {
   return c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
 }
