@@ -80,8 +80,8 @@ export interface DedupeIndex {
   groupOf(slot: number): string;
   /** Estimated similarity of the entry in `slot` to a signature. */
   similarity(slot: number, signature: Signature): number;
-  /** Adds an entry under `keys`, evicting the least recently seen first if the index is full. */
-  insert(entry: { id: string; groupId: string; at: number; signature: Signature }, keys: Int32Array): void;
+  /** Adds an entry under `keys`, evicting the least recently seen first if the index is full; returns the encoded signature it stored. */
+  insert(entry: { id: string; groupId: string; at: number; signature: Signature }, keys: Int32Array): string;
   /** Sets an entry's last-seen to the clock, making it the most recently seen. */
   refresh(slot: number): void;
   /** Writes the meta back if anything changed; call once after a series of operations. */
@@ -195,7 +195,8 @@ interface StoredMeta {
 }
 
 function metaText(layoutJson: string, clock: number, seq: number, slots: number, count: number): string {
-  return `{"v":${LAYOUT_VERSION},"layout":${layoutJson},"clock":${JSON.stringify(clock)},"seq":${seq},"slots":${slots},"count":${count}}`;
+  // Numbers print as JSON would (the clock is finite: advance ignores anything else).
+  return `{"v":${LAYOUT_VERSION},"layout":${layoutJson},"clock":${clock},"seq":${seq},"slots":${slots},"count":${count}}`;
 }
 
 /** Fixed key order, so a config object built in another order still matches the stored layout. */
@@ -370,7 +371,7 @@ class Mirror implements DedupeIndex {
     return similarityAt(this.sigs, slot * this.words, signature, 0, this.words, this.layout.minhash.permutations, this.layout.minhash.bits);
   }
 
-  insert(entry: { id: string; groupId: string; at: number; signature: Signature }, keys: Int32Array): void {
+  insert(entry: { id: string; groupId: string; at: number; signature: Signature }, keys: Int32Array): string {
     for (let budget = this.bounds.evictionsPerStep; budget > 0 && this.count >= this.bounds.maxEntries && this.lruHead >= 0; budget--) this.remove(this.lruHead);
     const slot = this.freeCount > 0 ? this.popFree() : this.slots++;
     this.grow(slot + 1);
@@ -380,12 +381,16 @@ class Mirror implements DedupeIndex {
     this.insertedAt[slot] = at;
     this.lastSeen[slot] = this.clock;
     this.seqs[slot] = this.seq++;
-    this.sigs.set(entry.signature.subarray(0, this.words), slot * this.words);
-    this.keys.set(keys.subarray(0, this.bands), slot * this.bands);
+    const words = this.words;
+    for (let w = 0; w < words; w++) this.sigs[slot * words + w] = entry.signature[w]!;
+    const bands = this.bands;
+    for (let j = 0; j < bands; j++) this.keys[slot * bands + j] = keys[j]!;
     this.link(slot);
     this.count++;
     this.dirty = true;
-    this.write(slot, encodeWords(entry.signature, this.words));
+    const encoded = encodeWords(entry.signature, words);
+    this.write(slot, encoded);
+    return encoded;
   }
 
   refresh(slot: number): void {

@@ -15,7 +15,7 @@ import { normalizeText } from './exact-dedupe.ts';
  *    32's block mix of its k word hashes (char mode: of its k code points), seed 0, finalised
  *    with the count. `hashShingle(string)` gives the same value from a shingle string.
  * 3. One-permutation hashing (Li, Owen, Zhang 2012) over the set expanded to (shingle, round)
- *    pairs, 8 rounds: v = fmix32(mixBlock(roundKey(seed, r), shingle hash)), bin =
+ *    pairs, 8 rounds: v = (a_r · shingle hash + b_r) mod 2^32 (a_r odd; a_r, b_r from the seed), bin =
  *    ⌊(v >>> 16) · k / 65536⌋ (k = permutations), sketch[bin] = min v. The expanded sets have
  *    the same Jaccard similarity as the shingle sets, and 8·|shingles| elements fill the bins of
  *    short texts that one round would leave mostly empty (densified bins are copies, which
@@ -60,7 +60,6 @@ export interface MinHashConfig {
 /** 128 rows of 4 bits in 16 bands of 8: a pair at J = 0.8 becomes a candidate with p ≈ 0.97. */
 export const minHashDefaults: MinHashConfig = { permutations: 128, bands: 16, shingle: 'word', shingleSize: 3, seed: 1, bits: 4 };
 
-const EMPTY = 0xffffffff;
 const BITS = [1, 2, 4, 8, 16, 32];
 
 if (endianness() !== 'LE') throw new Error('minhash: signatures are encoded as little-endian words; this host is big-endian');
@@ -273,37 +272,49 @@ export function encodedSignatureChars(c: Pick<MinHashConfig, 'permutations' | 'b
 export class MinHasher {
   /** Shingle hashes of the last scan (with repeats), first `scan()` of them valid. */
   hashes = new Uint32Array(256);
-  /** OPH bins, then the densified full sketch. */
+  /** The densified full sketch, after densify(). */
   readonly sketch: Uint32Array;
   /** Packed b-bit rows after pack(). */
   readonly signature: Uint32Array;
   /** Band keys after keys(). */
   readonly bandKeys: Int32Array;
+  /**
+   * OPH bins during the scan, each min v stored as v ^ 0x80000000 so that int32 comparison is
+   * unsigned comparison of v (V8 keeps int32 in registers; uint32 above 2^31 would be doubles).
+   * EMPTY_BIN (v = 0xffffffff) marks an empty bin: a shingle hashing exactly there counts as
+   * absent in every text alike, which keeps estimates consistent.
+   */
+  private readonly bins: Int32Array;
   private readonly ring: Int32Array;
-  private readonly filled: Uint8Array;
   private readonly seedKey: number;
   private readonly roundKeys: Int32Array;
   private readonly k: number;
-  private nonEmpty = 0;
+  /** log2(k) when k is a power of two (bin = v >>> (32 − log2 k), what Lemire's reduction gives then), else −1. */
+  private readonly shift: number;
 
   constructor(readonly config: MinHashConfig) {
     checkMinHashConfig(config);
     this.k = config.permutations;
     this.sketch = new Uint32Array(this.k);
-    this.filled = new Uint8Array(this.k);
+    this.bins = new Int32Array(this.k);
     this.signature = new Uint32Array(signatureWords(config));
     this.bandKeys = new Int32Array(config.bands);
     this.ring = new Int32Array(config.shingleSize);
     this.seedKey = fmix32(Math.imul(config.seed | 0, 0x9e3779b1) ^ 0x5bd1e995);
-    this.roundKeys = new Int32Array(ROUNDS);
-    for (let r = 0; r < ROUNDS; r++) this.roundKeys[r] = fmix32(this.seedKey + Math.imul(r, 0x27d4eb2f));
+    this.roundKeys = new Int32Array(2 * ROUNDS);
+    for (let r = 0; r < ROUNDS; r++) {
+      this.roundKeys[2 * r] = fmix32(this.seedKey + Math.imul(2 * r + 1, 0x27d4eb2f)) | 1;
+      this.roundKeys[2 * r + 1] = fmix32(this.seedKey + Math.imul(2 * r + 2, 0x27d4eb2f));
+    }
+    const log = Math.log2(this.k);
+    this.shift = Number.isInteger(log) && log >= 1 ? 32 - log : -1;
   }
 
   /** Steps 1–3 without densification; returns the number of shingles (with repeats). */
   scan(text: string): number {
-    this.sketch.fill(EMPTY);
-    this.filled.fill(0);
-    this.nonEmpty = 0;
+    this.bins.fill(EMPTY_BIN);
+    // At most one shingle per word or code point, plus one: sized once, no check per shingle.
+    if (this.hashes.length < text.length + 2) this.hashes = new Uint32Array(Math.max(text.length + 2, this.hashes.length * 2));
     const lower = text.toLowerCase();
     return this.config.shingle === 'word' ? this.scanWords(lower) : this.scanChars(lower);
   }
@@ -325,18 +336,24 @@ export class MinHasher {
     return found >= min;
   }
 
-  /** Step 3's densification: every empty bin borrows from a non-empty one. */
+  /** Step 3's densification into `sketch`: every empty bin borrows from a non-empty one. */
   densify(): void {
     const k = this.k;
-    if (this.nonEmpty === 0 || this.nonEmpty === k) return;
+    const bins = this.bins;
     const sketch = this.sketch;
-    const filled = this.filled;
+    let nonEmpty = 0;
     for (let i = 0; i < k; i++) {
-      if (filled[i] !== 0) continue;
+      const b = bins[i]!;
+      if (b !== EMPTY_BIN) nonEmpty++;
+      sketch[i] = (b ^ 0x80000000) >>> 0;
+    }
+    if (nonEmpty === 0 || nonEmpty === k) return;
+    for (let i = 0; i < k; i++) {
+      if (bins[i] !== EMPTY_BIN) continue;
       const base = this.seedKey ^ Math.imul(i + 1, 0x9e3779b1);
       for (let attempt = 1; ; attempt++) {
         const j = binOf(fmix32(base ^ Math.imul(attempt, 0x85ebca77)), k);
-        if (filled[j] !== 0) {
+        if (bins[j] !== EMPTY_BIN) {
           sketch[i] = sketch[j]!;
           break;
         }
@@ -349,11 +366,11 @@ export class MinHasher {
     const { bits } = this.config;
     const sig = this.signature;
     const sketch = this.sketch;
-    sig.fill(0);
     if (bits === 32) {
       for (let i = 0; i < this.k; i++) sig[i] = fmix32(sketch[i]! | 0);
       return;
     }
+    sig.fill(0);
     const mask = (1 << bits) - 1;
     for (let i = 0; i < this.k; i++) {
       const pos = i * bits;
@@ -367,49 +384,59 @@ export class MinHasher {
     return this.bandKeys;
   }
 
+  /** Records shingle hash `h` as the `count`-th and puts its ROUNDS values in their bins. */
   private add(count: number, h: number): void {
-    if (count >= this.hashes.length) {
-      const grown = new Uint32Array(this.hashes.length * 2);
-      grown.set(this.hashes);
-      this.hashes = grown;
-    }
     this.hashes[count] = h;
+    const bins = this.bins;
+    const keys = this.roundKeys;
+    const shift = this.shift;
     const k = this.k;
-    const sketch = this.sketch;
-    const filled = this.filled;
-    for (let r = 0; r < ROUNDS; r++) {
-      const v = fmix32(mixBlock(this.roundKeys[r]!, h)) >>> 0;
-      const bin = binOf(v, k);
-      if (filled[bin] === 0) {
-        filled[bin] = 1;
-        this.nonEmpty++;
-        sketch[bin] = v;
-      } else if (v < sketch[bin]!) {
-        sketch[bin] = v;
-      }
+    for (let r = 0; r < 2 * ROUNDS; r += 2) {
+      // Multiply-shift (Dietzfelbinger): h is already a full-avalanche hash, so one odd multiplier
+      // and an offset per round give independent-enough orders; the bin comes from the high bits.
+      const v = (Math.imul(h, keys[r]!) + keys[r + 1]!) | 0;
+      const bin = shift >= 0 ? v >>> shift : binOf(v, k);
+      const signed = v ^ 0x80000000;
+      if (signed < bins[bin]!) bins[bin] = signed;
     }
   }
 
   private scanWords(s: string): number {
     const k = this.config.shingleSize;
     const ring = this.ring;
+    const hashes = this.hashes;
+    const bins = this.bins;
+    const keys = this.roundKeys;
+    const shift = this.shift;
+    const bins_k = this.k;
     let count = 0;
     let words = 0;
+    let at = 0; // ring position of the next word
     let h = FNV_OFFSET;
     let inWord = false;
     const n = s.length;
     for (let i = 0; i <= n; i++) {
       const c = i < n ? s.charCodeAt(i) : 32;
-      if (isSpace(c)) {
+      if (c <= 32 ? c === 32 || (c >= 9 && c <= 13) : c >= 0xa0 && isWideSpace(c)) {
         if (!inWord) continue;
         inWord = false;
-        ring[words % k] = fmix32(h);
+        ring[at] = fmix32(h);
+        at = at + 1 === k ? 0 : at + 1;
         words++;
         h = FNV_OFFSET;
         if (words >= k) {
+          // The window is ring[at], ring[at+1]… (oldest first), wrapping.
           let x = 0;
-          for (let j = words - k; j < words; j++) x = mixBlock(x, ring[j % k]!);
-          this.add(count++, finalize(x, k));
+          for (let j = 0, p = at; j < k; j++, p = p + 1 === k ? 0 : p + 1) x = mixBlock(x, ring[p]!);
+          const sh = finalize(x, k);
+          hashes[count++] = sh;
+          // add(), inlined: this loop is most of the sketch's time.
+          for (let r = 0; r < 2 * ROUNDS; r += 2) {
+            const v = (Math.imul(sh, keys[r]!) + keys[r + 1]!) | 0;
+            const bin = shift >= 0 ? v >>> shift : binOf(v, bins_k);
+            const signed = v ^ 0x80000000;
+            if (signed < bins[bin]!) bins[bin] = signed;
+          }
         }
       } else {
         inWord = true;
@@ -464,6 +491,8 @@ export class MinHasher {
   }
 }
 
+const EMPTY_BIN = 0x7fffffff;
+
 let DISTINCT = new Uint32Array(64);
 /**
  * Hash rounds per shingle (step 3). Fixed, not per text: both texts of a pair must expand their
@@ -501,7 +530,11 @@ const LOW_BITS: Record<number, number> = { 1: 0xffffffff, 2: 0x55555555, 4: 0x11
 /** JavaScript's \s (what normalizeText collapses), on one UTF-16 code unit. */
 function isSpace(c: number): boolean {
   if (c <= 32) return c === 32 || (c >= 9 && c <= 13);
-  if (c < 0xa0) return false;
+  return c >= 0xa0 && isWideSpace(c);
+}
+
+/** \s above U+009F. */
+function isWideSpace(c: number): boolean {
   return c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
 }
 

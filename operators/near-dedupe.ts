@@ -3,7 +3,7 @@ import type { Rollout } from '../streams/records.ts';
 import type { KeyValueStore } from '../streams/state-store.ts';
 import { bandScope, checkIndexBounds, indexMaxChars, openIndex, type DedupeIndex, type IndexBounds, type IndexLayout } from './dedupe-index.ts';
 import { deadLetter, isRejected, type Curator, type Sample } from './envelope.ts';
-import { bandKeysAt, checkMinHashConfig, encodeSignature, estimateSimilarity, hasherFor, minHashDefaults, type MinHashConfig, type Signature } from './minhash.ts';
+import { bandKeysAt, checkMinHashConfig, estimateSimilarity, hasherFor, minHashDefaults, type MinHashConfig, type Signature } from './minhash.ts';
 
 export { deleteWhere, indexEntries, type EntryInfo } from './dedupe-index.ts';
 
@@ -71,8 +71,8 @@ export type NearDedupeOutcome =
   | { kind: 'too_short' }
   | { kind: 'known' }
   | { kind: 'duplicate'; of: string; similarity: number }
-  /** `signature` is the hasher's buffer: valid until the next step under the same minhash config. */
-  | { kind: 'inserted'; signature: Signature };
+  /** `signature` is the hasher's buffer: valid until the next step under the same minhash config; `encoded` its encodeSignature. */
+  | { kind: 'inserted'; signature: Signature; encoded: string };
 
 /**
  * Rejects a sample whose text is a near copy of an earlier indexed one: reason
@@ -149,8 +149,8 @@ export function nearDedupeStep(index: DedupeIndex, config: NearDedupeConfig, ite
   const keys = hasher.keys(bandScope(config.scope, item.groupId));
   try {
     index.advance(item.at, config.evictionsPerStep);
-    const outcome = match(index, config, item, signature, keys, remote);
-    if (outcome.kind === 'inserted') index.insert({ id: item.id, groupId: item.groupId, at: item.at, signature }, keys);
+    let outcome = match(index, config, item, signature, keys, remote);
+    if (outcome === INSERT) outcome = { kind: 'inserted', signature, encoded: index.insert({ id: item.id, groupId: item.groupId, at: item.at, signature }, keys) };
     index.save();
     return outcome;
   } catch (err) {
@@ -162,6 +162,8 @@ export function nearDedupeStep(index: DedupeIndex, config: NearDedupeConfig, ite
 
 const TOO_SHORT: NearDedupeOutcome = { kind: 'too_short' };
 const KNOWN: NearDedupeOutcome = { kind: 'known' };
+/** match's "not found": the step then inserts. */
+const INSERT: NearDedupeOutcome = { kind: 'inserted', signature: new Uint32Array(0), encoded: '' };
 let CANDIDATES = new Int32Array(512);
 
 export function checkNearDedupeConfig(config: NearDedupeConfig): void {
@@ -243,7 +245,7 @@ function match(
     }
     if (remoteBest !== undefined) return { kind: 'duplicate', of: remoteBest.id, similarity: remoteBest.similarity };
   }
-  return { kind: 'inserted', signature };
+  return INSERT;
 }
 
 function decide(sample: Sample, outcome: NearDedupeOutcome, config: NearDedupeConfig): Sample {
@@ -257,7 +259,7 @@ function decide(sample: Sample, outcome: NearDedupeOutcome, config: NearDedupeCo
     };
   }
   if (outcome.kind === 'inserted' && config.annotateSignature) {
-    return { ...sample, annotations: { ...sample.annotations, [SIGNATURE_ANNOTATION]: encodeSignature(outcome.signature) } };
+    return { ...sample, annotations: { ...sample.annotations, [SIGNATURE_ANNOTATION]: outcome.encoded } };
   }
   return sample;
 }
