@@ -69,6 +69,8 @@ const say = (line: string) => {
   lines.push(line);
   process.stderr.write(`[bench] ${line}\n`);
 };
+/** Where the run is (stderr only, not in the report). */
+const progress = (line: string) => process.stderr.write(`[bench] ${new Date().toISOString().slice(11, 19)} ${line}\n`);
 
 const port = (address: string | undefined, fallback: number) => Number(/:(\d+)(\/|$)/.exec(address ?? '')?.[1] ?? fallback);
 const pins = await pinForBench({ kafkaPort: port(connections.kafkaBrokers[0], 19092), registryPort: port(connections.schemaRegistryUrl.replace(/^https?:\/\//, ''), 18081), enabled: !args['no-pin'] });
@@ -111,9 +113,11 @@ async function main(): Promise<void> {
   }
 
   if (wanted('kafka') && topic !== undefined) {
+    progress('kafkajs + serde pass');
     const serde = await serdeConsumerPass(kafka, registry, topic.name, topic.records);
     await anchor();
     deferred.push(() => ({ figure: 'kafkajs + serde decode + encode of a decision', unit: 'records/s', flywheel: serde.rate, anchor: BARE, anchorValue: anchorValue(), target: '≥ 0.8', note: `${serde.path}; ${Math.round(serde.withStart)}/s with start-up` }));
+    progress('Java ConsumerPerformance');
     const java = await javaConsumerPerformance(connections.kafkaBrokers, topic.name, topic.records);
     if ('rate' in java) deferred.push(() => ({ figure: "Kafka's Java ConsumerPerformance (second anchor)", unit: 'records/s', flywheel: java.rate, anchor: BARE, anchorValue: anchorValue(), note: `kafka-tools 3.9.1, fetch.nMsg.sec; ${Math.round(java.withStart)}/s with start-up (nMsg.sec)` }));
     else say(`not available: Java ConsumerPerformance: ${java.unavailable}`);
@@ -128,6 +132,7 @@ async function main(): Promise<void> {
     if (!wanted(section) || topic === undefined) continue;
     let m: PipelineMeasurement;
     const job: PipelineJob = { label, configFile, prefix, dataDir };
+    progress(`${label} worker`);
     try {
       m = await runPipeline(job, topic);
     } catch (err) {
@@ -139,7 +144,7 @@ async function main(): Promise<void> {
       pipelineRate = m.processedRate;
       processedBy = job;
     }
-    const where = `worker process, ${m.store} ClickHouse; first commit ${Math.round(m.firstCommitMs)} ms after ready; ${Math.round(m.withStartRate)}/s with start-up`;
+    const where = `worker process, ${m.store} ClickHouse; ${m.clock}; first commit ${Math.round(m.firstCommitMs)} ms after ready; ${Math.round(m.withStartRate)}/s with start-up`;
     deferred.push(
       () => ({ figure: `${label}: decided + committed (exactly-once)`, unit: 'records/s', flywheel: m.processedRate, anchor: BARE, anchorValue: anchorValue(), target, note: where }),
       () => ({ figure: `${label}: … and stored (ClickHouse sink caught up)`, unit: 'records/s', flywheel: m.storedRate, anchor: BARE, anchorValue: anchorValue(), note: 'samples + dead letters inserted = N' }),
@@ -192,6 +197,7 @@ async function main(): Promise<void> {
 
 /** Runs a section; its failure is a line of the report, not the end of the run. */
 async function section(name: string, work: () => Promise<BenchRow[]>): Promise<void> {
+  progress(name);
   try {
     rows.push(...(await work()));
   } catch (err) {

@@ -50,7 +50,9 @@ export class GcWindow {
     this.observer.observe({ entryTypes: ['gc'] });
   }
 
+  /** Starts the window (again: a second call moves its start to now). */
   open(): void {
+    this.profiler?.stop();
     this.openedAt = performance.now();
     this.usedAtOpen = v8.getHeapStatistics().used_heap_size;
     const Profiler = (v8 as unknown as { GCProfiler?: new () => { start(): void; stop(): { statistics: GcStatistic[] } } }).GCProfiler;

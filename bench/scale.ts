@@ -2,8 +2,8 @@
  * Scale-out: 1, then 2 workers of one consumer group (deploy/pipeline.json, exactly-once)
  * against a ClickHouse server, on the bench topic from the beginning. The workers are spawned
  * and load everything first, then start their pipelines at the same moment; the group's rate
- * is the records after the group's first commit ÷ the time from it to the commit that makes
- * the workers' processed records sum to N, and per worker it is that ÷ the number of workers. Each run is its own group, database and
+ * is N ÷ the time from the group's first fetch (any worker's) to the commit that makes the
+ * workers' processed records sum to N, and per worker it is that ÷ the number of workers. Each run is its own group, database and
  * output topics.
  *
  * What 2 cores limit: with the bench pinned to core 1 (broker and registry on core 0), both
@@ -16,7 +16,7 @@
 import type { Kafka } from 'kafkajs';
 import { openStore } from '../sinks/clickhouse/store.ts';
 import type { BenchTopic } from './kafka.ts';
-import { benchConfig, PIPELINE_CONFIG, timeoutFor } from './pipeline.ts';
+import { benchConfig, catchUpTimeout, PIPELINE_CONFIG, timeoutFor } from './pipeline.ts';
 import type { BenchRow } from './row.ts';
 import { BenchWorker } from './workers.ts';
 
@@ -61,28 +61,29 @@ async function runGroup(options: ScaleOptions, count: number): Promise<{ rate: n
   const workers = await Promise.all(Array.from({ length: count }, (_, i) => BenchWorker.spawn(`scale-${count}.${i}`, { config, inputTopic: topic.name, clickhouseUrl, expect: 0 })));
   try {
     for (const w of workers) w.go();
-    await Promise.all(workers.map((w) => w.ready));
+    const ready = Math.min(...(await Promise.all(workers.map((w) => w.ready))));
     const timeout = timeoutFor(topic.records);
     const sum = (of: (w: BenchWorker) => number) => workers.reduce((s, w) => s + of(w), 0);
     // Any worker's report may complete the sum; any worker's failure fails the run.
-    const reach = (what: 'processed' | 'stored') =>
-      Promise.race(workers.map((w) => w.until(() => sum((x) => x[what]) >= topic.records, timeout, () => `${topic.records} records ${what} by the group (${sum((x) => x[what])} so far)`))).then(() =>
+    const reach = (what: 'processed' | 'stored', ms: number) =>
+      Promise.race(workers.map((w) => w.until(() => sum((x) => x[what]) >= topic.records, ms, () => `${topic.records} records ${what} by the group (${sum((x) => x[what])} so far)`))).then(() =>
         // The report that completed the sum is the latest of them all.
         Math.max(...workers.map((w) => (what === 'processed' ? w.commits : w.stores).at(-1)?.t ?? 0)),
       );
-    const processed = await reach('processed');
+    const started = Date.now();
+    const processed = await reach('processed', timeout);
     let stored = Number.NaN;
     try {
-      stored = await reach('stored');
+      stored = await reach('stored', catchUpTimeout(Date.now() - started));
     } catch (err) {
-      process.stderr.write(`[bench] scale-${count}: ${(err as Error).message.split('\n')[0]}\n`);
+      process.stderr.write(`[bench] scale-${count}: ${(err as Error).message}\n`);
     }
     // Who did how much: with 3 partitions, 2 workers split them 2 + 1.
     const split = workers.map((w) => `${Math.round((100 * w.processed) / Math.max(1, sum((x) => x.processed)))} %`).join(' / ');
-    // As everywhere in the bench: from the group's first commit, over the records after it.
-    const first = workers.map((w) => w.commits[0]!).reduce((a, b) => (b.t < a.t ? b : a));
-    const after = topic.records - first.processed;
-    return { rate: after / ((processed - first.t) / 1000), stored: after / ((stored - first.t) / 1000), split: `${split} of the records` };
+    // As everywhere in the bench: from the group's first fetch (any worker's), join left out.
+    const fetches = workers.map((w) => w.firstFetch).filter((t): t is number => t !== undefined);
+    const start = fetches.length > 0 ? Math.min(...fetches) : ready;
+    return { rate: topic.records / ((processed - start) / 1000), stored: topic.records / ((stored - start) / 1000), split: `${split} of the records` };
   } finally {
     await Promise.all(workers.map((w) => w.stop()));
     const database = (config.clickhouse as { database?: string }).database;

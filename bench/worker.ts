@@ -6,15 +6,17 @@
  *   child → { type: 'loaded' }                       modules imported, config validated
  *   parent → { type: 'go' }                          start the pipeline now
  *   child → { type: 'ready', t }                     startPipeline resolved
+ *   child → { type: 'fetching', t }                  the processor's consumer sends its first fetch (group joined)
  *   child → { type: 'commit', t, processed }         after every committed transaction
  *   child → { type: 'stored', t, stored }            after every ClickHouse insert (samples + dead letters)
- *   child → { type: 'gc', report }                   once `processed` reached job.expect (window: first commit → then)
+ *   child → { type: 'gc', report }                   once `processed` reached job.expect (window: first fetch → then)
  *   parent → { type: 'stop' }  child → { type: 'stopped' }, exits
  *
  * Times are epoch ms (performance.timeOrigin + now), comparable with the parent's.
  *
  *   node --import tsx bench/worker.ts '{"config":{…},"inputTopic":"bench-1.input","expect":100000}'
  */
+import { Kafka, type ConsumerConfig } from 'kafkajs';
 import { parseConfig } from '../pipeline/config.ts';
 import { startPipeline, type PipelineProgress } from '../pipeline/run.ts';
 import { connectionsFromEnv } from '../streams/connections.ts';
@@ -34,6 +36,7 @@ export interface WorkerJob {
 export type WorkerMessage =
   | { type: 'loaded' }
   | { type: 'ready'; t: number }
+  | { type: 'fetching'; t: number }
   | { type: 'commit'; t: number; processed: number }
   | { type: 'stored'; t: number; stored: number }
   | { type: 'gc'; report: import('./profile.ts').GcReport }
@@ -60,6 +63,29 @@ function watch<T extends object>(object: T, key: keyof T & string, changed: (val
   });
 }
 
+/**
+ * The moment the processor's consumer, having joined its group, sends its first fetch: where
+ * the anchor's clock starts too (bench/kafka.ts). kafkajs gives no other handle on a consumer
+ * the pipeline creates inside, so every consumer made in this process is looked at here, and
+ * the processor's is known by its group id (`<prefix>.<name>`, as pipeline/run.ts names it).
+ * Should the pipeline stop creating it this way, no 'fetching' report comes and the bench says so.
+ */
+const processorGroup = `${config.topics.prefix}.${config.name}`;
+let fetching = false;
+const makeConsumer = Kafka.prototype.consumer;
+Kafka.prototype.consumer = function (this: Kafka, options: ConsumerConfig) {
+  const consumer = makeConsumer.call(this, options);
+  if (options.groupId === processorGroup) {
+    consumer.on(consumer.events.FETCH_START, () => {
+      if (fetching) return;
+      fetching = true;
+      if (job.expect > 0) gc.open();
+      send({ type: 'fetching', t: now() });
+    });
+  }
+  return consumer;
+};
+
 process.on('message', (message: { type: string }) => {
   if (message.type === 'go') void run();
 });
@@ -72,23 +98,17 @@ async function run(): Promise<void> {
     const pipeline = await startPipeline(config, connections, { inputTopic: job.inputTopic });
     const progress: PipelineProgress = pipeline.progress;
     let reported = job.expect <= 0;
-    let openedAt: number | undefined;
     watch(progress, 'processed', (processed) => {
       send({ type: 'commit', t: now(), processed });
-      if (reported) return;
-      // The window is the busy part: from the first commit to the expected count.
-      if (openedAt === undefined) {
-        openedAt = processed;
-        gc.open();
-      }
-      if (processed >= job.expect) {
-        reported = true;
-        send({ type: 'gc', report: gc.close(processed - openedAt) });
-      }
+      if (reported || processed < job.expect) return;
+      reported = true;
+      // Opened at the first fetch (at ready, should no fetch report come).
+      send({ type: 'gc', report: gc.close(processed) });
     });
     const stored = () => send({ type: 'stored', t: now(), stored: progress.stored.samples + progress.stored.dead_letters });
     watch(progress.stored, 'samples', stored);
     watch(progress.stored, 'dead_letters', stored);
+    if (!fetching) gc.open();
     send({ type: 'ready', t: now() });
     process.on('message', (message: { type: string }) => {
       if (message.type === 'stop') void pipeline.stop();

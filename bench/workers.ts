@@ -28,6 +28,8 @@ export class BenchWorker {
   readonly stores: Array<{ t: number; stored: number }> = [];
   readonly ready: Promise<number>;
   gc: GcReport | undefined;
+  /** Epoch ms of the processor's first fetch request (its group joined), if the worker saw it. */
+  firstFetch: number | undefined;
   private readonly log: string[] = [];
   private readonly waiters = new Set<Waiter>();
   private failure: Error | undefined;
@@ -102,7 +104,7 @@ export class BenchWorker {
     return this.stores.find((s) => s.stored >= records)!.t;
   }
 
-  /** The GC report of the window first commit → `job.expect` processed. */
+  /** The GC report of the window first fetch → `job.expect` processed. */
   async gcReport(timeoutMs: number): Promise<GcReport> {
     await this.until(() => this.gc !== undefined, timeoutMs, () => 'its GC report');
     return this.gc!;
@@ -112,15 +114,22 @@ export class BenchWorker {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     if (reached()) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
+      // A long wait says where it is, now and then (stderr only).
+      const status = setInterval(() => process.stderr.write(`[bench] ${this.label}: ${this.processed} processed, ${this.stored} stored; waiting for ${what()}\n`), 15_000);
+      const done = () => (clearTimeout(timer), clearInterval(status));
       const waiter: Waiter = {
         reached,
-        resolve: () => (clearTimeout(timer), resolve()),
-        reject: (err) => (clearTimeout(timer), reject(err)),
+        resolve: () => (done(), resolve()),
+        reject: (err) => (done(), reject(err)),
       };
       const timer = setTimeout(() => {
         this.waiters.delete(waiter);
+        clearInterval(status);
         reject(this.error(`worker ${this.label}: timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${what()}`));
       }, timeoutMs);
+      // A wait that lost a race (scale.ts) must not keep the bench alive.
+      timer.unref();
+      status.unref();
       this.waiters.add(waiter);
     });
   }
@@ -142,6 +151,7 @@ export class BenchWorker {
 
   private onMessage(m: WorkerMessage): void {
     if (m.type === 'ready') this.markReady(m.t);
+    else if (m.type === 'fetching') this.firstFetch = m.t;
     else if (m.type === 'commit') this.commits.push({ t: m.t, processed: m.processed });
     else if (m.type === 'stored') this.stores.push({ t: m.t, stored: m.stored });
     else if (m.type === 'gc') this.gc = m.report;
