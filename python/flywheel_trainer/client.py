@@ -286,6 +286,8 @@ class TrainerClient:
         return out
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._closed:  # an assignment that arrives while leaving the group: nothing is read
+            return
         positioned = self._positioned(partitions)
         self._assigned = {(tp.topic, tp.partition) for tp in partitions}
         consumer.assign(positioned)
@@ -551,7 +553,7 @@ class TrainerClient:
             if c is not None:
                 try:
                     c.close()
-                except Exception:
+                except (KafkaException, RuntimeError):
                     pass
         self._producer.flush(10)
 
