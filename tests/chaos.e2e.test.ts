@@ -12,7 +12,8 @@ describe('chaos: kills, restarts, outages and bad input', () => {
       console.error(log.join('\n'));
       throw err;
     });
-    if (report.failures.length > 0) console.error(`${log.join('\n')}\n${JSON.stringify(report, null, 2)}`);
+    if (report.failures.length > 0) console.error(log.join('\n'));
+    console.error(`chaos report: ${JSON.stringify(report, null, 2)}`);
     expect(report.failures).toEqual([]);
     expect(report.faults.length).toBeGreaterThanOrEqual(3 + 2 + 4);
     expect(report.inputs.evolved).toBeGreaterThan(0);
