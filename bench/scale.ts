@@ -2,8 +2,9 @@
  * Scale-out: 1, then 2 workers of one consumer group (deploy/pipeline.json, exactly-once)
  * against a ClickHouse server, on the bench topic from the beginning. The workers are spawned
  * and load everything first, then start their pipelines at the same moment; the group's rate
- * is N ÷ the time from the group's first fetch (any worker's) to the commit that makes the
- * workers' processed records sum to N, and per worker it is that ÷ the number of workers. Each run is its own group, database and
+ * is the records committed after every worker sends fetches (the group has settled) ÷ the
+ * time from then to the commit that makes the workers' processed records sum to N; per worker
+ * it is that ÷ the number of workers. Each run is its own group, database and
  * output topics.
  *
  * What 2 cores limit: with the bench pinned to core 1 (broker and registry on core 0), both
@@ -80,10 +81,20 @@ async function runGroup(options: ScaleOptions, count: number): Promise<{ rate: n
     }
     // Who did how much: with 3 partitions, 2 workers split them 2 + 1.
     const split = workers.map((w) => `${Math.round((100 * w.processed) / Math.max(1, sum((x) => x.processed)))} %`).join(' / ');
-    // As everywhere in the bench: from the group's first fetch (any worker's), join left out.
-    const fetches = workers.map((w) => w.firstFetch).filter((t): t is number => t !== undefined);
-    const start = fetches.length > 0 ? Math.min(...fetches) : ready;
-    return { rate: topic.records / ((processed - start) / 1000), stored: topic.records / ((stored - start) / 1000), split: `${split} of the records` };
+    // The clock starts once every worker fetches (each has joined and holds partitions: the
+    // group is settled), over the records committed after that; if one never got partitions
+    // before the end, from the first worker's first fetch.
+    const fetches = workers.map((w) => w.firstFetch);
+    const settled = fetches.every((t) => t !== undefined);
+    const known = fetches.filter((t): t is number => t !== undefined);
+    const start = known.length === 0 ? ready : settled ? Math.max(...known) : Math.min(...known);
+    const before = sum((w) => w.commits.filter((c) => c.t <= start).at(-1)?.processed ?? 0);
+    const after = topic.records - before;
+    return {
+      rate: after / ((processed - start) / 1000),
+      stored: after / ((stored - start) / 1000),
+      split: `${split} of the records${settled ? `; clock from when all ${count} fetch (${before} records before)` : '; a worker never got partitions: clock from the first fetch'}`,
+    };
   } finally {
     await Promise.all(workers.map((w) => w.stop()));
     const database = (config.clickhouse as { database?: string }).database;
