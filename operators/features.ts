@@ -74,8 +74,8 @@ export function responseText(r: Rollout): string {
  * 4. L2 normalisation of `out[0 .. dims)`: `s` = Σ out[i]² (an exact integer in float64); when
  *    s > 0, `out[i] = float32(out[i] × (1 / sqrt(s)))` in float64 arithmetic; all zeros stay zero.
  * 5. The numeric tail, in `featureLayout` order, computed in float64 and stored as float32:
- *    log1p of the text length in UTF-16 code units before the cut (Python:
- *    `len(t.encode('utf-16-le')) // 2`) and of max(0, `token_count`); each configured reward
+ *    log1p of the length of prompt + "\n" + response before the cut, in UTF-16 code units
+ *    (Python: `len(text.encode('utf-16-le')) // 2`), and of max(0, `token_count`); each reward
  *    (own properties only; missing → 0); then the log-probs' mean (sum in order / count), min,
  *    population standard deviation (sqrt(Σ(lp − mean)² / count)) and 1 — or four zeros when the
  *    rollout kept no log-probs.
@@ -206,7 +206,10 @@ function fmix(h: number): number {
   return h ^ (h >>> 16);
 }
 
-/** A config compiled once: typed copies of its lists and the scratch one call needs. */
+/**
+ * A config compiled once (per config object, which is treated as immutable): typed copies of
+ * its lists and the scratch one call needs — featurize is synchronous, so one set serves all.
+ */
 interface Plan {
   dims: number;
   /** dims − 1 when dims is a power of two (bucket = g & mask), else −1 (bucket = g mod dims). */
