@@ -315,8 +315,13 @@ export class MinHasher {
     this.bins.fill(EMPTY_BIN);
     // At most one shingle per word or code point, plus one: sized once, no check per shingle.
     if (this.hashes.length < text.length + 2) this.hashes = new Uint32Array(Math.max(text.length + 2, this.hashes.length * 2));
-    const lower = text.toLowerCase();
-    return this.config.shingle === 'word' ? this.scanWords(lower) : this.scanChars(lower);
+    if (this.config.shingle === 'char') return this.scanChars(text.toLowerCase());
+    // ASCII text is lower-cased on the fly (A–Z + 32 is all toLowerCase does there), sparing a
+    // copy of the text; the first non-ASCII character restarts on text.toLowerCase().
+    const n = this.scanWords(text, true);
+    if (n >= 0) return n;
+    this.bins.fill(EMPTY_BIN);
+    return this.scanWords(text.toLowerCase(), false);
   }
 
   /** Whether the last scan's first `n` shingle hashes hold at least `min` distinct values. */
@@ -401,7 +406,8 @@ export class MinHasher {
     }
   }
 
-  private scanWords(s: string): number {
+  /** Word shingles of `s`; with `ascii`, lower-cases A–Z itself and returns −1 at the first non-ASCII code unit. */
+  private scanWords(s: string, ascii: boolean): number {
     const k = this.config.shingleSize;
     const ring = this.ring;
     const hashes = this.hashes;
@@ -416,7 +422,11 @@ export class MinHasher {
     let inWord = false;
     const n = s.length;
     for (let i = 0; i <= n; i++) {
-      const c = i < n ? s.charCodeAt(i) : 32;
+      let c = i < n ? s.charCodeAt(i) : 32;
+      if (ascii) {
+        if (c >= 128) return -1;
+        if (c >= 65 && c <= 90) c += 32;
+      }
       if (c <= 32 ? c === 32 || (c >= 9 && c <= 13) : c >= 0xa0 && isWideSpace(c)) {
         if (!inWord) continue;
         inWord = false;
