@@ -25,6 +25,14 @@ export interface Sample {
    * `created_at` is used alone.
    */
   brokerTimestamp?: number;
+  /**
+   * The rollout exactly as decoded from `payload`, set when the payload was written with the
+   * reader's own schema: while `rollout` is still this very object, `payload`'s Avro body is its
+   * encoding and the decision can embed those bytes instead of encoding the rollout again.
+   * Operators never mutate a rollout: one that changes it makes a new object (as validate's
+   * clamp does), which ends the reuse.
+   */
+  wireRollout?: Rollout;
 }
 
 /** Input that cannot be processed; it leaves for the dead-letter topic with its reason. */
@@ -125,7 +133,9 @@ export function isRejected(sample: Sample): boolean {
 
 /** A sample as JSON, for operators that hold samples in a state store across batches. */
 export function serializeSample(sample: Sample): string {
-  return JSON.stringify({ ...sample, payload: sample.payload.toString('base64'), key: sample.key?.toString('base64') ?? null });
+  // wireRollout is an identity, not data: a sample read back is a new object anyway.
+  const { wireRollout: _wire, ...rest } = sample;
+  return JSON.stringify({ ...rest, payload: sample.payload.toString('base64'), key: sample.key?.toString('base64') ?? null });
 }
 
 export function deserializeSample(text: string): Sample {

@@ -27,7 +27,11 @@ export function decodeRollout(message: KafkaMessage, topic: string, partition: n
   const problem = wireFormatProblem(message.value);
   if (problem !== undefined) return dead(problem);
   try {
-    return newSample(serde.decode(message.value!), source, message.value!, message.key, brokerTimestamp(message));
+    const rollout = serde.decode(message.value!);
+    const sample = newSample(rollout, source, message.value!, message.key, brokerTimestamp(message));
+    // Written with the reader's schema: the decision can embed these bytes (sinks/kafka-outputs.ts).
+    if (serde.readerBody(message.value!) !== undefined) sample.wireRollout = rollout;
+    return sample;
   } catch (err) {
     if (err instanceof RecordError) return dead(`not a rollout: ${err.message}`);
     throw err;

@@ -171,7 +171,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
       // One registry round trip at most per batch (new writer ids only), then a synchronous decode.
       const envelopes: Envelope[] = input.kind === 'tick' ? [{ kind: 'tick', now: input.now }] : await decodeRollouts(input.messages, input.topic, partition.partition, rollouts);
       const { envelopes: curated, messages: indexed } = takeSignatures(await lastValueFrom(from(envelopes).pipe(partition.local, toArray())));
-      const outputs = encodeOutputs(curated, partition.partition, { decisions, accepted, deadLetter: catalog.deadLetter, side: { control: catalog.control, weaknesses: catalog.weaknesses, preferencePairs: catalog.preferencePairs } }, context);
+      const outputs = encodeOutputs(curated, partition.partition, { decisions, accepted, deadLetter: catalog.deadLetter, rolloutFingerprint: rollouts.fingerprint, side: { control: catalog.control, weaknesses: catalog.weaknesses, preferencePairs: catalog.preferencePairs } }, context);
       if (compensated !== undefined) outputs.push({ topic: scoredTopic, messages: scoredMessages(curated, compensated.score, config.features) });
       if (signatures !== undefined) outputs.push({ topic: signatureTopic, messages: indexed });
       return outputs.filter((t) => t.messages.length > 0);

@@ -9,6 +9,12 @@ export interface OutputTopics {
   decisions: TopicSerde<Decision>;
   accepted: TopicSerde<Decision>;
   deadLetter: string;
+  /**
+   * The fingerprint of the schema the input rollouts are decoded with (the rollout serde's).
+   * When it is the decisions' `headFingerprint`, a decision whose rollout is untouched embeds
+   * the input's Avro body instead of encoding the rollout again.
+   */
+  rolloutFingerprint?: string;
   /** Side outputs carry JSON values. */
   side: Record<SideOutput, string>;
 }
@@ -29,7 +35,14 @@ export const DLQ_HEADERS = {
  * co-partitioned, so a group's records stay together and a partition's outputs stay in input
  * order.
  *
- * Each decision is encoded once. Its accepted copy reuses those bytes when both topics share
+ * Each decision is encoded once, and its rollout mostly not at all: when the input was written
+ * with the reader's own schema and no operator replaced the rollout (`Sample.wireRollout`), the
+ * decision's body starts with the input's Avro body as it is, followed by the other fields
+ * encoded — byte for byte what encoding the whole decision writes when the producer wrote
+ * canonical Avro (as avsc, the Confluent serdes and Java's GenericDatumWriter do). A producer
+ * that writes valid but non-canonical Avro (maps or arrays in several blocks, over-long varints)
+ * has its bytes carried over as they are: still a valid encoding of the same rollout under the
+ * same schema, which every reader decodes to the same value. Its accepted copy reuses those bytes when both topics share
  * the schema id (one schema content, two subjects: the registry gives one id), or a copy with
  * only the 4 id bytes rewritten when they do not — the Avro body of the same schema is the same.
  * A decision that does not encode (an operator put a value the schema cannot hold) is dead-
@@ -45,6 +58,7 @@ export function encodeOutputs(envelopes: readonly Envelope[], partition: number,
   const side = new Map<string, Message[]>();
   const sameBody = topics.accepted.fingerprint === topics.decisions.fingerprint;
   const sameId = sameBody && topics.accepted.schemaId === topics.decisions.schemaId;
+  const embedRollout = topics.rolloutFingerprint !== undefined && topics.rolloutFingerprint === topics.decisions.headFingerprint;
   for (const envelope of envelopes) {
     if (envelope.kind === 'tick') continue;
     if (envelope.kind === 'dead') {
@@ -63,7 +77,7 @@ export function encodeOutputs(envelopes: readonly Envelope[], partition: number,
     let value: Buffer;
     let acceptedValue: Buffer | undefined;
     try {
-      value = topics.decisions.encode(decision);
+      value = embedRollout && envelope.wireRollout === envelope.rollout ? topics.decisions.encodeWithHead(decision, envelope.payload.subarray(5)) : topics.decisions.encode(decision);
       if (isAccepted) acceptedValue = sameId ? value : sameBody ? withSchemaId(value, topics.accepted.schemaId) : topics.accepted.encode(decision);
     } catch (err) {
       if (!(err instanceof RecordError)) throw err;
@@ -90,7 +104,8 @@ function withSchemaId(value: Buffer, schemaId: number): Buffer {
   return copy;
 }
 
-function deadLetterMessage(dead: DeadLetter, run: string, partition: number): Message {
+/** The dead-letter record of `dead`: the original bytes as the value, the why in DLQ_HEADERS. */
+export function deadLetterMessage(dead: DeadLetter, run: string, partition: number): Message {
   return {
     key: dead.key,
     value: dead.payload,

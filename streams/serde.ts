@@ -53,6 +53,28 @@ export interface TopicSerde<T> {
   decode(payload: Buffer): T;
   /** Encodes with the reader schema's id; throws RecordError naming the field that does not fit. */
   encode(value: T): Buffer;
+  /**
+   * The Avro body (bytes 5…, a view, not a copy) of a prepared, decodable payload when its
+   * writer schema is the reader schema itself (no resolution): those bytes are then an Avro
+   * encoding of `decode(payload)` under this serde's schema, and another record that embeds
+   * the value can embed them as they are (`encodeWithHead`). Undefined for a resolved writer.
+   */
+  readerBody(payload: Buffer): Buffer | undefined;
+  /**
+   * SHA-256 (hex) of the canonical form of the reader schema's first field, when the reader is a
+   * record whose fields after the first compile on their own; else undefined (no `encodeWithHead`).
+   * E.g. a Decision's: the Rollout schema's fingerprint.
+   */
+  readonly headFingerprint: string | undefined;
+  /**
+   * Encodes `value` as `encode` does, its first field taken as already encoded: `head` must be
+   * the Avro body of `value`'s first field under a schema with `headFingerprint` (e.g. a
+   * rollout's `readerBody`). An Avro record is its fields' encodings in order, so the result is
+   * `encode(value)` byte for byte whenever `head` is what encoding that field would write.
+   *
+   *   decisions.encodeWithHead(decision, rollouts.readerBody(payload)!)   // skips re-encoding the rollout
+   */
+  encodeWithHead(value: T, head: Buffer): Buffer;
   serialize(value: T): Promise<Buffer>;
   deserialize(payload: Buffer): Promise<T>;
 }
@@ -128,6 +150,19 @@ export async function topicSerde<T>(client: SchemaRegistryClient, topic: string,
   header.writeInt32BE(schemaId, 1);
   let scratch = Buffer.alloc(64 * 1024);
   header.copy(scratch);
+  /** Makes `scratch` at least `size` bytes, header kept. */
+  const grow = (size: number) => {
+    const grown = Buffer.alloc(Math.max(scratch.length * 2, size));
+    header.copy(grown);
+    scratch = grown;
+  };
+  /** One copy out of the scratch buffer, as `toBuffer` makes, with the header included. */
+  const copyOut = (end: number) => {
+    const out = Buffer.allocUnsafe(end);
+    scratch.copy(out, 0, 0, end);
+    return out;
+  };
+  const head = headAndTail(schema);
 
   const serde: TopicSerde<T> = {
     topic,
@@ -173,18 +208,37 @@ export async function topicSerde<T>(client: SchemaRegistryClient, topic: string,
         end = reader.encode(value, scratch, 5);
         if (end < 0) {
           // Too small by -end bytes: grow (and keep the header), then write again.
-          const grown = Buffer.alloc(Math.max(scratch.length * 2, scratch.length - end));
-          header.copy(grown);
-          scratch = grown;
+          grow(scratch.length - end);
           end = reader.encode(value, scratch, 5);
         }
       } catch (err) {
         throw new RecordError(`cannot encode ${typeName}: ${invalidPath(reader, value) ?? (err as Error).message}`);
       }
-      // One copy out of the scratch buffer, as `toBuffer` makes, with the header included.
-      const out = Buffer.allocUnsafe(end);
-      scratch.copy(out, 0, 0, end);
-      return out;
+      return copyOut(end);
+    },
+    readerBody(payload) {
+      if (payload.length < 5 || payload[0] !== 0) return undefined;
+      const entry = writers.get(payload.readInt32BE(1));
+      return entry !== undefined && 'resolver' in entry && entry.resolver === undefined ? payload.subarray(5) : undefined;
+    },
+    headFingerprint: head?.fingerprint,
+    encodeWithHead(value, body) {
+      if (head === undefined) return serde.encode(value);
+      const start = 5 + body.length;
+      let end: number;
+      try {
+        if (scratch.length < start + 1) grow(start + 1024);
+        body.copy(scratch, 5);
+        end = head.tail.encode(value, scratch, start);
+        if (end < 0) {
+          grow(scratch.length - end);
+          body.copy(scratch, 5);
+          end = head.tail.encode(value, scratch, start);
+        }
+      } catch (err) {
+        throw new RecordError(`cannot encode ${typeName}: ${invalidPath(reader, value) ?? (err as Error).message}`);
+      }
+      return copyOut(end);
     },
     serialize: async (value) => serde.encode(value),
     deserialize: async (payload) => {
@@ -193,6 +247,25 @@ export async function topicSerde<T>(client: SchemaRegistryClient, topic: string,
     },
   };
   return serde;
+}
+
+/**
+ * A record schema split after its first field: that field's fingerprint, and the other fields
+ * compiled as a record of their own (its encoding is theirs, in order). Undefined when the schema
+ * is not a record, its first field is not a record, or the rest does not compile alone (a later
+ * field naming a type defined inside the first).
+ */
+function headAndTail(schema: object): { fingerprint: string; tail: AvroType } | undefined {
+  const record = schema as { type?: unknown; name?: string; namespace?: string; fields?: Array<{ type: unknown }> };
+  if (record.type !== 'record' || !Array.isArray(record.fields) || record.fields.length === 0) return undefined;
+  try {
+    const first = avsc.Type.forSchema(record.fields[0]!.type as AvroSchema, { namespace: record.namespace });
+    if (first.typeName !== 'record') return undefined;
+    const tail = avsc.Type.forSchema({ type: 'record', name: `${record.name ?? 'Record'}Tail`, namespace: record.namespace, fields: record.fields.slice(1) } as AvroSchema);
+    return { fingerprint: first.fingerprint('sha256').toString('hex'), tail };
+  } catch {
+    return undefined;
+  }
 }
 
 /** Why `payload` is not in the registry's wire format, or undefined when it is. */

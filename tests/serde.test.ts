@@ -10,6 +10,7 @@ import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts
 import { decodeRollouts } from '../pipeline/decode.ts';
 import { startPipeline } from '../pipeline/run.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
+import { toDecision } from '../operators/decision.ts';
 import { DLQ_HEADERS, encodeOutputs, type OutputTopics } from '../sinks/kafka-outputs.ts';
 import { rolloutSchema, type Decision, type Rollout } from '../streams/records.ts';
 import { RecordError } from '../streams/errors.ts';
@@ -204,6 +205,52 @@ describe('compiled registry serde (against the registry, bytes compared with @co
     const copy = rewritten.messages[0]!.value as Buffer;
     expect(copy.readInt32BE(1)).toBe(otherId);
     expect(copy.subarray(5).equals((decidedA!.value as Buffer).subarray(5))).toBe(true);
+  });
+});
+
+describe('a decision embeds its input rollout bytes', () => {
+  it('writes the bytes the Confluent serializer writes for the whole decision, and re-encodes a rollout that was resolved or replaced', async () => {
+    const rolloutsTopic = await rolloutSerde(client, `${prefix}.embed.rollouts`);
+    const decisionsTopic = await decisionSerde(client, `${prefix}.embed.decisions`);
+    const reference = confluentSerde<Decision>(client, decisionsTopic.topic, decisionsTopic.schemaId);
+    expect(decisionsTopic.headFingerprint).toBe(rolloutsTopic.fingerprint);
+    const topics: OutputTopics = { decisions: decisionsTopic, accepted: decisionsTopic, deadLetter: `${prefix}.embed.dlq`, rolloutFingerprint: rolloutsTopic.fingerprint, side: { control: 'c', weaknesses: 'w', preferencePairs: 'p' } };
+    const context = { configHash: 'h', pipelineRun: 'run' };
+    // Written by the Confluent serializer, as another producer would, with the reader's id.
+    const producer = confluentSerde<Rollout>(client, rolloutsTopic.topic, rolloutsTopic.schemaId);
+    const payloads = await Promise.all(rollouts.map((r) => producer.serialize(r)));
+    const envelopes = (await decodeRollouts(payloads.map(message), rolloutsTopic.topic, 0, rolloutsTopic)) as Sample[];
+    expect(envelopes.every((e) => e.kind === 'sample' && e.wireRollout === e.rollout)).toBe(true);
+    // Decided differently, so every tail field varies; one rollout replaced as validate's clamp does.
+    const decided: Sample[] = envelopes.map((e, i) => ({ ...e, scores: { rule: i }, reasons: i % 2 === 0 ? [] : ['duplicate'], annotations: i % 3 === 0 ? {} : ({ cell: `c${i}` } as Record<string, string>) }));
+    decided[1] = { ...decided[1]!, rollout: { ...decided[1]!.rollout, created_at: 1_700_000_000_001 } };
+    const values = encodeOutputs(decided, 0, topics, context).find((t) => t.topic === decisionsTopic.topic)!.messages.map((m) => m.value as Buffer);
+    expect(values).toHaveLength(decided.length);
+    for (const [i, value] of values.entries()) {
+      const whole = await reference.serialize({ ...toDecision(decided[i]!, context) });
+      expect(value.equals(whole)).toBe(true);
+    }
+    expect((await reference.deserialize(values[1]!)).rollout.created_at).toBe(1_700_000_000_001);
+
+    // Valid but non-canonical Avro (tags as one map block with a negative count and its byte size)
+    // is carried over as it is: a different encoding of the same decision, which decodes the same.
+    const canonical = await producer.serialize(rollout({ tags: { a: 'b' } }));
+    const mapTail = Buffer.from([0x02, 0x02, 0x61, 0x02, 0x62, 0x00]);
+    expect(canonical.subarray(-6).equals(mapTail)).toBe(true);
+    const blocked = Buffer.concat([canonical.subarray(0, -6), Buffer.from([0x01, 0x08, 0x02, 0x61, 0x02, 0x62, 0x00])]);
+    const [odd] = (await decodeRollouts([message(blocked, 98)], rolloutsTopic.topic, 0, rolloutsTopic)) as Sample[];
+    const [oddValue] = encodeOutputs([odd!], 0, topics, context).find((t) => t.topic === decisionsTopic.topic)!.messages;
+    const embedded = oddValue!.value as Buffer;
+    expect(embedded.subarray(5, blocked.length).equals(blocked.subarray(5))).toBe(true);
+    expect(await reference.deserialize(embedded)).toEqual(await reference.deserialize(await reference.serialize(toDecision(odd!, context))));
+
+    // A writer schema that resolves (evolved): its body is not the reader's, so the rollout is encoded.
+    const evolved = { ...rolloutSchema, fields: [...rolloutSchema.fields, { name: 'temperature', type: 'double', default: 1 }] };
+    const evolvedId = await client.register(`${rolloutsTopic.topic}-value`, { schemaType: 'AVRO', schema: JSON.stringify(evolved) });
+    const [resolved] = (await decodeRollouts([message(written(evolvedId, evolved, { ...rollouts[0]!, temperature: 0.5 }), 99)], rolloutsTopic.topic, 0, rolloutsTopic)) as Sample[];
+    expect(resolved!.wireRollout).toBeUndefined();
+    const [value] = encodeOutputs([resolved!], 0, topics, context).find((t) => t.topic === decisionsTopic.topic)!.messages;
+    expect((value!.value as Buffer).equals(await reference.serialize(toDecision(resolved!, context)))).toBe(true);
   });
 });
 
