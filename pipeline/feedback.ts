@@ -8,7 +8,7 @@ import { BroadcastReader } from '../streams/broadcast.ts';
 import { ExactlyOnceProcessor } from '../streams/exactly-once.ts';
 import type { Label } from '../streams/records.ts';
 import type { TopicSerde } from '../streams/serde.ts';
-import { DLQ_HEADERS } from '../sinks/kafka-outputs.ts';
+import { deadLetterMessage } from '../sinks/kafka-outputs.ts';
 
 /**
  * The feedback path of error memory (after ReLoop2): the curating pipeline records every
@@ -63,6 +63,11 @@ export function labelJoinProcessor(o: LabelJoinOptions): ExactlyOnceProcessor<Re
     partitionsConsumedConcurrently: 2,
     maxBatchBytes: 1_048_576,
     tickMs: o.tickMs,
+    // A record whose batch fails by itself (not a service's fault) is dead-lettered, not retried.
+    deadLetter: (m, topic, partition, error) => ({
+      topic: o.deadLetterTopic,
+      messages: [deadLetterMessage({ kind: 'dead', source: { topic, partition, offset: m.offset }, payload: m.value, key: m.key, stage: 'label-join', reason: error.message }, o.pipelineRun, partition)],
+    }),
     assign: (_p, state) => labelJoin({ ttlMs: o.ttlMs }, { scored: state.store(labelJoinStores.scored.name), labels: state.store(labelJoinStores.labels.name) }),
     process: async (input, task) => {
       const inputs: JoinInput[] = [];
@@ -82,19 +87,8 @@ export function labelJoinProcessor(o: LabelJoinOptions): ExactlyOnceProcessor<Re
             }
           } catch (err) {
             // A bad label is dead-lettered like any bad input; the join goes on.
-            dead.push({
-              key: m.key,
-              value: m.value,
-              partition: task.partition,
-              headers: {
-                [DLQ_HEADERS.stage]: 'label-join',
-                [DLQ_HEADERS.reason]: `not a label: ${(err as Error).message}`,
-                [DLQ_HEADERS.topic]: input.topic,
-                [DLQ_HEADERS.partition]: String(task.partition),
-                [DLQ_HEADERS.offset]: m.offset,
-                [DLQ_HEADERS.run]: o.pipelineRun,
-              },
-            });
+            const source = { topic: input.topic, partition: task.partition, offset: m.offset };
+            dead.push(deadLetterMessage({ kind: 'dead', source, payload: m.value, key: m.key, stage: 'label-join', reason: `not a label: ${(err as Error).message}` }, o.pipelineRun, task.partition));
           }
         }
       }

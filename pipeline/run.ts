@@ -10,7 +10,7 @@ import { serveStore, type StoreEndpoint } from '../sinks/clickhouse/http-endpoin
 import { migrate } from '../sinks/clickhouse/schema.ts';
 import { lazyStore, LazyStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { migrateViews } from '../sinks/clickhouse/views.ts';
-import { DLQ_HEADERS, encodeOutputs } from '../sinks/kafka-outputs.ts';
+import { deadLetterMessage, encodeOutputs } from '../sinks/kafka-outputs.ts';
 import { BroadcastReader } from '../streams/broadcast.ts';
 import type { Connections } from '../streams/connections.ts';
 import { ExactlyOnceProcessor } from '../streams/exactly-once.ts';
@@ -183,21 +183,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
     // A record whose batch fails by itself (not a service's fault) is dead-lettered, not retried.
     deadLetter: (message, topic, partition, error) => ({
       topic: catalog.deadLetter,
-      messages: [
-        {
-          key: message.key,
-          value: message.value,
-          partition,
-          headers: {
-            [DLQ_HEADERS.stage]: 'process',
-            [DLQ_HEADERS.reason]: error.message,
-            [DLQ_HEADERS.topic]: topic,
-            [DLQ_HEADERS.partition]: String(partition),
-            [DLQ_HEADERS.offset]: message.offset,
-            [DLQ_HEADERS.run]: config.run,
-          },
-        },
-      ],
+      messages: [deadLetterMessage({ kind: 'dead', source: { topic, partition, offset: message.offset }, payload: message.value, key: message.key, stage: 'process', reason: error.message }, config.run, partition)],
     }),
   });
   const sink = new ClickHouseSink({
