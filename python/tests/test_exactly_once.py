@@ -80,3 +80,31 @@ def test_sigkill_before_between_and_after_checkpoints_trains_every_record_once(t
     # The checkpoint covers everything: the offsets are at the partitions' ends (past the markers too).
     covered = final.offset_map()
     assert all(covered.get((catalog.accepted, tp.partition), -1) >= tp.offset - 1 for tp in ends)
+
+
+def test_sigkill_from_outside_at_arbitrary_points_trains_every_record_once(tmp_path: Path):
+    """The trainer killed by its parent as soon as it reports its k-th batch: wherever it is then
+    (training the next batch, writing the checkpoint, committing), the runs end exactly once."""
+    prefix = unique_prefix("kill")
+    catalog = TopicCatalog(prefix)
+    create_topics(catalog)
+    producer = AvroProducer()
+    rows = [rollout(i, prefix) for i in range(150)]
+    producer.send(catalog.accepted, "decision", ((r["group_id"], decision(r, prefix)) for r in rows))
+    producer.flush()
+    group = f"{prefix}.trainer"
+    checkpoint = tmp_path / "trainer.ckpt"
+    for k in (1, 3, 4):
+        child = subprocess.Popen([sys.executable, str(PROGRAM), prefix, group, str(checkpoint), "none", "0", str(len(rows))], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=os.environ.copy())
+        try:
+            for _ in range(k):
+                assert child.stdout.readline().startswith("batch"), "the trainer reports its batches"
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(30)
+            child.stdout.close()
+    done = run_trainer(prefix, group, checkpoint, "none", 0, len(rows))
+    assert done.returncode == 0, done.stderr
+    trained = read_checkpoint(str(checkpoint)).state["trained"]
+    assert sorted(trained) == sorted(r["id"] for r in rows)
+    assert [rid for rid, n in trained.items() if n != 1] == []
