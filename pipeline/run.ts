@@ -9,7 +9,7 @@ import { ClickHouseSink } from '../sinks/clickhouse-sink.ts';
 import { serveStore, type StoreEndpoint } from '../sinks/clickhouse/http-endpoint.ts';
 import { migrate } from '../sinks/clickhouse/schema.ts';
 import { lazyStore, LazyStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
-import { migrateViews } from '../sinks/clickhouse/views.ts';
+import { migrateViews, viewOptionsFrom } from '../sinks/clickhouse/views.ts';
 import { deadLetterMessage, encodeOutputs } from '../sinks/kafka-outputs.ts';
 import { BroadcastReader } from '../streams/broadcast.ts';
 import type { Connections } from '../streams/connections.ts';
@@ -140,7 +140,8 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
   // sink retries until the store answers. A caller's own store is migrated now.
   const migrateAll = async (s: ClickHouseStore) => {
     await migrate(s);
-    await migrateViews(s);
+    // The views count the verified reward and pass@k the explore-exploit operator is configured with.
+    await migrateViews(s, undefined, viewOptionsFrom(config.operators));
   };
   const clickhouse = store ?? lazyStore({ url: connections.clickhouseUrl ?? config.clickhouse.url, path: config.clickhouse.path, database: config.clickhouse.database }, migrateAll);
   if (store !== undefined) await migrateAll(store);

@@ -34,6 +34,9 @@ export interface ClickHouseSinkOptions {
   retry?: { initialMs: number; maxMs: number };
 }
 
+/** Bytes per partition fetch, so one range (one INSERT) holds up to about this much of a partition. */
+export const SINK_FETCH_BYTES = 8 * 1024 * 1024;
+
 /** Metadata of an intent commit: the last offset of the range about to be inserted. */
 const INTENT = 'flywheel-sink-range:';
 
@@ -111,6 +114,8 @@ export class ClickHouseSink {
   retries = 0;
   /** Ranges re-sent because an earlier owner had announced them. */
   resent = 0;
+  /** Ranges an earlier owner announced and had stored already (nothing re-sent). */
+  announcedStored = 0;
 
   constructor(private readonly options: ClickHouseSinkOptions) {
     const sessionTimeout = options.sessionTimeoutMs ?? 30_000;
@@ -125,6 +130,10 @@ export class ClickHouseSink {
       partitionAssigners: [coPartitionAssigner],
       sessionTimeout,
       heartbeatInterval: options.heartbeatIntervalMs ?? 3_000,
+      // Big fetches make big ranges: an INSERT costs a part (and a deduplication entry) whatever
+      // its size, so fewer, larger blocks are what keeps the sink near a bulk INSERT's rate.
+      maxBytesPerPartition: SINK_FETCH_BYTES,
+      maxBytes: 2 * SINK_FETCH_BYTES,
     });
     this.admin = options.kafka.admin();
   }
@@ -190,6 +199,7 @@ export class ClickHouseSink {
       state.pending = undefined;
       if (hw >= pending.to) {
         // The earlier owner's copy landed.
+        this.announcedStored += 1;
       } else {
         if (hw >= pending.from) {
           process.stderr.write(`[flywheel] ClickHouse sink: ${key} announced [${pending.from}, ${pending.to}] but ${hw} is stored; sending the rest\n`);
@@ -307,8 +317,13 @@ export class ClickHouseSink {
     let delay = this.retry.initialMs;
     for (let n = 1; ; n += 1) {
       const beat = setInterval(() => void source.heartbeat().catch(() => undefined), 1000);
+      let timer: NodeJS.Timeout | undefined;
       try {
-        return await attempt();
+        // Queries take no abort signal: a read that hangs (frozen server) is given up on here.
+        const timeout = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${this.insertTimeoutMs} ms`)), this.insertTimeoutMs + 500);
+        });
+        return await Promise.race([attempt(), timeout]);
       } catch (err) {
         if (isRowError(err) || err instanceof FencedError) throw err;
         if (this.stopping) throw new FencedError('stopping', { cause: err });
@@ -318,6 +333,7 @@ export class ClickHouseSink {
         this.options.onRetry?.({ table, range: what, attempt: n, error });
       } finally {
         clearInterval(beat);
+        clearTimeout(timer);
       }
       await new Promise((r) => setTimeout(r, delay));
       delay = Math.min(delay * 2, this.retry.maxMs);

@@ -13,7 +13,7 @@ import { compareCommand } from '../cli/compare.ts';
 import { compareRuns, formatComparison, type RunComparison } from '../sinks/clickhouse/compare.ts';
 import { migrate } from '../sinks/clickhouse/schema.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
-import { migrateViews, TRAINER_PROGRESS_TABLE, VIEWS } from '../sinks/clickhouse/views.ts';
+import { DEFAULT_VIEW_OPTIONS, migrateViews, TRAINER_PROGRESS_TABLE, viewOptionsFrom, VIEWS } from '../sinks/clickhouse/views.ts';
 import { sampleRow } from '../sinks/clickhouse-sink.ts';
 import type { Decision, Rollout } from '../streams/records.ts';
 
@@ -544,6 +544,24 @@ function analyticsContract(name: 'embedded' | 'server', open: () => Promise<{ st
       await migrateViews(store);
       const cols = await q("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'qd_coverage'");
       expect(cols.map((c) => c.name)).toEqual(VIEWS.find((v) => v.name === 'qd_coverage')!.columns.map(([c]) => c));
+    });
+
+    it('migrateViews applies a changed body with unchanged columns, and follows the configured reward and k', async () => {
+      const body = async (name: string) =>
+        String((await q(`SELECT create_table_query AS sql FROM system.tables WHERE database = currentDatabase() AND name = '${name}'`))[0]!.sql);
+      // Another verified reward: same columns, another body.
+      await migrateViews(store, undefined, { ...DEFAULT_VIEW_OPTIONS, verifiedReward: 'pass' });
+      expect(await body('exploration_groups')).toContain("'pass'");
+      expect(await body('exploration_groups')).not.toContain("'correct'");
+      // k = 8: the pass@k column follows.
+      await migrateViews(store, undefined, { ...DEFAULT_VIEW_OPTIONS, passAtK: 8 });
+      const cols = await q("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'exploration_groups'");
+      expect(cols.map((c) => c.name)).toContain('pass_at_8');
+      // Back to the defaults (the body changes back although the columns of most views did not).
+      await migrateViews(store);
+      expect(await body('exploration_groups')).toContain("'correct'");
+      expect(await body('exploration')).toContain('pass_at_4');
+      expect(viewOptionsFrom([{ type: 'explore-exploit', correctReward: 'pass', correctMin: 1, k: 8 }])).toEqual({ verifiedReward: 'pass', verifiedMin: 1, passAtK: 8 });
     });
   });
 }

@@ -17,6 +17,7 @@
 // Verified outcome, wherever a view needs one: the reward `correct` (VERIFIED_REWARD), right when
 // >= 0.5 (VERIFIED_MIN). Samples without that reward are unlabelled and left out of label metrics.
 
+import { createHash } from 'node:crypto';
 import type { ClickHouseStore } from './store.ts';
 import { createTableSql } from './schema.ts';
 import { ClickHouseStoreError, quoteIdent, quoteString } from './sql.ts';
@@ -90,9 +91,6 @@ export interface ViewSpec {
 // Expressions over a `samples` row.
 const tag = (key: string) => `tag_values[indexOf(tag_keys, ${quoteString(key)})]`;
 const annotation = (key: string) => `annotation_values[indexOf(annotation_keys, ${quoteString(key)})]`;
-const labelled = `has(reward_names, ${quoteString(VERIFIED_REWARD)})`;
-const labelValue = `reward_values[indexOf(reward_names, ${quoteString(VERIFIED_REWARD)})]`;
-const verifiedRight = `${labelValue} >= ${VERIFIED_MIN}`;
 /** Response text as exact-dedupe normalises it: lower case, whitespace runs folded, trimmed. */
 const normalizedResponse = `replaceRegexpAll(replaceRegexpAll(lowerUTF8(response), '\\\\s+', ' '), '^ | $', '')`;
 
@@ -105,7 +103,48 @@ function passAtKSql(n: string, c: string, k: number): string {
   return `if(${n} >= ${k}, 1 - (${num}) / (${den}), NULL)`;
 }
 
-export const VIEWS: readonly ViewSpec[] = [
+/**
+ * What the views count as a verified outcome and which pass@k they report; a pipeline takes them
+ * from its explore-exploit operator (viewOptionsFrom), so the views and the operator agree.
+ */
+export interface ViewOptions {
+  /** The reward holding the verified outcome (default `correct`). */
+  verifiedReward: string;
+  /** Right when the reward is at least this (default 0.5). */
+  verifiedMin: number;
+  /** k of the pass@k columns (default 4): `pass_at_<k>`. */
+  passAtK: number;
+}
+
+export const DEFAULT_VIEW_OPTIONS: ViewOptions = { verifiedReward: VERIFIED_REWARD, verifiedMin: VERIFIED_MIN, passAtK: PASS_AT_K };
+
+/**
+ * The view options of a pipeline's operators: the first explore-exploit operator's
+ * `correctReward`, `correctMin` and `k`, else the defaults.
+ *
+ *   viewOptionsFrom([{ type: 'explore-exploit', correctReward: 'pass', k: 8 }]) // { verifiedReward: 'pass', verifiedMin: 0.5, passAtK: 8 }
+ */
+export function viewOptionsFrom(operators: readonly { type: string; correctReward?: string; correctMin?: number; k?: number }[]): ViewOptions {
+  const ee = operators.find((o) => o.type === 'explore-exploit');
+  return {
+    verifiedReward: ee?.correctReward ?? VERIFIED_REWARD,
+    verifiedMin: ee?.correctMin ?? VERIFIED_MIN,
+    passAtK: ee?.k ?? PASS_AT_K,
+  };
+}
+
+/** The views for `opts` (column names and bodies follow the verified reward and k). */
+export function viewSpecs(opts: ViewOptions = DEFAULT_VIEW_OPTIONS): readonly ViewSpec[] {
+  if (!Number.isInteger(opts.passAtK) || opts.passAtK < 1) throw new Error(`views: passAtK must be a positive integer, got ${opts.passAtK}`);
+  if (!Number.isFinite(opts.verifiedMin)) throw new Error(`views: verifiedMin must be a finite number, got ${opts.verifiedMin}`);
+  // Shadow the defaults: every view below is written in terms of these.
+  const VERIFIED_REWARD = opts.verifiedReward;
+  const VERIFIED_MIN = opts.verifiedMin;
+  const PASS_AT_K = opts.passAtK;
+  const labelled = `has(reward_names, ${quoteString(VERIFIED_REWARD)})`;
+  const labelValue = `reward_values[indexOf(reward_names, ${quoteString(VERIFIED_REWARD)})]`;
+  const verifiedRight = `${labelValue} >= ${VERIFIED_MIN}`;
+  return [
   {
     name: 'acceptance_hourly',
     purpose: 'How many samples were accepted, per run, hour, model version and source/skill tag?',
@@ -476,7 +515,11 @@ ARRAY JOIN metric_names AS metric, metric_values AS metric_value
 GROUP BY trainer, model_version, metric`,
     example: `SELECT trainer, model_version, metric, last_step, last_value, min_value, max_value FROM trainer_metrics ORDER BY trainer, model_version, metric`,
   },
-];
+  ];
+}
+
+/** The views with the default options (docs, tests). */
+export const VIEWS: readonly ViewSpec[] = viewSpecs();
 
 function qualifier(database: string | undefined): TableRef {
   return (table) => (database ? `${quoteIdent(database)}.${quoteIdent(table)}` : quoteIdent(table));
@@ -501,13 +544,23 @@ async function columnsOf(store: ClickHouseStore, table: string, database?: strin
   );
 }
 
+/** Which view definition is in place: the SHA-256 of the CREATE statement Flywheel last ran for each view. */
+export const VIEW_HASHES_TABLE = 'flywheel_views';
+
+function viewHash(sql: string): string {
+  return createHash('sha256').update(sql).digest('hex');
+}
+
 /**
  * Creates `trainer_progress` and the views (in `database` when given; run migrate() first, the
- * views read `samples`). Idempotent: existing objects are kept, but a view whose columns differ
- * from its spec (left by another Flywheel version) is dropped and created anew, and a
- * `trainer_progress` with other columns fails loudly, as migrate() does for its tables.
+ * views read `samples`), for `opts` (the verified reward and k, see viewOptionsFrom). Idempotent:
+ * a view is (re)created when the hash of its CREATE statement differs from the one recorded in
+ * `flywheel_views` (a changed body, even with unchanged columns, or other options) or when its
+ * columns differ from its spec; a `trainer_progress` with other columns fails loudly, as
+ * migrate() does for its tables.
  */
-export async function migrateViews(store: ClickHouseStore, database?: string): Promise<void> {
+export async function migrateViews(store: ClickHouseStore, database?: string, opts: ViewOptions = DEFAULT_VIEW_OPTIONS): Promise<void> {
+  const views = viewSpecs(opts);
   if (database) await store.command(`CREATE DATABASE IF NOT EXISTS ${quoteIdent(database)}`);
   await store.command(trainerProgressTableSql(database));
   const actual = new Map((await columnsOf(store, TRAINER_PROGRESS_TABLE, database)).map((c) => [c.name, c.type]));
@@ -521,22 +574,30 @@ export async function migrateViews(store: ClickHouseStore, database?: string): P
       `table ${database ? `${database}.` : ''}${TRAINER_PROGRESS_TABLE} exists with a different schema: ${wrong.join('; ')}`,
     );
   }
-  // In VIEWS order: a view may read one defined before it (exploration reads exploration_groups).
-  for (const view of VIEWS) {
-    await store.command(createViewSql(view, database));
-    const names = (await columnsOf(store, view.name, database)).map((c) => c.name);
+  const t = qualifier(database);
+  await store.command(
+    `CREATE TABLE IF NOT EXISTS ${t(VIEW_HASHES_TABLE)} (name String, hash String, version UInt64) ENGINE = ReplacingMergeTree(version) ORDER BY name`,
+  );
+  const recorded = new Map(
+    (await store.query<{ name: string; hash: string }>(`SELECT name, argMax(hash, version) AS hash FROM ${t(VIEW_HASHES_TABLE)} GROUP BY name`)).map((r) => [r.name, r.hash]),
+  );
+  // In order: a view may read one defined before it (exploration reads exploration_groups).
+  for (const view of views) {
+    const sql = createViewSql(view, database);
+    const hash = viewHash(sql);
     const expected = view.columns.map(([name]) => name);
-    if (names.join(',') !== expected.join(',')) {
-      await store.command(`DROP TABLE IF EXISTS ${qualifier(database)(view.name)}`);
-      await store.command(createViewSql(view, database));
-      const again = (await columnsOf(store, view.name, database)).map((c) => c.name);
-      if (again.join(',') !== expected.join(',')) {
-        throw new ClickHouseStoreError(
-          store.kind,
-          `migrateViews ${view.name}`,
-          `view ${view.name} has columns ${again.join(', ')}; its spec lists ${expected.join(', ')}`,
-        );
-      }
+    const names = (await columnsOf(store, view.name, database)).map((c) => c.name);
+    if (recorded.get(view.name) === hash && names.join(',') === expected.join(',')) continue;
+    await store.command(`DROP TABLE IF EXISTS ${t(view.name)}`);
+    await store.command(sql);
+    const again = (await columnsOf(store, view.name, database)).map((c) => c.name);
+    if (again.join(',') !== expected.join(',')) {
+      throw new ClickHouseStoreError(
+        store.kind,
+        `migrateViews ${view.name}`,
+        `view ${view.name} has columns ${again.join(', ')}; its spec lists ${expected.join(', ')}`,
+      );
     }
+    await store.insert(database ? `${database}.${VIEW_HASHES_TABLE}` : VIEW_HASHES_TABLE, [{ name: view.name, hash, version: Date.now() }]);
   }
 }

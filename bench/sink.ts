@@ -1,0 +1,134 @@
+/**
+ * The ClickHouse sink's insert path against its anchor, on the same rows and the same engine
+ * (issue #8, item 7: sink ≥ 0.7 × a bulk INSERT):
+ *
+ * - flywheel: what the sink does per partition batch: a `samples` line per decoded decision
+ *   (sampleLine: deterministic JSONEachRow) and one INSERT per offset range with its
+ *   deduplication token, as many ranges as kafkajs batches would bring (RANGE rows each);
+ * - anchor: the same JSONEachRow bytes, built beforehand, in one bulk INSERT.
+ *
+ * Both into a fresh `samples` of their own (migrate(): the engine the sink writes to), on chdb,
+ * and on the server when FLYWHEEL_TEST_CLICKHOUSE_URL / CLICKHOUSE_URL is set.
+ *
+ *   node --import tsx bench/sink.ts            prints the rows
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { SAMPLE_COLUMNS, SINK_FETCH_BYTES, sampleLine } from '../sinks/clickhouse-sink.ts';
+import { migrate } from '../sinks/clickhouse/schema.ts';
+import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
+import type { Decision } from '../streams/records.ts';
+import type { BenchRow } from './row.ts';
+
+const ROWS = Number(process.env.FLYWHEEL_BENCH_SINK_ROWS ?? 60_000);
+/** Rows per sink INSERT: about what one SINK_FETCH_BYTES (8 MB) partition fetch of ~500-byte decision records holds. */
+const RANGE = Math.floor(SINK_FETCH_BYTES / 800);
+
+function decisions(n: number): Decision[] {
+  return Array.from({ length: n }, (_, i) => ({
+    rollout: {
+      id: `r-${i}`,
+      run_id: 'bench',
+      prompt_id: `p-${i % 500}`,
+      prompt: `What is ${i % 97} + ${i % 89}? Show your work.`,
+      group_id: `g-${i % 500}`,
+      response: `Adding ${i % 97} and ${i % 89} step by step, carrying where needed, gives ${(i % 97) + (i % 89)}. Answer: ${(i % 97) + (i % 89)}`,
+      steps: [],
+      model_name: 'policy',
+      model_version: `v${i % 3}`,
+      rewards: { correct: i % 2, format: 0.5 },
+      logprobs: null,
+      token_count: 40 + (i % 60),
+      created_at: 1_700_000_000_000 + i * 1000,
+      tags: { skill: 'addition', split: i % 10 === 0 ? 'eval' : 'train' },
+    },
+    scores: { rule: (i % 13) / 13, len: (i % 7) / 7 },
+    duplicate_of: i % 20 === 0 ? `r-${i - 1}` : null,
+    dedupe_method: i % 20 === 0 ? 'exact' : null,
+    reasons: i % 20 === 0 ? ['duplicate'] : [],
+    decision: i % 20 === 0 ? 'rejected' : 'accepted',
+    reason: i % 20 === 0 ? 'duplicate' : 'accepted',
+    config_hash: 'bench',
+    scorer_version: '1',
+    annotations: { 'qd.cell': `len=${i % 4}|skill=addition`, 'qd.elite': i % 5 === 0 ? '1' : '0' },
+    pipeline_run: 'bench',
+    source: { topic: 'bench.rollouts', partition: i % 3, offset: String(Math.floor(i / 3)) },
+  }));
+}
+
+async function fresh(open: (db: string) => Promise<ClickHouseStore>, db: string): Promise<ClickHouseStore> {
+  const store = await open(db);
+  await store.command(`DROP TABLE IF EXISTS samples`);
+  await migrate(store);
+  return store;
+}
+
+async function measure(backend: string, open: (db: string) => Promise<ClickHouseStore>, ds: Decision[], timestamp: string): Promise<BenchRow> {
+  const tag = Date.now().toString(36);
+  // Anchor: prebuilt bytes, one INSERT.
+  const body = ds.map((d, i) => sampleLine(d, 'bench.decisions', 0, String(i), timestamp)).join('');
+  const anchorStore = await fresh(open, `bench_sink_anchor_${tag}`);
+  const sinkStore = await fresh(open, `bench_sink_${tag}`);
+  let anchorMs = Infinity;
+  let sinkMs = Infinity;
+  try {
+    // Alternate, best of 3 each: the machine is shared, the minimum is the least disturbed run.
+    for (let round = 0; round < 3; round++) {
+      await anchorStore.command('TRUNCATE TABLE samples');
+      let t = performance.now();
+      await anchorStore.insertJsonEachRow('samples', SAMPLE_COLUMNS, body);
+      anchorMs = Math.min(anchorMs, performance.now() - t);
+
+      await sinkStore.command('TRUNCATE TABLE samples');
+      t = performance.now();
+      for (let from = 0; from < ds.length; from += RANGE) {
+        const to = Math.min(from + RANGE, ds.length) - 1;
+        let lines = '';
+        for (let i = from; i <= to; i++) lines += sampleLine(ds[i]!, 'bench.decisions', 0, String(i), timestamp);
+        // Tokens differ per round: each round stores its rows (the same token would be dropped).
+        await sinkStore.insertJsonEachRow('samples', SAMPLE_COLUMNS, lines, { dedupToken: `bench.decisions:0:${from}-${to}:${round}`, timeoutMs: 60_000 });
+      }
+      sinkMs = Math.min(sinkMs, performance.now() - t);
+    }
+    const [stored] = await sinkStore.query<{ n: number }>('SELECT count() AS n FROM samples');
+    if (stored?.n !== ds.length) throw new Error(`bench sink (${backend}): stored ${stored?.n} rows, expected ${ds.length}`);
+  } finally {
+    for (const s of [anchorStore, sinkStore]) {
+      if (s.kind === 'server') await s.command(`DROP DATABASE IF EXISTS ${(await s.query<{ d: string }>('SELECT currentDatabase() AS d'))[0]!.d}`).catch(() => undefined);
+      await s.close();
+    }
+  }
+  return {
+    figure: `ClickHouse sink (${backend}): decoded decisions → rows → INSERT per ${RANGE}-row range with dedup token`,
+    unit: 'rows/s',
+    flywheel: Math.round(ds.length / (sinkMs / 1000)),
+    anchor: `one bulk INSERT of the same JSONEachRow rows (${backend})`,
+    anchorValue: Math.round(ds.length / (anchorMs / 1000)),
+    target: '≥ 0.7',
+    note: `${ds.length} rows, best of 3`,
+  };
+}
+
+export async function benchSink(): Promise<BenchRow[]> {
+  const ds = decisions(ROWS);
+  const timestamp = String(Date.now());
+  const rows: BenchRow[] = [];
+  // chdb binds one data directory per process: one store at a time, databases inside it.
+  const dir = mkdtempSync(join(tmpdir(), 'flywheel-bench-sink-'));
+  try {
+    rows.push(await measure('chdb', (db) => openStore({ path: dir, database: db }), ds, timestamp));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const url = process.env.FLYWHEEL_TEST_CLICKHOUSE_URL || process.env.CLICKHOUSE_URL;
+  if (url) rows.push(await measure('server', (db) => openStore({ url, database: db }), ds, timestamp));
+  return rows;
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  for (const row of await benchSink()) {
+    console.log(`${row.figure}: ${row.flywheel} ${row.unit} vs ${row.anchor}: ${row.anchorValue} → ${(row.flywheel / row.anchorValue!).toFixed(2)} (target ${row.target})`);
+  }
+}
