@@ -265,7 +265,7 @@ class Mirror implements DedupeIndex {
   private bucketNext = new Int32Array(0);
   private bucketPrev = new Int32Array(0);
   /** Band key → first cell of its bucket. */
-  private readonly heads = new Map<number, number>();
+  private readonly heads = new IntMap();
   private lruPrev = new Int32Array(0);
   private lruNext = new Int32Array(0);
   private lruHead = -1;
@@ -338,7 +338,7 @@ class Mirror implements DedupeIndex {
     let n = 0;
     for (let j = 0; j < bands; j++) {
       let cell = this.heads.get(keys[j]!);
-      for (let taken = 0; cell !== undefined && cell >= 0 && taken < cap; taken++, cell = this.bucketNext[cell]) {
+      for (let taken = 0; cell >= 0 && taken < cap; taken++, cell = this.bucketNext[cell]!) {
         const slot = (cell - j) / bands;
         if (this.stamp[slot] === this.stampNow) continue;
         this.stamp[slot] = this.stampNow;
@@ -475,11 +475,10 @@ class Mirror implements DedupeIndex {
     for (let j = 0; j < bands; j++) {
       const cell = slot * bands + j;
       const key = this.keys[cell]!;
-      const head = this.heads.get(key);
+      const head = this.heads.exchange(key, cell);
       this.bucketPrev[cell] = -1;
-      this.bucketNext[cell] = head ?? -1;
-      if (head !== undefined) this.bucketPrev[head] = cell;
-      this.heads.set(key, cell);
+      this.bucketNext[cell] = head;
+      if (head >= 0) this.bucketPrev[head] = cell;
     }
   }
 
@@ -568,6 +567,92 @@ class Mirror implements DedupeIndex {
 }
 
 let SCRATCH_KEYS = new Int32Array(16);
+
+/**
+ * Band key → first cell of its bucket: open addressing with linear probing over one typed
+ * array of (key, value) pairs, so a probe touches one cache line (a JS Map costs several times
+ * more per operation, and near-dedupe does 16–32 per sample, mostly cache misses on a large
+ * index). Keys are 31-bit (minhash.ts step 5), so 0x7fffffff marks a free place; removal shifts
+ * the following run back (no tombstones). Kept at most half full.
+ */
+class IntMap {
+  private table = new Int32Array(128).fill(FREE);
+  private mask = 63;
+  private size = 0;
+
+  /** The value of `key`, or −1. */
+  get(key: number): number {
+    const t = this.table;
+    for (let i = hashInt(key) & this.mask; ; i = (i + 1) & this.mask) {
+      const k = t[2 * i]!;
+      if (k === key) return t[2 * i + 1]!;
+      if (k === FREE) return -1;
+    }
+  }
+
+  /** Sets `key` to `value` and returns the value it had, or −1: one probe sequence for both. */
+  exchange(key: number, value: number): number {
+    const t = this.table;
+    for (let i = hashInt(key) & this.mask; ; i = (i + 1) & this.mask) {
+      const k = t[2 * i]!;
+      if (k === key) {
+        const old = t[2 * i + 1]!;
+        t[2 * i + 1] = value;
+        return old;
+      }
+      if (k === FREE) {
+        t[2 * i] = key;
+        t[2 * i + 1] = value;
+        if (++this.size * 2 > this.mask) this.grow();
+        return -1;
+      }
+    }
+  }
+
+  set(key: number, value: number): void {
+    this.exchange(key, value);
+  }
+
+  delete(key: number): void {
+    const t = this.table;
+    const mask = this.mask;
+    let i = hashInt(key) & mask;
+    for (; ; i = (i + 1) & mask) {
+      const k = t[2 * i]!;
+      if (k === FREE) return;
+      if (k === key) break;
+    }
+    this.size--;
+    // Backward shift: move later members of the run into the hole unless their home lies cyclically in (hole, j].
+    for (let j = (i + 1) & mask; ; j = (j + 1) & mask) {
+      const k = t[2 * j]!;
+      if (k === FREE) break;
+      const home = hashInt(k) & mask;
+      if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+        t[2 * i] = k;
+        t[2 * i + 1] = t[2 * j + 1]!;
+        i = j;
+      }
+    }
+    t[2 * i] = FREE;
+  }
+
+  private grow(): void {
+    const old = this.table;
+    const places = old.length; // doubled: old.length / 2 places → old.length
+    this.table = new Int32Array(places * 2).fill(FREE);
+    this.mask = places - 1;
+    this.size = 0;
+    for (let i = 0; i < old.length; i += 2) if (old[i] !== FREE) this.exchange(old[i]!, old[i + 1]!);
+  }
+}
+
+const FREE = 0x7fffffff;
+
+/** Band keys are already hashes; one multiply spreads their low bits for the mask. */
+function hashInt(key: number): number {
+  return Math.imul(key, 0x9e3779b1) >>> 16 ^ Math.imul(key, 0x85ebca6b);
+}
 
 function encodeWords(signature: Signature, words: number): string {
   return Buffer.from(signature.buffer, signature.byteOffset, words * 4).toString('base64');

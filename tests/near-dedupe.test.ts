@@ -344,6 +344,30 @@ describe('nearDedupe', () => {
     expect(indexEntries(state.store('near-dedupe')).every((e) => e.lastSeen === late)).toBe(true);
   });
 
+  it('decides as a mirror rebuilt from the store would, through many evictions and refreshes', async () => {
+    // The long-lived instance keeps its buckets in memory through inserts, refreshes and
+    // evictions; a new instance per batch rebuilds them from the entries. Same decisions, same store.
+    const bounded = { ...config, maxEntries: 40, ttlMs: 30_000, evictionsPerStep: 2 };
+    const texts = Array.from({ length: 60 }, () => text());
+    const input = Array.from({ length: 400 }, (_, i) => {
+      const t = texts[Math.floor(random() * texts.length)]!;
+      return s(random() < 0.5 ? nearCopy(t) : t, { id: `m${i}`, created_at: T0 + i * 200 });
+    });
+    const [kept, rebuilt] = [new PartitionState(0, ['near-dedupe']), new PartitionState(0, ['near-dedupe'])];
+    const longLived = nearDedupe(bounded, kept.store('near-dedupe'));
+    const a: string[] = [];
+    const b: string[] = [];
+    for (let i = 0; i < input.length; i += 25) {
+      a.push(...verdicts(await through(longLived, input.slice(i, i + 25))));
+      b.push(...verdicts(await through(nearDedupe(bounded, rebuilt.store('near-dedupe')), input.slice(i, i + 25))));
+      kept.commit();
+      rebuilt.commit();
+    }
+    expect(a).toEqual(b);
+    expect(a.filter((v) => v !== 'ok').length).toBeGreaterThan(50);
+    expect(indexEntries(kept.store('near-dedupe'))).toEqual(indexEntries(rebuilt.store('near-dedupe')));
+  });
+
   it('rebuilds its in-memory buckets after an aborted batch, deciding as if it never ran', async () => {
     const state = new PartitionState(0, ['near-dedupe']);
     const op = nearDedupe(config, state.store('near-dedupe'));
