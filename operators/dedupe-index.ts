@@ -19,6 +19,9 @@ import {
  *   e/<slot> entry: <base64 b-bit signature><seq>.<last seen>.<inserted − last seen>.<group length>.<group><id>
  *            (numbers in base 36; a slot is reused by the next entry once its entry is gone)
  *
+ * e.g. `e/0` → `QaarraNK…bT7Q==1.2.-1.1.ga`: seq 1, last seen 2, inserted at 2 − 1 = 1, group
+ * "g", id "a".
+ *
  * That is one changelog record per indexed sample (plus the meta once per batch, and one
  * tombstone when an entry expires): band buckets and the LRU order are not stored, they are
  * rebuilt in memory from the entries when the index is opened on a store it has not seen (a
@@ -35,7 +38,8 @@ import {
  * `evictionsPerStep` entries per sample (64× that per tick), the rest in later steps; an entry
  * past its TTL but not yet removed is never matched, so decisions are as if it were gone. When
  * many entries expire at once (e.g. the first record after a long pause), the tombstones spread
- * over the next batches instead of stalling one transaction. Capacity eviction removes one entry
+ * over the next batches instead of stalling one transaction (a batch of n samples removes at
+ * most n · evictionsPerStep; a tick's transaction at most 64 · evictionsPerStep). Capacity eviction removes one entry
  * per insert (at most `evictionsPerStep` if maxEntries was lowered; the index then shrinks over
  * later inserts).
  */
