@@ -17,7 +17,7 @@
  *   node --import tsx bench/worker.ts '{"config":{…},"inputTopic":"bench-1.input","expect":100000}'
  */
 // First, as pipeline/run.ts does: kafkajs must load with the linear producer grouping.
-import '../streams/kafkajs-grouping.ts';
+import '../streams/kafkajs-producer.ts';
 import { Kafka, type ConsumerConfig } from 'kafkajs';
 import { parseConfig } from '../pipeline/config.ts';
 import { startPipeline, type PipelineProgress } from '../pipeline/run.ts';

@@ -1,5 +1,5 @@
 // First: kafkajs must load with the linear producer grouping (see the module).
-import '../streams/kafkajs-grouping.ts';
+import '../streams/kafkajs-producer.ts';
 import { from, lastValueFrom, toArray } from 'rxjs';
 import type { Envelope } from '../operators/envelope.ts';
 import { ErrorMemory } from '../operators/error-memory.ts';

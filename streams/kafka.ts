@@ -1,5 +1,5 @@
 // First: kafkajs must load with the linear producer grouping (see the module).
-import './kafkajs-grouping.ts';
+import './kafkajs-producer.ts';
 import { Kafka, logLevel, type logCreator } from 'kafkajs';
 import type { Connections } from './connections.ts';
 
