@@ -145,13 +145,17 @@ export async function serdeConsumerPass(kafka: Kafka, registry: SchemaRegistryCl
   const decisions = await decisionSerde(registry, `${topic}.bench-decisions`);
   const context = { configHash: 'bench', pipelineRun: 'bench' };
   const fast = batchPath(rollouts) && batchPath(decisions);
+  const embed = fast && decisions.headFingerprint !== undefined && decisions.headFingerprint === rollouts.fingerprint;
   let sink = 0;
   const rates = await timedConsume(kafka, topic, records, async (messages) => {
     if (fast) {
       await rollouts.prepare(messages.map((m) => m.value));
       for (const m of messages) {
         const rollout = rollouts.decode(m.value!);
-        sink += decisions.encode(toDecision(newSample(rollout, { topic, partition: 0, offset: m.offset }, m.value!, m.key), context)).length;
+        const decision = toDecision(newSample(rollout, { topic, partition: 0, offset: m.offset }, m.value!, m.key), context);
+        // As encodeOutputs does: a rollout written with the reader's schema is embedded as it came.
+        const body = embed ? rollouts.readerBody(m.value!) : undefined;
+        sink += (body === undefined ? decisions.encode(decision) : decisions.encodeWithHead(decision, body)).length;
       }
     } else {
       for (const m of messages) {
@@ -161,7 +165,7 @@ export async function serdeConsumerPass(kafka: Kafka, registry: SchemaRegistryCl
     }
   });
   if (sink === 0) throw new Error('the serde pass encoded nothing');
-  return { ...rates, path: fast ? 'prepare + decode/encode (sync)' : 'deserialize/serialize (promises)' };
+  return { ...rates, path: fast ? `prepare + decode/encode (sync)${embed ? ', rollout bytes embedded' : ''}` : 'deserialize/serialize (promises)' };
 }
 
 interface BatchSerde<T> {

@@ -29,28 +29,32 @@ export interface ChangelogRecord {
 
 export class PartitionState {
   private readonly committed = new Map<string, Map<string, string>>();
+  /**
+   * One map of staged writes per store, for the state's lifetime (cleared, never replaced), so a
+   * store view reads it with one lookup: operators call get/put several times per record.
+   */
   private readonly staged = new Map<string, Map<string, string | null>>();
 
   constructor(readonly partition: number, storeNames: readonly string[]) {
-    for (const name of storeNames) this.committed.set(name, new Map());
+    for (const name of storeNames) {
+      this.committed.set(name, new Map());
+      this.staged.set(name, new Map());
+    }
   }
 
   store(name: string): KeyValueStore {
     const committed = this.committed.get(name);
-    if (committed === undefined) throw new Error(`state store "${name}" was not declared for this pipeline`);
-    const staged = () => {
-      let s = this.staged.get(name);
-      if (s === undefined) this.staged.set(name, (s = new Map()));
-      return s;
-    };
+    const staged = this.staged.get(name);
+    if (committed === undefined || staged === undefined) throw new Error(`state store "${name}" was not declared for this pipeline`);
     return {
       get: (key) => {
-        const s = this.staged.get(name);
-        if (s?.has(key)) return s.get(key) ?? undefined;
+        const s = staged.get(key);
+        // null is a staged delete; undefined: not staged, the committed value counts.
+        if (s !== undefined) return s ?? undefined;
         return committed.get(key);
       },
-      put: (key, value) => void staged().set(key, value),
-      delete: (key) => void staged().set(key, null),
+      put: (key, value) => void staged.set(key, value),
+      delete: (key) => void staged.set(key, null),
       get size() {
         return committed.size;
       },
@@ -69,18 +73,19 @@ export class PartitionState {
   /** The batch's transaction committed: staged writes become the state. */
   commit(): void {
     for (const [store, writes] of this.staged) {
+      if (writes.size === 0) continue;
       const target = this.committed.get(store)!;
       for (const [key, value] of writes) {
         if (value === null) target.delete(key);
         else target.set(key, value);
       }
+      writes.clear();
     }
-    this.staged.clear();
   }
 
   /** The batch's transaction aborted: forget its writes. */
   abort(): void {
-    this.staged.clear();
+    for (const writes of this.staged.values()) writes.clear();
   }
 
   /** Replaces a store's contents with what its changelog holds. */
@@ -90,6 +95,6 @@ export class PartitionState {
     const target = this.committed.get(store)!;
     target.clear();
     for (const [key, value] of entries) target.set(key, value);
-    this.staged.delete(store);
+    this.staged.get(store)!.clear();
   }
 }
