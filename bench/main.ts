@@ -10,7 +10,7 @@
  * Sections (in run order): kafka (bare consumer anchor, Java ConsumerPerformance, kafkajs +
  * serde), pipeline (deploy/pipeline.json), demo (deploy/flywheel-demo.json's operator set),
  * latency (bench/latency.ts), scale (bench/scale.ts), modules (bench/serde.ts, minhash.ts,
- * scoring.ts, sink.ts), inprocess. The anchor passes are interleaved with the measured ones
+ * scoring.ts, sink.ts), clients (bench/kafka-clients: @platformatic/kafka vs kafkajs), inprocess. The anchor passes are interleaved with the measured ones
  * (anchor, serde, anchor, pipeline, anchor, demo, anchor); ratios use their median.
  * The table is printed and written to .flywheel/bench-<timestamp>.json.
  */
@@ -28,7 +28,7 @@ import { pinForBench } from './pin.ts';
 import { DEMO_CONFIG, PIPELINE_CONFIG, runPipeline, type PipelineJob, type PipelineMeasurement } from './pipeline.ts';
 import { ratio, type BenchRow } from './row.ts';
 
-const SECTIONS = ['kafka', 'pipeline', 'demo', 'latency', 'scale', 'modules', 'inprocess'] as const;
+const SECTIONS = ['kafka', 'pipeline', 'demo', 'latency', 'scale', 'modules', 'clients', 'inprocess'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const { values: args } = parseArgs({
@@ -189,6 +189,10 @@ async function main(): Promise<void> {
     ] as const) {
       await section(`bench/${file}`, () => moduleRows(file, fn));
     }
+  }
+  if (wanted('clients')) {
+    // @platformatic/kafka vs kafkajs (produce, consume, transactional), each in its own child process.
+    await section('bench/kafka-clients', async () => (await import('./kafka-clients/index.ts')).benchKafkaClients({ records }));
   }
   if (wanted('inprocess')) {
     await section('in-process', async () => (await import('./inprocess.ts')).benchInProcess(Math.min(records, 20_000)));
