@@ -7,7 +7,7 @@ import { clickhouseItems, jsonlItems, seedExactDedupe, seedNearDedupe, type Corp
 import { indexEntryChars } from '../operators/dedupe-index.ts';
 import type { Envelope, Sample } from '../operators/envelope.ts';
 import { exactDedupe, exactDedupeDefaults } from '../operators/exact-dedupe.ts';
-import { decodeSignature, estimateSimilarity, minHashDefaults, signatureOf } from '../operators/minhash.ts';
+import { decodeSignature, estimateSimilarity, legacyBandKeys, minHashDefaults, signatureOf } from '../operators/minhash.ts';
 import {
   bandKeysOf,
   deleteWhere,
@@ -255,6 +255,22 @@ describe('nearDedupe', () => {
     expect(verdicts(out)).toEqual(['ok']);
     expect(indexEntries(store)).toHaveLength(1);
     expect(store.size).toBe(1 + 1);
+  });
+
+  it('deletes an index stored in layout 1 (touch log, bucket keys) on first open', async () => {
+    const store = memStore();
+    // What the previous layout wrote for one entry: meta, entry, touch log, one key per band bucket.
+    const sketch = Uint32Array.from({ length: 128 }, (_, i) => i * 7919);
+    const h = Buffer.from(sketch.buffer).toString('base64');
+    store.put('m', JSON.stringify({ layout: { scope: 'group', minhash: { permutations: 128, bands: 16, shingle: 'word', shingleSize: 3, seed: 1 } }, head: 0, next: 1, count: 1, clock: T0 }));
+    store.put('e/0', JSON.stringify({ i: 'old', g: 'g1', t: T0, l: T0, s: 0, h }));
+    store.put('s/0', '0');
+    for (const key of legacyBandKeys(sketch, 16, 'g1/')) store.put(`b/${key}`, '0');
+    expect(store.size).toBe(3 + 16);
+    const t = text();
+    expect(verdicts(await through(nearDedupe(config, store), [s(t)]))).toEqual(['ok']);
+    expect([...store.map.keys()].sort()).toEqual(['e/0', 'm']);
+    expect(indexEntries(store).map((e) => e.id)).not.toContain('old');
   });
 
   it('dead-letters a sample whose state cannot be written, and goes on', async () => {
