@@ -2,7 +2,7 @@
  * The ClickHouse sink's insert path against its anchor, on the same rows and the same engine
  * (issue #8, item 7: sink ≥ 0.7 × a bulk INSERT):
  *
- * - flywheel: what the sink does per partition batch: a `samples` line per decoded decision
+ * - flywheel: what the sink does per partition batch, SINK_CONCURRENCY partitions at once: a `samples` line per decoded decision
  *   (sampleLine: deterministic JSONEachRow) and one INSERT per offset range with its
  *   deduplication token, as many ranges as kafkajs batches would bring (RANGE rows each);
  * - anchor: the same JSONEachRow bytes, built beforehand, in one bulk INSERT.
@@ -16,7 +16,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { SAMPLE_COLUMNS, SINK_FETCH_BYTES, sampleLine } from '../sinks/clickhouse-sink.ts';
+import { SAMPLE_COLUMNS, SINK_CONCURRENCY, SINK_FETCH_BYTES, sampleLine } from '../sinks/clickhouse-sink.ts';
 import { migrate } from '../sinks/clickhouse/schema.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import type { Decision } from '../streams/records.ts';
@@ -83,13 +83,21 @@ async function measure(backend: string, open: (db: string) => Promise<ClickHouse
 
       await sinkStore.command('TRUNCATE TABLE samples');
       t = performance.now();
-      for (let from = 0; from < ds.length; from += RANGE) {
-        const to = Math.min(from + RANGE, ds.length) - 1;
-        let lines = '';
-        for (let i = from; i <= to; i++) lines += sampleLine(ds[i]!, 'bench.decisions', 0, String(i), timestamp);
-        // Tokens differ per round: each round stores its rows (the same token would be dropped).
-        await sinkStore.insertJsonEachRow('samples', SAMPLE_COLUMNS, lines, { dedupToken: `bench.decisions:0:${from}-${to}:${round}`, timeoutMs: 60_000 });
-      }
+      // SINK_CONCURRENCY partitions at once, as the sink's consumer hands them over; each builds
+      // and inserts its ranges in order.
+      const share = Math.ceil(ds.length / SINK_CONCURRENCY);
+      await Promise.all(
+        Array.from({ length: SINK_CONCURRENCY }, async (_, p) => {
+          const end = Math.min((p + 1) * share, ds.length);
+          for (let from = p * share; from < end; from += RANGE) {
+            const to = Math.min(from + RANGE, end) - 1;
+            let lines = '';
+            for (let i = from; i <= to; i++) lines += sampleLine(ds[i]!, 'bench.decisions', 0, String(i), timestamp);
+            // Tokens differ per round: each round stores its rows (the same token would be dropped).
+            await sinkStore.insertJsonEachRow('samples', SAMPLE_COLUMNS, lines, { dedupToken: `bench.decisions:${p}:${from}-${to}:${round}`, timeoutMs: 60_000 });
+          }
+        }),
+      );
       sinkMs = Math.min(sinkMs, performance.now() - t);
     }
     const [stored] = await sinkStore.query<{ n: number }>('SELECT count() AS n FROM samples');
@@ -101,7 +109,7 @@ async function measure(backend: string, open: (db: string) => Promise<ClickHouse
     }
   }
   return {
-    figure: `ClickHouse sink (${backend}): decoded decisions → rows → INSERT per ${RANGE}-row range with dedup token`,
+    figure: `ClickHouse sink (${backend}): decoded decisions → rows → INSERT per ${RANGE}-row range with dedup token, ${SINK_CONCURRENCY} partitions`,
     unit: 'rows/s',
     flywheel: Math.round(ds.length / (sinkMs / 1000)),
     anchor: `one bulk INSERT of the same JSONEachRow rows (${backend})`,

@@ -37,6 +37,9 @@ export interface ClickHouseSinkOptions {
 /** Bytes per partition fetch, so one range (one INSERT) holds up to about this much of a partition. */
 export const SINK_FETCH_BYTES = 8 * 1024 * 1024;
 
+/** Partitions whose batches the sink handles at once. */
+export const SINK_CONCURRENCY = 3;
+
 /** Metadata of an intent commit: the last offset of the range about to be inserted. */
 const INTENT = 'flywheel-sink-range:';
 
@@ -109,6 +112,7 @@ export class ClickHouseSink {
   private subscription: Subscription | undefined;
   private stopping = false;
   private readonly insertTimeoutMs: number;
+  private readonly sessionTimeoutMs: number;
   private readonly retry: { initialMs: number; maxMs: number };
   /** INSERT retries so far (store unavailable, timeouts). */
   retries = 0;
@@ -120,6 +124,7 @@ export class ClickHouseSink {
   constructor(private readonly options: ClickHouseSinkOptions) {
     const sessionTimeout = options.sessionTimeoutMs ?? 30_000;
     this.insertTimeoutMs = options.insertTimeoutMs ?? 10_000;
+    this.sessionTimeoutMs = sessionTimeout;
     if (this.insertTimeoutMs * 2 > sessionTimeout) {
       throw new Error(`ClickHouse sink: insertTimeoutMs (${this.insertTimeoutMs}) must be at most half the session timeout (${sessionTimeout})`);
     }
@@ -152,7 +157,9 @@ export class ClickHouseSink {
       this.subscription = kafkaBatches(this.consumer, {
         topics: [this.options.decisions.topic, this.options.deadLetterTopic, this.options.trainerProgressTopic],
         fromBeginning: true,
-        partitionsConsumedConcurrently: 1,
+        // One partition's rows are built while another's INSERT is in the store: the sink then
+        // keeps both this process and the store busy. Each partition still has one range in flight.
+        partitionsConsumedConcurrently: SINK_CONCURRENCY,
       })
         .pipe(
           mergeMap(async (source) => {
@@ -168,6 +175,11 @@ export class ClickHouseSink {
         .subscribe({ error: reject, complete: resolve });
     });
     return { stopped };
+  }
+
+  /** Partitions (of all three topics) this sink owns now. */
+  get ownedPartitions(): number {
+    return this.assigned.size;
   }
 
   async stop(): Promise<void> {
@@ -187,7 +199,9 @@ export class ClickHouseSink {
       state = { generation, pending: await this.announced(topic, partition) };
       this.partitions.set(key, state);
     }
-    const hw = BigInt((await this.withRetry(table, `${key} high-water`, source, () => this.storedOffsets(table, topic))).get(partition) ?? -1);
+    // A read may wait longer than an INSERT (heartbeats go on): it changes nothing, and a stalled
+    // server answers it before the INSERTs queued with it are applied, whose ranges this decides on.
+    const hw = BigInt((await this.withRetry(table, `${key} high-water`, source, () => this.storedOffsets(table, topic), this.sessionTimeoutMs)).get(partition) ?? -1);
     let rest = messages;
     const pending = state.pending;
     if (pending !== undefined) {
@@ -313,7 +327,7 @@ export class ClickHouseSink {
    * Heartbeats go on meanwhile, so a slow store does not cost the group membership; a failed
    * heartbeat (rebalance) ends the loop: another sink re-sends the announced range.
    */
-  private async withRetry<T>(table: string, what: string, source: SourceBatch, attempt: () => Promise<T>): Promise<T> {
+  private async withRetry<T>(table: string, what: string, source: SourceBatch, attempt: () => Promise<T>, timeoutMs = this.insertTimeoutMs): Promise<T> {
     let delay = this.retry.initialMs;
     for (let n = 1; ; n += 1) {
       const beat = setInterval(() => void source.heartbeat().catch(() => undefined), 1000);
@@ -321,7 +335,7 @@ export class ClickHouseSink {
       try {
         // Queries take no abort signal: a read that hangs (frozen server) is given up on here.
         const timeout = new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no answer within ${this.insertTimeoutMs} ms`)), this.insertTimeoutMs + 500);
+          timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs + 500);
         });
         return await Promise.race([attempt(), timeout]);
       } catch (err) {

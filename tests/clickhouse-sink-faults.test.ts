@@ -218,13 +218,23 @@ describe.skipIf(!HAS_SERVER)('ClickHouse sink against its own 18.16 server, froz
     // Freeze the server with the first sink's INSERT in flight, then the sink itself: its
     // session expires and a second sink takes every partition over, re-sending the announced
     // ranges into the frozen server.
+    const duplicates = async () => (await store!.query<{ n: number }>(`SELECT value AS n FROM system.events WHERE event = 'DuplicatedInsertedBlocks'`))[0]?.n ?? 0;
+    const dupBefore = await duplicates();
     const sendsBefore = childLines().filter((l) => l.sending !== undefined).length;
     server.signal('SIGSTOP');
     await waitUntil(() => childLines().filter((l) => l.sending !== undefined).length > sendsBefore, 'the first sink to send an INSERT to the frozen server');
     child.kill('SIGSTOP');
+    // Counts the second sink's reads, to resume the server once one (its high-water) is queued.
+    const secondStore = lazyStore({ url: URL_, database: db });
+    let reads = 0;
+    const query = secondStore.query.bind(secondStore);
+    secondStore.query = ((sql: string, params?: Record<string, string | number>) => {
+      reads += 1;
+      return query(sql, params);
+    }) as typeof secondStore.query;
     const second = new ClickHouseSink({
       kafka: testKafka('chfaults-second'),
-      store: lazyStore({ url: URL_, database: db }),
+      store: secondStore,
       groupId: `${prefix}.sink`,
       decisions,
       deadLetterTopic: catalog.deadLetter,
@@ -235,15 +245,15 @@ describe.skipIf(!HAS_SERVER)('ClickHouse sink against its own 18.16 server, froz
       retry: { initialMs: 200, maxMs: 1000 },
     });
     await second.start();
-    await waitUntil(() => second.retries >= 1, 'the second sink to take partitions over and find the server frozen', 120_000);
+    await waitUntil(() => second.ownedPartitions === 7, 'the second sink to take every partition over (the first one\'s session expired)', 120_000);
+    await waitUntil(() => reads >= 1, 'the second sink to ask the frozen server for its high-water');
     server.signal('SIGCONT');
     // The first sink's stalled INSERT lands now. Whichever copy of the announced range comes
     // second — the stale one or the new owner's — is dropped; or the new owner sees it stored.
-    const duplicates = async () => (await store!.query<{ n: number }>(`SELECT value AS n FROM system.events WHERE event = 'DuplicatedInsertedBlocks'`))[0]?.n ?? 0;
     await waitUntil(async () => second.announcedStored + second.resent >= 1, 'the second sink to complete the announced range');
-    const dropped = await duplicates();
+    const dropped = (await duplicates()) - dupBefore;
     console.log(`freeze: ${second.resent} announced range(s) re-sent, ${second.announcedStored} found stored, ${dropped} duplicate block(s) dropped by the server, ${second.retries} retries`);
-    if (second.resent > 0) await waitUntil(async () => (await duplicates()) >= 1, 'the server to drop one copy of the re-sent range', 120_000);
+    if (second.resent > 0) await waitUntil(async () => (await duplicates()) > dupBefore, 'the server to drop one copy of the re-sent range', 120_000);
     child.kill('SIGCONT');
     const afterFreeze = await rows();
     await waitUntil(async () => (await rows()) > afterFreeze + 200, 'rows after the freeze', 180_000);
