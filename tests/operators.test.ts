@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { deleteExactWhere, exactDedupe, exactDedupeDefaults, exactDedupeStore, exactEntries } from '../operators/exact-dedupe.ts';
+import { deleteExactWhere, exactDedupe, exactDedupeDefaults, exactDedupeStore, exactEntries, normalizeText } from '../operators/exact-dedupe.ts';
 import { mapSamples } from '../operators/envelope.ts';
 import { ruleScore } from '../operators/rule-score.ts';
 import { thresholdFilter } from '../operators/threshold-filter.ts';
@@ -147,6 +147,19 @@ describe('exactDedupe', () => {
     expect(exactEntries(store)).toBe(1);
     const [repeat] = samplesOf(await through(dedupe, [sample({ id: 'a3' })]));
     expect(repeat!.duplicateOf).toBe('a2');
+  });
+});
+
+describe('normalizeText', () => {
+  it('is lower case with whitespace runs as one space, trimmed — for every mix of JS whitespace (the keys of stored hashes depend on it)', () => {
+    const reference = (t: string) => t.toLowerCase().replace(/\s+/g, ' ').trim();
+    const parts = ['a', 'B', ' ', '  ', '\t', '\n', '\u00a0', '\u2028', '\ufeff', '\u3000', 'É', 'İ', '🚀', 'x y', ''];
+    for (const a of parts) for (const b of parts) for (const c of parts) {
+      const text = `${a}${b}${c}`;
+      expect(normalizeText(text)).toBe(reference(text));
+    }
+    expect(normalizeText('  What IS\t2 +\n\n2?  ')).toBe('what is 2 + 2?');
+    expect(normalizeText('already normal')).toBe('already normal');
   });
 });
 
