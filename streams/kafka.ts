@@ -32,5 +32,8 @@ export function createKafka(connections: Connections, clientId: string): Kafka {
     brokers: connections.kafkaBrokers,
     logLevel: level,
     logCreator: quietLog,
+    // kafkajs's default (5 retries, ≈ 20 s in all) turns a broker restart that takes longer into a
+    // worker that exits; an always-on worker waits out a few minutes of broker outage instead.
+    retry: { initialRetryTime: 300, maxRetryTime: 10_000, retries: 30 },
   });
 }
