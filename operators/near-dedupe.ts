@@ -2,7 +2,7 @@ import { map } from 'rxjs';
 import type { Rollout } from '../streams/records.ts';
 import type { KeyValueStore } from '../streams/state-store.ts';
 import { bandScope, checkIndexBounds, indexMaxChars, openIndex, type DedupeIndex, type IndexBounds, type IndexLayout } from './dedupe-index.ts';
-import { deadLetter, isRejected, type Curator, type Sample } from './envelope.ts';
+import { deadLetter, eventTimeOf, isRejected, type Curator, type Sample } from './envelope.ts';
 import { bandKeysAt, checkMinHashConfig, estimateSimilarity, hasherFor, minHashDefaults, type MinHashConfig, type Signature } from './minhash.ts';
 
 export { deleteWhere, indexEntries, type EntryInfo } from './dedupe-index.ts';
@@ -81,7 +81,7 @@ export type NearDedupeOutcome =
  * 1. Already rejected samples pass untouched (neither checked nor indexed), like exact-dedupe.
  * 2. The text (config.text, normalised, shingled) with fewer than minShingles shingles passes
  *    untouched.
- * 3. The clock advances to the sample's created_at (never back); entries last seen more than
+ * 3. The clock advances to the sample's event time (eventTimeOf; never back); entries last seen more than
  *    ttlMs before the clock are never matched, and at most evictionsPerStep of them are removed
  *    per sample (64× per tick), so a mass expiry spreads over later batches (dedupe-index.ts).
  * 4. The signature's band keys (mixed with the group id in group scope) select candidates from
@@ -105,8 +105,8 @@ export type NearDedupeOutcome =
  * measured);
  * nearDedupeMaxChars gives the bound. All state is in `store` (the in-memory buckets are
  * rebuilt from it): an operator built later on the same store continues exactly. Changing `scope` or `minhash` makes the stored index unreadable: it is dropped on
- * first use. The clock follows the largest created_at seen, so one far-future timestamp expires
- * everything before it; validate event times upstream.
+ * first use. The clock follows the largest event time seen, created_at capped by the broker's
+ * record timestamp (eventTimeOf), so one far-future created_at cannot expire the index.
  *
  * Example (defaults): in one group, the response "The quick brown fox jumps over the lazy dog
  * and runs across the green field to the river" and then the same with "river!" — 15 of 17
@@ -128,7 +128,7 @@ export function nearDedupe(config: NearDedupeConfig, store: KeyValueStore, remot
     }
     if (envelope.kind !== 'sample' || isRejected(envelope)) return envelope;
     try {
-      return decide(envelope, nearDedupeStep(index(), config, itemOf(envelope.rollout, config), remote), config);
+      return decide(envelope, nearDedupeStep(index(), config, { ...itemOf(envelope.rollout, config), at: eventTimeOf(envelope) }, remote), config);
     } catch (err) {
       return deadLetter(envelope, 'near-dedupe', (err as Error).message);
     }

@@ -2,6 +2,7 @@ import { pipe } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { eventTimeOf, newSample, type Curator, type Envelope, type Sample } from '../operators/envelope.ts';
 import { exactDedupe, exactDedupeDefaults, exactDedupeStore, exactEntries, type ExactDedupeConfig } from '../operators/exact-dedupe.ts';
+import { nearDedupe, nearDedupeDefaults, nearDedupeStore } from '../operators/near-dedupe.ts';
 import { groupFilter, groupFilterDefaults, groupFilterStore } from '../operators/group-filter.ts';
 import { quotaBalance, quotaBalanceDefaults, quotaBalanceStore } from '../operators/quota-balance.ts';
 import { CREATED_AT_SKEW, validate, validateDefaults } from '../operators/validate.ts';
@@ -209,5 +210,17 @@ describe('other event-time clocks ignore a far-future created_at', () => {
     const out = await through(tracker, [attempt(0, T), attempt(1, FAR_FUTURE, T + 1), attempt(2, T + 70_000), attempt(3, T + 80_000)]);
     // Reported at the outlier (capped to its broker time, T + 1) and again once 2 attempts and 1 s have passed.
     expect(out.filter((e) => e.kind === 'emit')).toHaveLength(2);
+  });
+
+  it('near-dedupe: a far-future created_at does not expire the index', async () => {
+    const state = new PartitionState(0, [nearDedupeStore.name]);
+    const op = nearDedupe({ ...nearDedupeDefaults, minShingles: 3 }, state.store(nearDedupeStore.name));
+    const text = 'The quick brown fox jumps over the lazy dog and runs across the green field to the river';
+    const s = (id: string, at: number, response: string, broker = at) => sent({ id, group_id: 'g', created_at: at, response }, broker);
+    await batch(state, op, [s('first', T, text)]);
+    // Far beyond the TTL by created_at, but sent now: the clock follows the broker time.
+    await batch(state, op, [s('outlier', FAR_FUTURE, 'Something else entirely, with its own words and nothing shared at all here', T + 1)]);
+    const { out } = await batch(state, op, [s('copy', T + 2, `${text}!`)]);
+    expect(samplesOf(out).map((x) => [x.rollout.id, x.duplicateOf])).toEqual([['copy', 'first']]);
   });
 });
