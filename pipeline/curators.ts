@@ -3,7 +3,7 @@ import { contaminationFilter, loadEvalSets, type EvalIndex } from '../operators/
 import { errorCompensate } from '../operators/error-compensate.ts';
 import type { ErrorMemory } from '../operators/error-memory.ts';
 import { exploreExploit, exploreExploitStore } from '../operators/explore-exploit.ts';
-import { featurize, type FeatureConfig } from '../operators/features.ts';
+import { featureSize, featurize, type FeatureConfig } from '../operators/features.ts';
 import { heuristics } from '../operators/heuristics.ts';
 import { ModelHolder, OnnxScoringModel } from '../operators/model-holder.ts';
 import { onnxScore } from '../operators/onnx-score.ts';
@@ -70,7 +70,11 @@ export async function loadOperatorFiles(
         throw new Error(`onnx-score "${op.name}": no model to start with — set model.path, or announce a model named "${op.model.name}" on the model-updates topic`);
       }
       const version = op.model.path !== undefined ? op.model.version : latest?.version;
-      files.models.set(i, new ModelHolder(await OnnxScoringModel.load(source, version, { executionProviders: op.model.executionProviders })));
+      const model = await OnnxScoringModel.load(source, version, { executionProviders: op.model.executionProviders });
+      // Refused at start as hot-swap refuses it later: otherwise every batch would fail on it.
+      const mismatch = await model.mismatch(featureSize(features));
+      if (mismatch !== null) throw new Error(`onnx-score "${op.name}": the model at ${source} does not fit the feature layout: ${mismatch}`);
+      files.models.set(i, new ModelHolder(model));
     }
   }
   return files;

@@ -12,7 +12,7 @@ import { featureDefaults, featureSize, featurize, type FeatureConfig } from '../
 import { ModelHolder, OnnxScoringModel, type ScoringModel } from '../operators/model-holder.ts';
 import { onnxScore, onnxScoreDefaults, type OnnxScoreConfig } from '../operators/onnx-score.ts';
 import { parseConfig } from '../pipeline/config.ts';
-import type { OperatorFiles } from '../pipeline/curators.ts';
+import { loadOperatorFiles, type OperatorFiles } from '../pipeline/curators.ts';
 import { hotSwap, onModelUpdate, type ModelUpdateOutcome } from '../pipeline/hot-swap.ts';
 import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
 import type { Decision, ModelUpdate, Rollout } from '../streams/records.ts';
@@ -326,6 +326,20 @@ describe('OnnxScoringModel.scoreRows and mismatch', () => {
     const renamed = await OnnxScoringModel.load(linearModelOnnx({ ...linear(44), inputDim: D, output: 'logistic' }), 'renamed', { inputName: 'x' });
     expect(await renamed.mismatch(D)).toContain('has no input "x"');
     await Promise.all([right, encoder, renamed].map((m) => m.dispose()));
+  });
+});
+
+describe('loadOperatorFiles', () => {
+  it('refuses to start an onnx-score whose model does not fit the feature layout, naming the file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flywheel-start-model-'));
+    try {
+      const path = join(dir, 'narrow.onnx');
+      writeFileSync(path, linearModelOnnx({ weights: new Float32Array(3), bias: 0, inputDim: 3, output: 'logistic', version: 'narrow' }));
+      const config = parseConfig({ name: 'start-width', features, operators: [{ type: 'onnx-score', name: 'model', model: { name: 'scorer', path } }], clickhouse: { path: join(dir, 'ch') } });
+      await expect(loadOperatorFiles(config.operators, config.features, () => undefined)).rejects.toThrow(`onnx-score "model": the model at ${path} does not fit the feature layout: model narrow takes 3 features`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
