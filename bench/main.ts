@@ -10,7 +10,7 @@
  * Sections (in run order): kafka (bare consumer anchor, Java ConsumerPerformance, kafkajs +
  * serde), pipeline (deploy/pipeline.json), demo (deploy/flywheel-demo.json's operator set),
  * latency (bench/latency.ts), scale (bench/scale.ts), modules (bench/serde.ts, minhash.ts,
- * scoring.ts, sink.ts), clients (bench/kafka-clients: @platformatic/kafka vs kafkajs), inprocess. The anchor passes are interleaved with the measured ones
+ * scoring.ts, sink.ts), restore (bench/restore.ts: changelog restore vs a bare consumer), clients (bench/kafka-clients: @platformatic/kafka vs kafkajs), inprocess. The anchor passes are interleaved with the measured ones
  * (anchor, serde, anchor, pipeline, anchor, demo, anchor); ratios use their median.
  * The table is printed and written to .flywheel/bench-<timestamp>.json.
  */
@@ -28,7 +28,7 @@ import { pinForBench } from './pin.ts';
 import { DEMO_CONFIG, PIPELINE_CONFIG, runPipeline, type PipelineJob, type PipelineMeasurement } from './pipeline.ts';
 import { ratio, type BenchRow } from './row.ts';
 
-const SECTIONS = ['kafka', 'pipeline', 'demo', 'latency', 'scale', 'modules', 'clients', 'inprocess'] as const;
+const SECTIONS = ['kafka', 'pipeline', 'demo', 'latency', 'scale', 'restore', 'modules', 'clients', 'inprocess'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const { values: args } = parseArgs({
@@ -179,6 +179,9 @@ async function main(): Promise<void> {
       const { benchScale } = await import('./scale.ts');
       return benchScale({ kafka, prefix, dataDir, topic: topic!, clickhouseUrl: serverUrl, anchorValue: anchorValue(), pinned: pins.pinned });
     });
+  }
+  if (wanted('restore')) {
+    await section('bench/restore.ts', async () => (await import('./restore.ts')).benchRestore({ entries: records }));
   }
   if (wanted('modules')) {
     for (const [file, fn] of [
