@@ -18,6 +18,9 @@ const quietLog: logCreator =
     if (level > logLevel.WARN && process.env.KAFKAJS_LOG === undefined) return;
     const error = typeof log.error === 'string' ? log.error : '';
     if (level === logLevel.ERROR && (RETRIED.test(log.message) || RETRIED.test(error))) return;
+    // Said of every idempotent producer once retries are bounded (below). Flywheel's transactional
+    // producers abort on a send that runs out of retries, and the processor retries the batch.
+    if (level === logLevel.WARN && log.message.startsWith('Limiting retries for the idempotent producer')) return;
     const name = LEVEL_NAMES[level] ?? String(level);
     process.stderr.write(`[kafkajs ${name}] ${log.message}${error ? `: ${error}` : ''}\n`);
   };
