@@ -73,10 +73,10 @@ function startChildSink(env: Record<string, string>, log: string[]): ChildProces
     const e = process.env;
     const connections = connectionsFromEnv();
     const store = await openStore({ url: e.SINK_URL, database: e.SINK_DB });
-    const insert = store.insertJsonEachRow.bind(store);
-    store.insertJsonEachRow = (table, columns, body, opts) => {
+    const insert = store.insertFormatted.bind(store);
+    store.insertFormatted = (table, columns, format, body, opts) => {
       console.log(JSON.stringify({ sending: opts?.dedupToken }));
-      return insert(table, columns, body, opts);
+      return insert(table, columns, format, body, opts);
     };
     const sink = new ClickHouseSink({
       kafka: createKafka(connections, 'sink-child'), store, groupId: e.SINK_GROUP,
@@ -187,8 +187,8 @@ describe.skipIf(!HAS_SERVER)('ClickHouse sink against its own 18.16 server, froz
       expect(await migrate(s)).toBe('replicated');
       const d = decisionOf(prefix);
       const body = sampleLine(d, 'probe', 0, '7', '1700000000000');
-      await s.insertJsonEachRow('samples', SAMPLE_COLUMNS, body);
-      await s.insertJsonEachRow('samples', SAMPLE_COLUMNS, body);
+      await s.insertFormatted('samples', SAMPLE_COLUMNS, 'TabSeparated', body);
+      await s.insertFormatted('samples', SAMPLE_COLUMNS, 'TabSeparated', body);
       expect(await s.query('SELECT count() AS n FROM samples')).toEqual([{ n: 1 }]);
     } finally {
       await s.command(`DROP DATABASE IF EXISTS ${db}_probe`);
@@ -285,11 +285,11 @@ describe('ClickHouse sink blocks on chdb (embedded)', () => {
       expect(await migrate(s)).toBe('token');
       const prefix = uniquePrefix('chdbdedup');
       const body = [0, 1, 2].map((o) => sampleLine(decisionOf(prefix), 'd', 0, String(o), '1700000000000')).join('');
-      await s.insertJsonEachRow('samples', SAMPLE_COLUMNS, body, { dedupToken: 'd:0:0-2' });
-      await s.insertJsonEachRow('samples', SAMPLE_COLUMNS, body, { dedupToken: 'd:0:0-2' });
+      await s.insertFormatted('samples', SAMPLE_COLUMNS, 'TabSeparated', body, { dedupToken: 'd:0:0-2' });
+      await s.insertFormatted('samples', SAMPLE_COLUMNS, 'TabSeparated', body, { dedupToken: 'd:0:0-2' });
       expect(await s.query('SELECT count() AS n FROM samples')).toEqual([{ n: 3 }]);
       // The next range lands.
-      await s.insertJsonEachRow('samples', SAMPLE_COLUMNS, sampleLine(decisionOf(prefix), 'd', 0, '3', '1700000000000'), { dedupToken: 'd:0:3-3' });
+      await s.insertFormatted('samples', SAMPLE_COLUMNS, 'TabSeparated', sampleLine(decisionOf(prefix), 'd', 0, '3', '1700000000000'), { dedupToken: 'd:0:3-3' });
       expect(await s.query('SELECT count() AS n, uniqExact(sink_offset) AS o FROM samples')).toEqual([{ n: 4, o: 4 }]);
     } finally {
       await s.close();

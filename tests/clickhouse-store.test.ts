@@ -12,6 +12,8 @@ import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, ClickHouseStoreError, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { migrate, sinkHighWater, type SampleRow } from '../sinks/clickhouse/schema.ts';
+import { SAMPLE_COLUMNS, sampleLine, sampleRow as sinkSampleRow } from '../sinks/clickhouse-sink.ts';
+import type { Decision } from '../streams/records.ts';
 import {
   readEndpointFile,
   serveStore,
@@ -252,6 +254,35 @@ function storeContract(name: string, open: () => Promise<Backend>): void {
       );
       expect(await sinkHighWater(store(), 'samples', 'nothing-yet')).toEqual(new Map());
       expect(await sinkHighWater(store(), 'dead_letters', 'dead')).toEqual(new Map([[0, 5]]));
+    });
+
+    it("stores the sink's TabSeparated lines exactly as the same rows inserted as JSON", async () => {
+      // Texts that need every escape TabSeparated has, in plain and in array (quoted) fields.
+      const hostile = ["tab\there", 'new\nline\r\n', 'back\\slash \\t not a tab', "it's \"quoted\"", 'nul\0byte', 'émoji 🎉 中文', '', "\\'"];
+      const decision = (i: number, run: string): Decision => ({
+        rollout: {
+          id: `tsv-${i}`, run_id: hostile[i % hostile.length]!, prompt_id: 'p', prompt: hostile.join('\t'), group_id: 'g',
+          response: hostile[(i + 3) % hostile.length]!, steps: [], model_name: 'm', model_version: 'v', logprobs: null,
+          rewards: Object.fromEntries(hostile.map((h, j) => [h, j === 0 ? 1e-7 : j === 1 ? 1.5e300 : -0.1 - j])),
+          token_count: 4_000_000_000, created_at: 1_700_000_000_123 + i, tags: i === 0 ? {} : { [hostile[i % hostile.length]!]: hostile[(i + 1) % hostile.length]! },
+        },
+        scores: { s: 0.1 + 0.2 },
+        duplicate_of: i === 1 ? hostile[0]! : null, dedupe_method: null, reasons: i === 2 ? [] : hostile, decision: 'accepted', reason: 'accepted',
+        config_hash: 'h', scorer_version: null, annotations: { "qd'cell": hostile[i % hostile.length]! }, pipeline_run: run,
+        source: { topic: 't', partition: i, offset: String(2 ** 40 + i) },
+      });
+      const tsvRun = `tsv-${RUN}`;
+      const jsonRun = `json-${RUN}`;
+      const n = hostile.length;
+      const lines = Array.from({ length: n }, (_, i) => sampleLine(decision(i, tsvRun), 'tsv.d', 0, String(i), '1700000001999')).join('');
+      await store().insertFormatted('samples', SAMPLE_COLUMNS, 'TabSeparated', lines, { dedupToken: `tsv.d:0:0-${n - 1}` });
+      await store().insert('samples', Array.from({ length: n }, (_, i) => sinkSampleRow(decision(i, jsonRun), 'tsv.d', 0, String(i), '1700000001999')));
+      const read = async (run: string) =>
+        (await store().query('SELECT * FROM samples FINAL WHERE pipeline_run = {run:String} ORDER BY id', { run })).map((r) => ({ ...r, pipeline_run: '' }));
+      const fromTsv = await read(tsvRun);
+      expect(fromTsv).toHaveLength(n);
+      expect(fromTsv).toEqual(await read(jsonRun));
+      expect(fromTsv[3]).toMatchObject({ rollout_run: hostile[3], response: hostile[6], prompt: hostile.join('\t'), reward_names: hostile, reasons: hostile, tag_keys: [hostile[3]], inserted_at: '2023-11-14 22:13:21' });
     });
 
     it('reports a bad statement with its first line and ClickHouse code', async () => {

@@ -5,7 +5,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Session, drainPending } from 'chdb';
-import type { ClickHouseStore, InsertOptions, RawOptions, RawResult } from './store.ts';
+import { insertFormat, type ClickHouseStore, type InsertFormat, type InsertOptions, type RawOptions, type RawResult } from './store.ts';
 import { readEndpointFile } from './http-endpoint.ts';
 import {
   ClickHouseStoreError,
@@ -133,20 +133,20 @@ export class EmbeddedStore implements ClickHouseStore {
     } catch (err) {
       throw storeError('embedded', `INSERT INTO ${table}`, err);
     }
-    await this.insertJsonEachRow(table, encoded.columns, encoded.body, opts);
+    await this.insertFormatted(table, encoded.columns, 'JSONEachRow', encoded.body, opts);
   }
 
-  async insertJsonEachRow(table: string, columns: readonly string[], body: Buffer | string, opts: InsertOptions = {}): Promise<void> {
+  async insertFormatted(table: string, columns: readonly string[], format: InsertFormat, body: Buffer | string, opts: InsertOptions = {}): Promise<void> {
     let statement = `INSERT INTO ${table}`;
     try {
       this.#check(statement);
-      statement = `INSERT INTO ${checkTable(table)} (${columns.join(', ')}) FORMAT JSONEachRow`;
+      statement = `INSERT INTO ${checkTable(table)} (${columns.join(', ')}) FORMAT ${insertFormat(format)}`;
       // chdb's raw insert hands the bytes to the engine's parser as one INSERT.
       await this.session.insert({
         table,
         columns,
         values: typeof body === 'string' ? Buffer.from(body) : body,
-        format: 'JSONEachRow',
+        format: insertFormat(format),
         settings: opts.dedupToken === undefined ? undefined : { insert_deduplication_token: opts.dedupToken },
         timeout: opts.timeoutMs,
       });

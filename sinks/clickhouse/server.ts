@@ -3,7 +3,7 @@
 
 import { Readable } from 'node:stream';
 import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
-import type { ClickHouseStore, InsertOptions, RawOptions, RawResult } from './store.ts';
+import { insertFormat, type ClickHouseStore, type InsertFormat, type InsertOptions, type RawOptions, type RawResult } from './store.ts';
 import {
   ClickHouseStoreError,
   assertNoFormat,
@@ -94,19 +94,19 @@ export class ServerStore implements ClickHouseStore {
     } catch (err) {
       throw storeError('server', `INSERT INTO ${table}`, err);
     }
-    await this.insertJsonEachRow(table, encoded.columns, encoded.body, opts);
+    await this.insertFormatted(table, encoded.columns, 'JSONEachRow', encoded.body, opts);
   }
 
-  async insertJsonEachRow(table: string, columns: readonly string[], body: Buffer | string, opts: InsertOptions = {}): Promise<void> {
+  async insertFormatted(table: string, columns: readonly string[], format: InsertFormat, body: Buffer | string, opts: InsertOptions = {}): Promise<void> {
     let statement = `INSERT INTO ${table}`;
     try {
       this.#check(statement);
-      statement = `INSERT INTO ${quoteTable(checkTable(table))} (${columns.map(quoteIdent).join(', ')}) FORMAT JSONEachRow`;
+      statement = `INSERT INTO ${quoteTable(checkTable(table))} (${columns.map(quoteIdent).join(', ')}) FORMAT ${insertFormat(format)}`;
       // Tokens exist from 22.2 on; 18.16 rejects the unknown setting (its replicated tables
       // deduplicate by the block's checksum instead).
       const settings: ClickHouseSettings = opts.dedupToken !== undefined && this.#takesTokens() ? { insert_deduplication_token: opts.dedupToken } : {};
       // exec, not client.insert: we send our own encoding (Dates as Unix seconds, bigints as
-      // strings), the same bytes the embedded backend parses.
+      // strings; the sink's TabSeparated lines), the same bytes the embedded backend parses.
       const res = await this.client.exec({
         query: statement,
         values: Readable.from([typeof body === 'string' ? Buffer.from(body) : body]),

@@ -40,6 +40,18 @@ export interface RawResult {
   readBytes?: number;
 }
 
+/**
+ * Text formats an INSERT body may be in; both are parsed by 18.16 and 26.x alike. TabSeparated is
+ * the sink's (half the bytes of JSONEachRow, cheaper to write and to parse); JSONEachRow is insert()'s.
+ */
+export type InsertFormat = 'JSONEachRow' | 'TabSeparated';
+
+/** `format`, checked (it goes into the statement): a name the type does not allow is an error. */
+export function insertFormat(format: InsertFormat): InsertFormat {
+  if (format !== 'JSONEachRow' && format !== 'TabSeparated') throw new Error(`unsupported INSERT format ${JSON.stringify(format)} (JSONEachRow or TabSeparated)`);
+  return format;
+}
+
 /** Options of one INSERT. */
 export interface InsertOptions {
   /**
@@ -70,10 +82,12 @@ export interface ClickHouseStore {
    */
   insert(table: string, rows: Record<string, unknown>[], opts?: InsertOptions): Promise<void>;
   /**
-   * Inserts a JSONEachRow body the caller encoded (one object per line, with exactly `columns`),
-   * as one INSERT: the sink's path, which builds its deterministic blocks itself.
+   * Inserts a body the caller encoded in `format` (one row per line, exactly `columns` in that
+   * order) as one INSERT: the sink's path, which builds its deterministic blocks itself.
+   *
+   *   insertFormatted('samples', SAMPLE_COLUMNS, 'TabSeparated', lines, { dedupToken: 'd:0:0-99' })
    */
-  insertJsonEachRow(table: string, columns: readonly string[], body: Buffer | string, opts?: InsertOptions): Promise<void>;
+  insertFormatted(table: string, columns: readonly string[], format: InsertFormat, body: Buffer | string, opts?: InsertOptions): Promise<void>;
   /** Runs SQL as ClickHouse's HTTP interface would and returns the body as ClickHouse formats it. */
   raw(sql: string, opts?: RawOptions): Promise<RawResult>;
   close(): Promise<void>;
@@ -141,8 +155,8 @@ export class LazyStore implements ClickHouseStore {
   async insert(table: string, rows: Record<string, unknown>[], opts?: InsertOptions): Promise<void> {
     return (await this.ready()).insert(table, rows, opts);
   }
-  async insertJsonEachRow(table: string, columns: readonly string[], body: Buffer | string, opts?: InsertOptions): Promise<void> {
-    return (await this.ready()).insertJsonEachRow(table, columns, body, opts);
+  async insertFormatted(table: string, columns: readonly string[], format: InsertFormat, body: Buffer | string, opts?: InsertOptions): Promise<void> {
+    return (await this.ready()).insertFormatted(table, columns, format, body, opts);
   }
   async raw(sql: string, opts?: RawOptions): Promise<RawResult> {
     return (await this.ready()).raw(sql, opts);
