@@ -3,7 +3,7 @@
 # Flywheel's development and tests. No Docker, no tarball: the broker's jars come from Maven
 # Central once (deploy/kafka/pom.xml) into <repo>/.cache/kafka/lib.
 #
-#   bash deploy/kafka.sh start|stop|status
+#   bash deploy/kafka.sh start|stop|status|fetch
 #
 #   KAFKA_PORT             (default 19092)  PLAINTEXT listener on 127.0.0.1 (what clients use)
 #   KAFKA_CONTROLLER_PORT  (default 19093)  KRaft controller listener on 127.0.0.1
@@ -175,4 +175,10 @@ status() {
   exit 1
 }
 
+# `fetch` only fetches the jars (deploy/zookeeper.sh runs ZooKeeper from them; on a fresh clone
+# it may start before this script's own start has fetched them). Locked like every fetch.
+if [[ "${1:-}" == fetch ]]; then
+  fetch_jars
+  exit 0
+fi
 run_command "$@"

@@ -78,9 +78,9 @@ start() {
     if answers_now; then
       die "a ZooKeeper already answers on $ADDR but is not ours ($PID_FILE); not starting another"
     fi
-    [[ -f "$LIB/.complete" ]] || bash "$REPO/deploy/kafka.sh" status >/dev/null 2>&1 ||
-      [[ -n "$(ls "$LIB"/zookeeper-3.*.jar 2>/dev/null)" ]] ||
-      die "ZooKeeper's jars are missing from $LIB; run bash deploy/kafka.sh start once to fetch them"
+    # Kafka's jars carry ZooKeeper's; fetched here too (once, locked) when nothing fetched them yet.
+    [[ -f "$LIB/.complete" ]] || bash "$REPO/deploy/kafka.sh" fetch 9>&- ||
+      die "ZooKeeper's jars are missing from $LIB and could not be fetched (bash deploy/kafka.sh fetch)"
     command -v "$JAVA" >/dev/null || die "java not found"
     write_config
     echo "--- start $(date -u +%FT%TZ)" >>"$LOG_FILE"
