@@ -34,7 +34,7 @@ import { normalizeText } from '../operators/exact-dedupe.ts';
 import { nearDedupe, nearDedupeDefaults, nearDedupeStore, type NearDedupeConfig } from '../operators/near-dedupe.ts';
 import { PartitionState } from '../streams/state-store.ts';
 import { exactDuplicates, precisionRecall, proseCorpus, type ProseDoc } from './prose-corpus.ts';
-import type { BenchRow } from './row.ts';
+import { median, type BenchRow } from './row.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const VENV = join(ROOT, '.cache', 'bench-venv');
@@ -156,10 +156,6 @@ function pythonEnv(): { ok: true; bin: string } | { ok: false; why: string } {
   return { ok: true, bin };
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 /** The Flywheel side, in its own (pinned) process: prints a SideResult as JSON. */
 async function flywheelSide(docsFile: string): Promise<SideResult> {

@@ -2,6 +2,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { normalizeText } from '../operators/exact-dedupe.ts';
 import { shingles, type MinHashConfig } from '../operators/minhash.ts';
+import { prng } from '../cli/synthetic.ts';
 
 /**
  * A prose corpus for near-duplicate benchmarks and tests, built from text files on this machine
@@ -30,7 +31,7 @@ export interface ProseCorpusOptions {
 }
 
 export function proseCorpus(options: ProseCorpusOptions): ProseDoc[] {
-  const random = mulberry32(options.seed);
+  const random = prng(options.seed);
   const all = paragraphs();
   shuffle(all, random);
   const bases = all.slice(0, options.paragraphs);
@@ -217,13 +218,3 @@ function hex(random: () => number): string {
   return Math.floor(random() * 2 ** 32).toString(16).padStart(8, '0');
 }
 
-function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}

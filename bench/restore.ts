@@ -14,8 +14,8 @@ import { restoreChangelog } from '../streams/changelog-restore.ts';
 import { connectionsFromEnv } from '../streams/connections.ts';
 import { createKafka } from '../streams/kafka.ts';
 import { changelogTopicConfig, ensureTopics } from '../streams/topics.ts';
-import { bareConsumerPass, median, sendAll } from './kafka.ts';
-import type { BenchRow } from './row.ts';
+import { bareConsumerPass, sendAll } from './kafka.ts';
+import { median, type BenchRow } from './row.ts';
 
 export async function benchRestore(options: { entries?: number; passes?: number } = {}): Promise<BenchRow[]> {
   const entries = options.entries ?? 100_000;

@@ -22,3 +22,10 @@ export interface BenchRow {
 export function ratio(row: BenchRow): number | null {
   return row.anchorValue === null || row.anchorValue === 0 ? null : row.flywheel / row.anchorValue;
 }
+
+/** The median of passes (the figure a bench reports from several). */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}

@@ -30,7 +30,7 @@ import { onnxScore, onnxScoreDefaults } from '../operators/onnx-score.ts';
 import { loadConfig } from '../pipeline/config.ts';
 import type { Rollout } from '../streams/records.ts';
 import { linearModelOnnx } from '../trainers/onnx-model.ts';
-import { ratio, type BenchRow } from './row.ts';
+import { median, ratio, type BenchRow } from './row.ts';
 
 const DEMO_CONFIG = new URL('../deploy/flywheel-demo.json', import.meta.url).pathname;
 const BATCH = 64;
@@ -134,11 +134,6 @@ function rate(rows: number, start: bigint): number {
   return rows / (Number(process.hrtime.bigint() - start) / 1e9);
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const rows = await benchScoring();

@@ -26,7 +26,7 @@ import { newSample } from '../operators/envelope.ts';
 import { connectionsFromEnv } from '../streams/connections.ts';
 import { rolloutSchema, type Decision, type Rollout } from '../streams/records.ts';
 import { confluentSerde, decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
-import { ratio, type BenchRow } from './row.ts';
+import { median, ratio, type BenchRow } from './row.ts';
 
 const BATCH = 500;
 const context = { configHash: 'bench', pipelineRun: 'bench' };
@@ -134,11 +134,6 @@ export async function benchSerde(options: SerdeBenchOptions = {}): Promise<Bench
   ];
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const rows = await benchSerde();

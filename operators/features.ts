@@ -1,4 +1,5 @@
 import type { Rollout } from '../streams/records.ts';
+import { fmix32, mixBlock } from './murmur3.ts';
 
 export interface FeatureConfig {
   /** Hash buckets for the text n-grams: the first `dims` entries of every feature vector. */
@@ -177,8 +178,8 @@ export function logprobStats(logprobs: readonly number[] | null): LogprobStats |
  */
 export function murmur3(values: ArrayLike<number>, seed: number): number {
   let h = seed | 0;
-  for (let i = 0; i < values.length; i++) h = mix(h, values[i]! | 0);
-  return fmix(h ^ (values.length * 4)) >>> 0;
+  for (let i = 0; i < values.length; i++) h = mixBlock(h, values[i]! | 0);
+  return fmix32(h ^ (values.length * 4)) >>> 0;
 }
 
 // ---- implementation ----------------------------------------------------------------------
@@ -187,24 +188,6 @@ export function murmur3(values: ArrayLike<number>, seed: number): number {
 const WORD_SEED = 0x77000000;
 const CHAR_SEED = 0x63000000;
 
-/** One MurmurHash3_x86_32 body step: block `k` into state `h` (int32 in, int32 out). */
-function mix(h: number, k: number): number {
-  k = Math.imul(k, 0xcc9e2d51);
-  k = (k << 15) | (k >>> 17);
-  k = Math.imul(k, 0x1b873593);
-  h ^= k;
-  h = (h << 13) | (h >>> 19);
-  return (Math.imul(h, 5) + 0xe6546b64) | 0;
-}
-
-/** MurmurHash3's finaliser (after the length was xor-ed in); int32 result, sign = top bit. */
-function fmix(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  return h ^ (h >>> 16);
-}
 
 /**
  * A config compiled once (per config object, which is treated as immutable): typed copies of
@@ -338,10 +321,10 @@ function hashText(first: string, second: string | null, plan: Plan, out: Float32
       }
       const known = c < 0x10000 ? bmpWordChars[c]! : 0;
       if (known === 1 || (known === 0 && isWordCharSlow(c))) {
-        word = mix(word, c);
+        word = mixBlock(word, c);
         wordLength++;
       } else if (wordLength > 0) {
-        words[wordCount++] = fmix(word ^ (wordLength * 4));
+        words[wordCount++] = fmix32(word ^ (wordLength * 4));
         word = 0;
         wordLength = 0;
       }
@@ -356,7 +339,7 @@ function hashText(first: string, second: string | null, plan: Plan, out: Float32
       }
     }
   }
-  if (wordLength > 0) words[wordCount++] = fmix(word ^ (wordLength * 4));
+  if (wordLength > 0) words[wordCount++] = fmix32(word ^ (wordLength * 4));
   if (wantChars) chars[charCount++] = 32;
 
   let touched = addGrams(plan, plan.wordNs, WORD_SEED, words, wordCount, out, offset, 0);
@@ -404,8 +387,8 @@ function addGrams(plan: Plan, ns: Int32Array, seed: number, values: Int32Array, 
     }
     for (let i = 0; i < windows; i++) {
       let g = seed + n;
-      for (let j = i; j < i + n; j++) g = mix(g, values[j]!);
-      g = fmix(g ^ (n * 4));
+      for (let j = i; j < i + n; j++) g = mixBlock(g, values[j]!);
+      g = fmix32(g ^ (n * 4));
       const at = offset + (mask >= 0 ? g & mask : (g >>> 0) % dims);
       const v = out[at]!;
       if (v === 0) list[touched++] = at - offset;

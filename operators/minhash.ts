@@ -1,5 +1,6 @@
 import { endianness } from 'node:os';
 import { normalizeText } from './exact-dedupe.ts';
+import { fmix32, mixBlock } from './murmur3.ts';
 
 /**
  * MinHash sketches and LSH banding, shared by near-dedupe and any operator that compares texts
@@ -569,23 +570,6 @@ function popcount(x: number): number {
 const C1 = 0xcc9e2d51;
 const C2 = 0x1b873593;
 
-function mixBlock(h: number, k: number): number {
-  k = Math.imul(k, C1);
-  k = (k << 15) | (k >>> 17);
-  k = Math.imul(k, C2);
-  h ^= k;
-  h = (h << 13) | (h >>> 19);
-  return (Math.imul(h, 5) + 0xe6546b64) | 0;
-}
-
-/** murmur3's finaliser, as an int32. */
-function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  return h ^ (h >>> 16);
-}
 
 function finalize(h: number, length: number): number {
   return fmix32(h ^ length) >>> 0;

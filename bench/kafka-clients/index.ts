@@ -26,7 +26,7 @@ import type { Admin, Kafka } from 'kafkajs';
 import { connectionsFromEnv } from '../../streams/connections.ts';
 import { createKafka } from '../../streams/kafka.ts';
 import { ensureTopics, topicOffsets } from '../../streams/topics.ts';
-import type { BenchRow } from '../row.ts';
+import { median, type BenchRow } from '../row.ts';
 import { indexOf, record } from './records.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -215,11 +215,6 @@ function rate(r: Result): number {
   return r.records / r.seconds;
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
 function ensureInstalled(log: (line: string) => void): void {
   if (existsSync(NODE_24) && existsSync(PLATFORMATIC)) return;
