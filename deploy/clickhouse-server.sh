@@ -8,6 +8,7 @@
 # ${FLYWHEEL_DATA:-<repo>/.flywheel}/clickhouse-server, listening on 127.0.0.1 only.
 #   CLICKHOUSE_HTTP_PORT (default 18123)  HTTP interface, what @clickhouse/client talks to
 #   CLICKHOUSE_TCP_PORT  (default 19000)  native protocol (clickhouse-client)
+#   CLICKHOUSE_INTERSERVER_PORT (default TCP port + 9)  replication's interserver HTTP, 127.0.0.1
 #   ZOOKEEPER_PORT       (default 12181)  the ZooKeeper it uses (deploy/zookeeper.sh, same
 #                                         FLYWHEEL_DATA), started and stopped with the server
 # With ZooKeeper, Flywheel's tables are ReplicatedMergeTree (one replica): 18.16 deduplicates a
@@ -23,6 +24,9 @@ DATA_ROOT="${FLYWHEEL_DATA:-$REPO/.flywheel}"
 HOME_DIR="$DATA_ROOT/clickhouse-server"
 HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-18123}"
 TCP_PORT="${CLICKHOUSE_TCP_PORT:-19000}"
+# Replicated tables need it even with one replica: without it the replica never becomes active
+# (no leader: no background merges, OPTIMIZE fails with "No active replicas").
+INTERSERVER_PORT="${CLICKHOUSE_INTERSERVER_PORT:-$((TCP_PORT + 9))}"
 PID_FILE="$HOME_DIR/clickhouse-server.pid"
 PID_MATCH=clickhouse
 LOG_DIR="$HOME_DIR/log"
@@ -61,8 +65,8 @@ check_port() {
 write_config() {
   mkdir -p "$HOME_DIR"/{data,tmp,user_files,format_schemas} "$LOG_DIR"
   # 18.16's stock config points at /var/lib/clickhouse and /var/log, listens on every interface
-  # and opens the interserver port 9009; every path and port is ours here instead. Leaving
-  # interserver_http_port out disables it (only replication uses it).
+  # and opens the interserver port 9009; every path and port is ours here instead (the
+  # interserver port too: replicated tables need one, on 127.0.0.1).
   # timezone UTC: DateTime is rendered/parsed in the server's zone; chdb (the embedded
   # backend) runs in UTC too, so both backends return the same strings.
   cat >"$HOME_DIR/config.xml" <<EOF
@@ -78,6 +82,8 @@ write_config() {
     <listen_host>127.0.0.1</listen_host>
     <http_port>$HTTP_PORT</http_port>
     <tcp_port>$TCP_PORT</tcp_port>
+    <interserver_http_port>$INTERSERVER_PORT</interserver_http_port>
+    <interserver_http_host>127.0.0.1</interserver_http_host>
     <max_connections>1024</max_connections>
     <keep_alive_timeout>3</keep_alive_timeout>
     <max_concurrent_queries>100</max_concurrent_queries>

@@ -110,13 +110,16 @@ function storeContract(name: string, open: () => Promise<Backend>): void {
 
     it('migrates twice without complaint and creates both tables', async () => {
       await migrate(store());
-      await migrate(store());
+      const dedup = await migrate(store());
       const tables = await store().query<{ name: string; engine: string }>(
         `SELECT name, engine FROM system.tables WHERE database = currentDatabase() AND name IN ('samples', 'dead_letters') ORDER BY name`,
       );
+      // A server with ZooKeeper (as deploy/clickhouse-server.sh runs it) gets replicated tables:
+      // 18.16 deduplicates a re-sent block only there.
+      const engine = dedup === 'replicated' ? 'ReplicatedReplacingMergeTree' : 'ReplacingMergeTree';
       expect(tables).toEqual([
-        { name: 'dead_letters', engine: 'ReplacingMergeTree' },
-        { name: 'samples', engine: 'ReplacingMergeTree' },
+        { name: 'dead_letters', engine },
+        { name: 'samples', engine },
       ]);
     });
 
