@@ -130,13 +130,18 @@ export async function runChaos(options: Partial<ChaosOptions> = {}): Promise<Cha
     // The input goes in four parts, so faults land while records flow.
     const parts = quarter(input.data.rollouts);
     // Sent only while the broker is up; kafkajs's own retries (one idempotent producer) duplicate nothing.
-    const send = (records: readonly Rollout[], raw: readonly Buffer[] = []) => produceRollouts(kafka, rollouts, records, { raw });
+    // `sent` counts the decisions what was sent so far must give: progress waits never ask for more.
+    let sent = 0;
+    const send = async (records: readonly Rollout[], raw: readonly Buffer[] = [], evolved = 0) => {
+      await produceRollouts(kafka, rollouts, records, { raw });
+      sent += records.filter((r) => input.data.fates.get(r.id) !== 'invalid').length + evolved;
+    };
     await send(parts[0]!, input.data.garbage);
     const waitDecided = (n: number, what: string) => waitUntil(() => reader!.decided.size >= n, () => `${what} (${reader!.decided.size} of ${n} decided)`, 240_000);
 
-    await send(parts[1]!, input.raw);
+    await send(parts[1]!, input.raw, expectedEvolved.decided);
     for (let k = 0; k < o.workerKills; k++) {
-      await waitDecided(Math.min(totalDecided, reader.decided.size + Math.ceil(totalDecided / (4 * o.workerKills + 4))), 'progress before a worker kill');
+      await waitDecided(Math.min(sent, reader.decided.size + Math.ceil(totalDecided / (4 * o.workerKills + 4))), 'progress before a worker kill');
       const i = k % o.workers;
       workers[i]!.child.kill('SIGKILL');
       await exited(workers[i]!.child);
@@ -144,14 +149,15 @@ export async function runChaos(options: Partial<ChaosOptions> = {}): Promise<Cha
       spawn(i);
     }
 
+    // Records in flight when the broker dies.
+    await send(parts[2]!);
     for (let k = 0; k < o.brokerRestarts; k++) {
-      await waitDecided(Math.min(totalDecided, reader.decided.size + 50), 'progress before the broker restart');
+      await waitDecided(Math.min(sent, reader.decided.size + 50), 'progress before the broker restart');
       await services.killBroker();
       fault('broker kill -9');
       await services.startBroker();
       fault('broker restarted');
     }
-    await send(parts[2]!);
 
     if (o.clickhouseOutageMs > 0) {
       await services.killClickHouse();
