@@ -76,7 +76,10 @@ function startChildSink(env: Record<string, string>, log: string[]): ChildProces
     const insert = store.insertFormatted.bind(store);
     store.insertFormatted = (table, columns, format, body, opts) => {
       console.log(JSON.stringify({ sending: opts?.dedupToken }));
-      return insert(table, columns, format, body, opts);
+      return insert(table, columns, format, body, opts).then(
+        (r) => (console.log(JSON.stringify({ sent: opts?.dedupToken, ok: true })), r),
+        (err) => (console.log(JSON.stringify({ sent: opts?.dedupToken, ok: false })), Promise.reject(err)),
+      );
     };
     const sink = new ClickHouseSink({
       kafka: createKafka(connections, 'sink-child'), store, groupId: e.SINK_GROUP,
@@ -253,8 +256,17 @@ describe.skipIf(!HAS_SERVER)('ClickHouse sink against its own 18.16 server, froz
     await waitUntil(async () => second.announcedStored + second.resent >= 1, 'the second sink to complete the announced range');
     const dropped = (await duplicates()) - dupBefore;
     console.log(`freeze: ${second.resent} announced range(s) re-sent, ${second.announcedStored} found stored, ${dropped} duplicate block(s) dropped by the server, ${second.retries} retries`);
-    if (second.resent > 0) await waitUntil(async () => (await duplicates()) > dupBefore, 'the server to drop one copy of the re-sent range', 120_000);
+    // The stale sink's INSERT may still be half-sent (it was frozen too): resumed, it either lands
+    // — and the server drops it as a copy of the re-sent range — or fails by its timeout.
+    const frozen = childLines().filter((l) => l.sending !== undefined)[sendsBefore]!.sending;
     child.kill('SIGCONT');
+    if (second.resent > 0) {
+      await waitUntil(
+        async () => (await duplicates()) > dupBefore || childLines().some((l) => l.sent === frozen && l.ok === false),
+        'the server to drop one copy of the re-sent range, or the stale INSERT to fail',
+        120_000,
+      );
+    }
     const afterFreeze = await rows();
     await waitUntil(async () => (await rows()) > afterFreeze + 200, 'rows after the freeze', 180_000);
 
