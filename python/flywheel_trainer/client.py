@@ -85,8 +85,22 @@ class Consumed:
         return Consumed(d.get("kind", "decision"), d["topic"], int(d["partition"]), int(d["offset"]), d.get("key"), int(d["timestamp"]), d["value"])
 
 
+class RecordKinds:
+    """A batch's records split by kind (accepted decisions, labels); needs ``records``."""
+
+    records: list[Consumed]
+
+    @property
+    def decisions(self) -> list[Consumed]:
+        return [r for r in self.records if r.kind == "decision"]
+
+    @property
+    def labels(self) -> list[Consumed]:
+        return [r for r in self.records if r.kind == "label"]
+
+
 @dataclass
-class TrainingBatch:
+class TrainingBatch(RecordKinds):
     """One training batch; its records are covered by ``offsets`` once committed."""
 
     seq: int
@@ -103,13 +117,6 @@ class TrainingBatch:
     #: The replay buffer's state after this batch (saved in its checkpoint).
     admission: Any = None
 
-    @property
-    def decisions(self) -> list[Consumed]:
-        return [r for r in self.records if r.kind == "decision"]
-
-    @property
-    def labels(self) -> list[Consumed]:
-        return [r for r in self.records if r.kind == "label"]
 
 
 class CheckpointWriter:

@@ -39,13 +39,13 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from .admission import StalenessConfig
 from .checkpoint import Checkpoint, TopicPartitionOffset, read_checkpoint, write_checkpoint
-from .client import CommitResult, Consumed, TrainerClient, now_ms
+from .client import CommitResult, Consumed, RecordKinds, TrainerClient, now_ms
 from .features import FeatureConfig, featurize_batch
 from .records import DEFAULT_BROKERS, DEFAULT_REGISTRY_URL, TopicCatalog
 
 
 @dataclass
-class DatasetBatch:
+class DatasetBatch(RecordKinds):
     """One training batch from one worker (picklable: it crosses the worker's process boundary)."""
 
     worker: int
@@ -57,14 +57,6 @@ class DatasetBatch:
     offsets: list[TopicPartitionOffset]
     skipped: int
     rejected: int
-
-    @property
-    def decisions(self) -> list[Consumed]:
-        return [r for r in self.records if r.kind == "decision"]
-
-    @property
-    def labels(self) -> list[Consumed]:
-        return [r for r in self.records if r.kind == "label"]
 
 
 class _Writer:
