@@ -91,20 +91,30 @@ export function changelogTopicConfig(topic: string, partitions: number): ITopicC
   };
 }
 
-/** Creates the topics that do not exist yet; existing topics are left as they are. */
+/**
+ * Creates the topics that do not exist yet; existing topics are left as they are.
+ *
+ * kafkajs' own leader wait is off: it asks the broker for the new topics' metadata once and gives up
+ * on UNKNOWN_TOPIC_OR_PARTITION, which a loaded broker answers until its metadata cache has caught up
+ * with the controller. waitForLeaders polls instead.
+ */
 export async function ensureTopics(admin: Admin, topics: ITopicConfig[]): Promise<void> {
   const existing = new Set(await admin.listTopics());
   const missing = topics.filter((t) => !existing.has(t.topic));
   if (missing.length === 0) return;
+  const names = missing.map((t) => t.topic);
   try {
-    await admin.createTopics({ topics: missing, waitForLeaders: true });
+    await admin.createTopics({ topics: missing, waitForLeaders: false });
   } catch (err) {
-    // Another worker may have created them in between; only a still-missing topic is an error.
-    const now = new Set(await admin.listTopics());
-    const still = missing.filter((t) => !now.has(t.topic)).map((t) => t.topic);
-    if (still.length > 0) throw new Error(`could not create topics ${still.join(', ')}: ${(err as Error).message}`);
+    // Another worker may have created them in between; only topics that never show up are an error.
+    try {
+      await waitForLeaders(admin, names, 10_000);
+    } catch {
+      throw new Error(`could not create topics ${names.join(', ')}: ${(err as Error).message}`);
+    }
+    return;
   }
-  await waitForLeaders(admin, missing.map((t) => t.topic));
+  await waitForLeaders(admin, names);
 }
 
 /** Until the broker's metadata shows a leader for every partition of `topics` (a consumer joining earlier would see none). */
