@@ -8,18 +8,19 @@
  */
 import { from, lastValueFrom, toArray } from 'rxjs';
 import { syntheticRollouts } from '../cli/synthetic.ts';
-import { newSample, type Envelope } from '../operators/envelope.ts';
-import { ErrorMemory } from '../operators/error-memory.ts';
-import { featureDefaults, featureSize, featurize } from '../operators/features.ts';
-import { ModelHolder, OnnxScoringModel } from '../operators/model-holder.ts';
-import { nearDedupe, nearDedupeDefaults, nearDedupeStore } from '../operators/near-dedupe.ts';
-import { onnxScore, onnxScoreDefaults } from '../operators/onnx-score.ts';
-import { AnnouncedVersions } from '../operators/staleness-filter.ts';
+import { newSample, type Envelope } from '../lib/envelope.ts';
+import { ErrorMemory } from '../lib/error-memory.ts';
+import { featureDefaults, featureSize, featurize } from '../contracts/features.ts';
+import { ModelHolder } from '../lib/model-holder.ts';
+import { OnnxScoringModel } from '../pipeline/onnx-models.ts';
+import { nearDedupe, nearDedupeDefaults, nearDedupeStore } from '../operators/dedupe/near-dedupe.ts';
+import { onnxScore, onnxScoreDefaults } from '../operators/score/onnx-score.ts';
+import { AnnouncedVersions } from '../operators/filter/staleness-filter.ts';
 import { EXAMPLE_CONFIG, loadConfig } from '../pipeline/config.ts';
 import { buildCurators, declaredStores } from '../pipeline/curators.ts';
-import type { Rollout } from '../streams/records.ts';
+import type { Rollout } from '../contracts/records.ts';
 import { PartitionState } from '../streams/state-store.ts';
-import { linearModelOnnx } from '../trainers/onnx-model.ts';
+import { linearModelOnnx } from '../contracts/onnx-codec.ts';
 import type { BenchRow } from './row.ts';
 
 export async function benchInProcess(records: number): Promise<BenchRow[]> {

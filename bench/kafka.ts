@@ -19,8 +19,8 @@ import { promisify } from 'node:util';
 import type { Kafka, KafkaMessage, Message } from 'kafkajs';
 import type { SchemaRegistryClient } from '@confluentinc/schemaregistry';
 import { syntheticRollouts } from '../cli/synthetic.ts';
-import { toDecision } from '../operators/decision.ts';
-import { newSample } from '../operators/envelope.ts';
+import { toDecision } from '../lib/decision.ts';
+import { newSample } from '../lib/envelope.ts';
 import { decisionSerde, rolloutSerde, type TopicSerde } from '../streams/serde.ts';
 import { ensureTopics } from '../streams/topics.ts';
 

@@ -19,7 +19,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { formatTable } from '../cli/table.ts';
+import { formatTable } from '../lib/table.ts';
 import { connectionsFromEnv } from '../streams/connections.ts';
 import { createKafka } from '../streams/kafka.ts';
 import { registryClient } from '../streams/serde.ts';

@@ -16,9 +16,9 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { featureSize } from '../operators/features.ts';
+import { featureSize } from '../contracts/features.ts';
 import { loadConfig } from '../pipeline/config.ts';
-import { linearModelOnnx } from '../trainers/onnx-model.ts';
+import { linearModelOnnx } from '../contracts/onnx-codec.ts';
 import { prng } from '../cli/synthetic.ts';
 import type { BenchTopic } from './kafka.ts';
 import type { GcReport } from './profile.ts';

@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { normalizeText } from '../operators/exact-dedupe.ts';
-import { shingles, type MinHashConfig } from '../operators/minhash.ts';
+import { normalizeText } from '../lib/normalize-text.ts';
+import { shingles, type MinHashConfig } from '../lib/minhash.ts';
 import { prng } from '../cli/synthetic.ts';
 
 /**

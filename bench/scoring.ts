@@ -10,7 +10,7 @@
  * - onnx-score: the operator (featurize into its batch buffer, micro-batches of 64, one
  *   `session.run` per batch, scored envelopes out) over fresh envelopes, against the anchor:
  *   bare `session.run` of onnxruntime-node on a pre-built 64-row tensor of the same model
- *   (trainers/onnx-model.ts's linear scorer, a second session made with the same options),
+ *   (contracts/onnx-codec.ts's linear scorer, a second session made with the same options),
  *   timed for the same number of rows. Target: ratio ≥ 0.5.
  *
  * Warm-up passes first, then interleaved passes; each figure is the median pass.
@@ -22,14 +22,15 @@ import { pathToFileURL } from 'node:url';
 import { Tensor } from 'onnxruntime-node';
 import { count, from, lastValueFrom } from 'rxjs';
 import { syntheticRollouts } from '../cli/synthetic.ts';
-import { formatTable } from '../cli/table.ts';
-import { newSample, type Envelope } from '../operators/envelope.ts';
-import { featureDefaults, featureSize, featurize, featurizeInto, type FeatureConfig } from '../operators/features.ts';
-import { createSession, ModelHolder, onnxModelDefaults, OnnxScoringModel } from '../operators/model-holder.ts';
-import { onnxScore, onnxScoreDefaults } from '../operators/onnx-score.ts';
+import { formatTable } from '../lib/table.ts';
+import { newSample, type Envelope } from '../lib/envelope.ts';
+import { featureDefaults, featureSize, featurize, featurizeInto, type FeatureConfig } from '../contracts/features.ts';
+import { ModelHolder } from '../lib/model-holder.ts';
+import { createSession, onnxModelDefaults, OnnxScoringModel } from '../pipeline/onnx-models.ts';
+import { onnxScore, onnxScoreDefaults } from '../operators/score/onnx-score.ts';
 import { loadConfig } from '../pipeline/config.ts';
-import type { Rollout } from '../streams/records.ts';
-import { linearModelOnnx } from '../trainers/onnx-model.ts';
+import type { Rollout } from '../contracts/records.ts';
+import { linearModelOnnx } from '../contracts/onnx-codec.ts';
 import { median, ratio, type BenchRow } from './row.ts';
 
 const DEMO_CONFIG = new URL('../deploy/flywheel-demo.json', import.meta.url).pathname;
@@ -125,7 +126,7 @@ export async function benchScoring(options: ScoringBenchOptions = {}): Promise<B
       anchor: 'bare session.run, pre-built 64-row tensor, same model',
       anchorValue: median(scoring.anchor),
       target: '≥ 0.5',
-      note: `demo layout (${width} inputs), linear scorer from trainers/onnx-model.ts, CPU; sides alternate every ${SLICE} batches; anchor passes ${scoring.anchor.map((p) => Math.round(p)).join(', ')}`,
+      note: `demo layout (${width} inputs), linear scorer from contracts/onnx-codec.ts, CPU; sides alternate every ${SLICE} batches; anchor passes ${scoring.anchor.map((p) => Math.round(p)).join(', ')}`,
     },
   ];
 }

@@ -20,11 +20,11 @@ import { randomUUID } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
 import avsc from 'avsc';
 import { syntheticRollouts } from '../cli/synthetic.ts';
-import { formatTable } from '../cli/table.ts';
-import { toDecision } from '../operators/decision.ts';
-import { newSample } from '../operators/envelope.ts';
+import { formatTable } from '../lib/table.ts';
+import { toDecision } from '../lib/decision.ts';
+import { newSample } from '../lib/envelope.ts';
 import { connectionsFromEnv } from '../streams/connections.ts';
-import { rolloutSchema, type Decision, type Rollout } from '../streams/records.ts';
+import { rolloutSchema, type Decision, type Rollout } from '../contracts/records.ts';
 import { confluentSerde, decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 import { median, ratio, type BenchRow } from './row.ts';
 

@@ -20,7 +20,7 @@ import { pathToFileURL } from 'node:url';
 import { SAMPLE_COLUMNS, SINK_CONCURRENCY, SINK_FETCH_BYTES, sampleLine } from '../sinks/clickhouse-sink.ts';
 import { migrate } from '../sinks/clickhouse/schema.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
-import type { Decision } from '../streams/records.ts';
+import type { Decision } from '../contracts/records.ts';
 import type { BenchRow } from './row.ts';
 
 const ROWS = Number(process.env.FLYWHEEL_BENCH_SINK_ROWS ?? 60_000);

@@ -1,4 +1,4 @@
-import { compareRuns, formatComparison, type CompareOptions } from '../sinks/clickhouse/compare.ts';
+import { compareRuns, formatComparison, type CompareOptions } from '../analytics/compare.ts';
 import type { ClickHouseStore } from '../sinks/clickhouse/store.ts';
 
 /**

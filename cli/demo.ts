@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { aucMannWhitney } from '../operators/explore-exploit.ts';
-import { featureSize } from '../operators/features.ts';
-import { qdCellCount } from '../operators/qd-archive.ts';
+import { aucMannWhitney } from '../operators/balance/explore-exploit.ts';
+import { featureSize } from '../contracts/features.ts';
+import { qdCellCount } from '../operators/balance/qd-archive.ts';
 import { loadConfig, withOverrides, type OperatorConfig } from '../pipeline/config.ts';
 import { startPipeline } from '../pipeline/run.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
@@ -15,11 +15,11 @@ import { createKafka } from '../streams/kafka.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { labelSerde, modelUpdateSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 import { catalogTopicConfigs, ensureTopics, topicCatalog } from '../streams/topics.ts';
-import { linearModelOnnx } from '../trainers/onnx-model.ts';
+import { linearModelOnnx } from '../contracts/onnx-codec.ts';
 import { ReferenceTrainer } from '../trainers/reference-trainer.ts';
 import { reportProgress } from './run.ts';
 import { syntheticRollouts } from './synthetic.ts';
-import { formatTable } from './table.ts';
+import { formatTable } from '../lib/table.ts';
 
 export const DEMO_CONFIG = new URL('../deploy/flywheel-demo.json', import.meta.url).pathname;
 export const GRPO_CONFIG = new URL('../deploy/grpo.json', import.meta.url).pathname;

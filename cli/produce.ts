@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import type { Connections } from '../streams/connections.ts';
 import { createKafka } from '../streams/kafka.ts';
-import type { Rollout } from '../streams/records.ts';
+import type { Rollout } from '../contracts/records.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { registryClient, rolloutSerde } from '../streams/serde.ts';
 

@@ -6,7 +6,7 @@ import type { ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import type { Connections } from '../streams/connections.ts';
 import { createKafka } from '../streams/kafka.ts';
 import { topicCatalog, topicOffsets, topicOffsetsAt } from '../streams/topics.ts';
-import { formatTable } from './table.ts';
+import { formatTable } from '../lib/table.ts';
 
 export interface ReplayOptions {
   /** The new run's name: labels its rows, names its topics (`<source prefix>.replay.<run>.*`) and consumer group. */

@@ -1,4 +1,4 @@
-import type { Rollout } from '../streams/records.ts';
+import type { Rollout } from '../contracts/records.ts';
 
 /**
  * Synthetic rollouts whose fate is known in advance, for the demo, the tests and benchmarks.

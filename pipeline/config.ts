@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { exactDedupeDefaults } from '../operators/exact-dedupe.ts';
-import { createdAtDefaults, validateDefaults } from '../operators/validate.ts';
-import { featureDefaults } from '../operators/features.ts';
+import { exactDedupeDefaults } from '../operators/dedupe/exact-dedupe.ts';
+import { createdAtDefaults, validateDefaults } from '../operators/filter/validate.ts';
+import { featureDefaults } from '../contracts/features.ts';
 import {
   contaminationFilterConfig,
   errorCompensateConfig,
@@ -39,7 +39,7 @@ export const operatorConfigSchema = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('validate'),
     maxChars: z.number().int().positive().default(validateDefaults.maxChars),
-    /** Bounds on rollout.created_at; see operators/validate.ts. */
+    /** Bounds on rollout.created_at; see operators/filter/validate.ts. */
     createdAt: z
       .strictObject({
         maxFutureMs: z.number().int().nonnegative().nullable().optional(),

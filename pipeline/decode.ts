@@ -1,6 +1,6 @@
 import type { KafkaMessage } from 'kafkajs';
-import { newSample, type Envelope } from '../operators/envelope.ts';
-import type { Rollout } from '../streams/records.ts';
+import { newSample, type Envelope } from '../lib/envelope.ts';
+import type { Rollout } from '../contracts/records.ts';
 import { RecordError } from '../streams/errors.ts';
 import { wireFormatProblem, type TopicSerde } from '../streams/serde.ts';
 

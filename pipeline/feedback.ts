@@ -1,12 +1,12 @@
 import type { Kafka, Message, TopicMessages } from 'kafkajs';
 import { from, lastValueFrom, toArray } from 'rxjs';
-import type { Envelope } from '../operators/envelope.ts';
-import { decodeVector, encodeVector, type ErrorMemory } from '../operators/error-memory.ts';
-import { featurize, type FeatureConfig } from '../operators/features.ts';
-import { labelJoin, labelJoinStores, type JoinInput, type ScoredSample, type ScorerError } from '../operators/label-join.ts';
+import type { Envelope } from '../lib/envelope.ts';
+import { decodeVector, encodeVector, type ErrorMemory } from '../lib/error-memory.ts';
+import { featurize, type FeatureConfig } from '../contracts/features.ts';
+import { labelJoin, labelJoinStores, type JoinInput, type ScoredSample, type ScorerError } from '../operators/signals/label-join.ts';
 import { BroadcastReader } from '../streams/broadcast.ts';
 import { ExactlyOnceProcessor } from '../streams/exactly-once.ts';
-import type { Label } from '../streams/records.ts';
+import type { Label } from '../contracts/records.ts';
 import type { TopicSerde } from '../streams/serde.ts';
 import { deadLetterMessage } from '../sinks/kafka-outputs.ts';
 

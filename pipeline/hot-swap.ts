@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import type { ErrorMemory } from '../operators/error-memory.ts';
-import { featureSize } from '../operators/features.ts';
-import { OnnxScoringModel } from '../operators/model-holder.ts';
-import type { ModelUpdate } from '../streams/records.ts';
+import type { ErrorMemory } from '../lib/error-memory.ts';
+import { featureSize } from '../contracts/features.ts';
+import { OnnxScoringModel } from './onnx-models.ts';
+import type { ModelUpdate } from '../contracts/records.ts';
 import type { PipelineConfig } from './config.ts';
 import type { OperatorFiles } from './curators.ts';
 

@@ -1,7 +1,7 @@
 import type { Message } from 'kafkajs';
-import type { Envelope } from '../operators/envelope.ts';
-import { decodeSignature, type Signature } from '../operators/minhash.ts';
-import { bandKeysOf, SIGNATURE_ANNOTATION, type NearDedupeConfig, type RemoteIndex } from '../operators/near-dedupe.ts';
+import type { Envelope } from '../lib/envelope.ts';
+import { decodeSignature, type Signature } from '../lib/minhash.ts';
+import { bandKeysOf, SIGNATURE_ANNOTATION, type NearDedupeConfig, type RemoteIndex } from '../operators/dedupe/near-dedupe.ts';
 
 /**
  * Cross-partition near-duplicates. Each partition's near-dedupe index is exact within the

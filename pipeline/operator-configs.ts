@@ -1,21 +1,21 @@
 import { z } from 'zod';
-import { contaminationFilterDefaults } from '../operators/contamination-filter.ts';
-import { heuristicsDefaults } from '../operators/heuristics.ts';
-import { rewardCombineDefaults } from '../operators/reward-combine.ts';
-import { ExpressionError, parseExpression } from '../operators/scoring-expression.ts';
-import { selfCertaintyDefaults } from '../operators/self-certainty.ts';
-import { semanticDedupeDefaults } from '../operators/semantic-dedupe.ts';
-import { errorCompensateDefaults } from '../operators/error-compensate.ts';
-import { exploreExploitDefaults } from '../operators/explore-exploit.ts';
-import { qdArchiveDefaults } from '../operators/qd-archive.ts';
-import { quotaBalanceDefaults } from '../operators/quota-balance.ts';
-import { groupFilterDefaults } from '../operators/group-filter.ts';
-import { minHashDefaults } from '../operators/minhash.ts';
-import { checkNearDedupeConfig, nearDedupeDefaults, type NearDedupeConfig } from '../operators/near-dedupe.ts';
-import { preferencePairsDefaults } from '../operators/preference-pairs.ts';
-import { compileRule } from '../operators/rule-filter.ts';
-import { stalenessFilterDefaults } from '../operators/staleness-filter.ts';
-import { weaknessTrackerDefaults } from '../operators/weakness-tracker.ts';
+import { contaminationFilterDefaults } from '../operators/filter/contamination-filter.ts';
+import { heuristicsDefaults } from '../operators/score/heuristics.ts';
+import { rewardCombineDefaults } from '../operators/score/reward-combine.ts';
+import { ExpressionError, parseExpression } from '../lib/scoring-expression.ts';
+import { selfCertaintyDefaults } from '../operators/score/self-certainty.ts';
+import { semanticDedupeDefaults } from '../operators/dedupe/semantic-dedupe.ts';
+import { errorCompensateDefaults } from '../operators/score/error-compensate.ts';
+import { exploreExploitDefaults } from '../operators/balance/explore-exploit.ts';
+import { qdArchiveDefaults } from '../operators/balance/qd-archive.ts';
+import { quotaBalanceDefaults } from '../operators/balance/quota-balance.ts';
+import { groupFilterDefaults } from '../operators/filter/group-filter.ts';
+import { minHashDefaults } from '../lib/minhash.ts';
+import { checkNearDedupeConfig, nearDedupeDefaults, type NearDedupeConfig } from '../operators/dedupe/near-dedupe.ts';
+import { preferencePairsDefaults } from '../operators/signals/preference-pairs.ts';
+import { compileRule } from '../operators/filter/rule-filter.ts';
+import { stalenessFilterDefaults } from '../operators/filter/staleness-filter.ts';
+import { weaknessTrackerDefaults } from '../operators/signals/weakness-tracker.ts';
 
 /**
  * Config schemas for operators whose defaults live beside the operator (`xxxDefaults`): the file

@@ -1,21 +1,21 @@
 // First: kafkajs must load with the linear producer grouping (see the module).
 import '../streams/kafkajs-producer.ts';
 import { from, lastValueFrom, toArray } from 'rxjs';
-import type { Envelope } from '../operators/envelope.ts';
-import { ErrorMemory } from '../operators/error-memory.ts';
-import { labelJoinStores } from '../operators/label-join.ts';
-import { AnnouncedVersions } from '../operators/staleness-filter.ts';
+import type { Envelope } from '../lib/envelope.ts';
+import { ErrorMemory } from '../lib/error-memory.ts';
+import { labelJoinStores } from '../operators/signals/label-join.ts';
+import { AnnouncedVersions } from '../operators/filter/staleness-filter.ts';
 import { ClickHouseSink } from '../sinks/clickhouse-sink.ts';
 import { serveStore, type StoreEndpoint } from '../sinks/clickhouse/http-endpoint.ts';
 import { migrate } from '../sinks/clickhouse/schema.ts';
 import { lazyStore, LazyStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
-import { migrateViews, viewOptionsFrom } from '../sinks/clickhouse/views.ts';
+import { migrateViews, viewOptionsFrom } from '../analytics/views.ts';
 import { deadLetterMessage, encodeOutputs } from '../sinks/kafka-outputs.ts';
 import { BroadcastReader } from '../streams/broadcast.ts';
 import type { Connections } from '../streams/connections.ts';
 import { ExactlyOnceProcessor } from '../streams/exactly-once.ts';
 import { createKafka } from '../streams/kafka.ts';
-import type { ModelUpdate } from '../streams/records.ts';
+import type { ModelUpdate } from '../contracts/records.ts';
 import { decisionSerde, labelSerde, modelUpdateSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 import { catalogTopicConfigs, changelogTopic, changelogTopicConfig, ensureTopics, internalTopic, topicCatalog, type TopicCatalog } from '../streams/topics.ts';
 import { configHash, type PipelineConfig } from './config.ts';

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { Partitioners } from 'kafkajs';
-import { clickhouseItems, jsonlItems, seedExactDedupe, seedNearDedupe, type CorpusItem } from '../operators/corpus-seed.ts';
-import { exactDedupeStore } from '../operators/exact-dedupe.ts';
-import { nearDedupeStore } from '../operators/near-dedupe.ts';
+import { clickhouseItems, jsonlItems, seedExactDedupe, seedNearDedupe, type CorpusItem } from './corpus-seed.ts';
+import { exactDedupeStore } from '../operators/dedupe/exact-dedupe.ts';
+import { nearDedupeStore } from '../operators/dedupe/near-dedupe.ts';
 import { quoteString } from '../sinks/clickhouse/sql.ts';
 import type { ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import type { PartitionState } from '../streams/state-store.ts';

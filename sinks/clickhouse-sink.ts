@@ -1,12 +1,12 @@
 import type { Admin, Consumer, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
-import type { Decision } from '../streams/records.ts';
+import type { Decision } from '../contracts/records.ts';
 import type { TopicSerde } from '../streams/serde.ts';
 import { kafkaBatches, type SourceBatch } from '../streams/source.ts';
 import { sinkHighWater } from './clickhouse/schema.ts';
-import { TRAINER_PROGRESS_TABLE } from './clickhouse/views.ts';
+import { TRAINER_PROGRESS_TABLE } from '../contracts/trainer-progress.ts';
 import type { ClickHouseStore } from './clickhouse/store.ts';
 import { ClickHouseStoreError } from './clickhouse/sql.ts';
-import { DLQ_HEADERS } from './kafka-outputs.ts';
+import { DLQ_HEADERS } from '../contracts/dead-letter.ts';
 import { mergeMap, type Subscription } from 'rxjs';
 import { coPartitionAssigner } from '../streams/co-partition-assigner.ts';
 

@@ -1,9 +1,10 @@
 import type { Message, TopicMessages } from 'kafkajs';
-import { toDecision, type DecisionContext } from '../operators/decision.ts';
-import { deadLetter, type DeadLetter, type Envelope, type SideOutput } from '../operators/envelope.ts';
-import type { Decision } from '../streams/records.ts';
+import { toDecision, type DecisionContext } from '../lib/decision.ts';
+import { deadLetter, type DeadLetter, type Envelope, type SideOutput } from '../lib/envelope.ts';
+import type { Decision } from '../contracts/records.ts';
 import { RecordError } from '../streams/errors.ts';
 import type { TopicSerde } from '../streams/serde.ts';
+import { DLQ_HEADERS } from '../contracts/dead-letter.ts';
 
 export interface OutputTopics {
   decisions: TopicSerde<Decision>;
@@ -18,16 +19,6 @@ export interface OutputTopics {
   /** Side outputs carry JSON values. */
   side: Record<SideOutput, string>;
 }
-
-/** Dead-letter headers: the original bytes stay the value, the why goes alongside. */
-export const DLQ_HEADERS = {
-  stage: 'flywheel.stage',
-  reason: 'flywheel.reason',
-  topic: 'flywheel.source.topic',
-  partition: 'flywheel.source.partition',
-  offset: 'flywheel.source.offset',
-  run: 'flywheel.run',
-} as const;
 
 /**
  * Turns one processed batch into the records its transaction writes (the processor adds the

@@ -1,5 +1,5 @@
 import type { Kafka, Message } from 'kafkajs';
-import type { Rollout } from './records.ts';
+import type { Rollout } from '../contracts/records.ts';
 import type { TopicSerde } from './serde.ts';
 
 /**

@@ -8,7 +8,7 @@ import {
   type SchemaInfo,
 } from '@confluentinc/schemaregistry';
 import { RecordError, UnavailableError } from './errors.ts';
-import { decisionSchema, labelSchema, modelUpdateSchema, rolloutSchema, type Decision, type Label, type ModelUpdate, type Rollout } from './records.ts';
+import { decisionSchema, labelSchema, modelUpdateSchema, rolloutSchema, type Decision, type Label, type ModelUpdate, type Rollout } from '../contracts/records.ts';
 
 type AvroType = avsc.Type;
 type Resolver = ReturnType<AvroType['createResolver']>;

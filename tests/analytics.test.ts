@@ -1,4 +1,4 @@
-// Analytics views (sinks/clickhouse/views.ts) and run comparison (sinks/clickhouse/compare.ts)
+// Analytics views (analytics/views.ts) and run comparison (analytics/compare.ts)
 // against real engines: chdb (embedded, ClickHouse 26.x) and a ClickHouse server
 // (FLYWHEEL_TEST_CLICKHOUSE_URL; Debian's 18.16 from deploy/clickhouse-server.sh). Rows are
 // built by the sink's own sampleRow() from Decision records, so they are shaped exactly as the
@@ -10,12 +10,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compareCommand } from '../cli/compare.ts';
-import { compareRuns, formatComparison, type RunComparison } from '../sinks/clickhouse/compare.ts';
+import { compareRuns, formatComparison, type RunComparison } from '../analytics/compare.ts';
 import { migrate } from '../sinks/clickhouse/schema.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
-import { DEFAULT_VIEW_OPTIONS, migrateViews, TRAINER_PROGRESS_TABLE, viewOptionsFrom, VIEWS } from '../sinks/clickhouse/views.ts';
+import { DEFAULT_VIEW_OPTIONS, migrateViews, viewOptionsFrom, VIEWS } from '../analytics/views.ts';
+import { TRAINER_PROGRESS_TABLE } from '../contracts/trainer-progress.ts';
 import { sampleRow } from '../sinks/clickhouse-sink.ts';
-import type { Decision, Rollout } from '../streams/records.ts';
+import type { Decision, Rollout } from '../contracts/records.ts';
 
 const SERVER_URL = process.env.FLYWHEEL_TEST_CLICKHOUSE_URL;
 const RUN = `${Date.now().toString(36)}_${process.pid}`;

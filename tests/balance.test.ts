@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { Emit, Envelope, Sample, Tick } from '../operators/envelope.ts';
+import type { Emit, Envelope, Sample, Tick } from '../lib/envelope.ts';
 import {
   aucMannWhitney,
   exploreExploit,
@@ -10,10 +10,10 @@ import {
   passAtK,
   type ExploreExploitConfig,
   type ExploreExploitMetrics,
-} from '../operators/explore-exploit.ts';
-import { qdArchive, qdArchiveStore, qdCellCount, type QdArchiveConfig } from '../operators/qd-archive.ts';
+} from '../operators/balance/explore-exploit.ts';
+import { qdArchive, qdArchiveStore, qdCellCount, type QdArchiveConfig } from '../operators/balance/qd-archive.ts';
 import { loadConfig } from '../pipeline/config.ts';
-import { quotaBalance, quotaBalanceDefaults, quotaBalanceStore, type QuotaBalanceConfig } from '../operators/quota-balance.ts';
+import { quotaBalance, quotaBalanceDefaults, quotaBalanceStore, type QuotaBalanceConfig } from '../operators/balance/quota-balance.ts';
 import { PartitionState } from '../streams/state-store.ts';
 import { sample, samplesOf, through } from './helpers/envelopes.ts';
 

@@ -16,7 +16,7 @@ import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts
 import { ClickHouseSink, SAMPLE_COLUMNS, sampleLine } from '../sinks/clickhouse-sink.ts';
 import { migrate } from '../sinks/clickhouse/schema.ts';
 import { lazyStore, openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
-import type { Decision } from '../streams/records.ts';
+import type { Decision } from '../contracts/records.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { decisionSerde, registryClient, rolloutSerde, type TopicSerde } from '../streams/serde.ts';
 import { topicCatalog } from '../streams/topics.ts';

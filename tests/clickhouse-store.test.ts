@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, ClickHouseStoreError, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { migrate, sinkHighWater, type SampleRow } from '../sinks/clickhouse/schema.ts';
 import { SAMPLE_COLUMNS, sampleLine, sampleRow as sinkSampleRow } from '../sinks/clickhouse-sink.ts';
-import type { Decision } from '../streams/records.ts';
+import type { Decision } from '../contracts/records.ts';
 import {
   readEndpointFile,
   serveStore,

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, configHash, loadConfig, parseConfig } from '../pipeline/config.ts';
 import { declaredStores } from '../pipeline/curators.ts';
 import { describePipeline } from '../pipeline/describe.ts';
-import { createdAtDefaults } from '../operators/validate.ts';
+import { createdAtDefaults } from '../operators/filter/validate.ts';
 
 const minimal = { name: 'p', operators: [{ type: 'validate' }] };
 

@@ -7,7 +7,7 @@ import { syntheticRollouts } from '../cli/synthetic.ts';
 import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
 import { readEndpointFile } from '../sinks/clickhouse/http-endpoint.ts';
 import { openStore } from '../sinks/clickhouse/store.ts';
-import type { Decision, Rollout } from '../streams/records.ts';
+import type { Decision, Rollout } from '../contracts/records.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 import { topicCatalog } from '../streams/topics.ts';

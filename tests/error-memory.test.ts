@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { prng } from '../cli/synthetic.ts';
-import type { Envelope, Sample } from '../operators/envelope.ts';
-import { errorCompensate, errorCompensateDefaults, type ErrorCompensateConfig } from '../operators/error-compensate.ts';
-import { decodeVector, encodeVector, ErrorMemory, naturalOrder, type ErrorEntry, type Vector } from '../operators/error-memory.ts';
+import type { Envelope, Sample } from '../lib/envelope.ts';
+import { errorCompensate, errorCompensateDefaults, type ErrorCompensateConfig } from '../operators/score/error-compensate.ts';
+import { decodeVector, encodeVector, ErrorMemory, naturalOrder, type ErrorEntry, type Vector } from '../lib/error-memory.ts';
 import { sample, samplesOf, through } from './helpers/envelopes.ts';
 
 const vec = (...xs: number[]): Vector => Float32Array.from(xs);

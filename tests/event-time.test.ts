@@ -1,12 +1,12 @@
 import { pipe } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { eventTimeOf, newSample, type Curator, type Envelope, type Sample } from '../operators/envelope.ts';
-import { exactDedupe, exactDedupeDefaults, exactDedupeStore, exactEntries, type ExactDedupeConfig } from '../operators/exact-dedupe.ts';
-import { nearDedupe, nearDedupeDefaults, nearDedupeStore } from '../operators/near-dedupe.ts';
-import { groupFilter, groupFilterDefaults, groupFilterStore } from '../operators/group-filter.ts';
-import { quotaBalance, quotaBalanceDefaults, quotaBalanceStore } from '../operators/quota-balance.ts';
-import { CREATED_AT_SKEW, validate, validateDefaults } from '../operators/validate.ts';
-import { weaknessTracker, weaknessTrackerDefaults, weaknessTrackerStore } from '../operators/weakness-tracker.ts';
+import { eventTimeOf, newSample, type Curator, type Envelope, type Sample } from '../lib/envelope.ts';
+import { exactDedupe, exactDedupeDefaults, exactDedupeStore, exactEntries, type ExactDedupeConfig } from '../operators/dedupe/exact-dedupe.ts';
+import { nearDedupe, nearDedupeDefaults, nearDedupeStore } from '../operators/dedupe/near-dedupe.ts';
+import { groupFilter, groupFilterDefaults, groupFilterStore } from '../operators/filter/group-filter.ts';
+import { quotaBalance, quotaBalanceDefaults, quotaBalanceStore } from '../operators/balance/quota-balance.ts';
+import { CREATED_AT_SKEW, validate, validateDefaults } from '../operators/filter/validate.ts';
+import { weaknessTracker, weaknessTrackerDefaults, weaknessTrackerStore } from '../operators/signals/weakness-tracker.ts';
 import { PartitionState } from '../streams/state-store.ts';
 import { rollout, sample, samplesOf, through } from './helpers/envelopes.ts';
 

@@ -2,11 +2,12 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { buildEvalIndex, contaminationFilter, contaminationFilterDefaults, loadEvalSets } from '../operators/contamination-filter.ts';
-import type { Envelope, Sample, Tick } from '../operators/envelope.ts';
-import { groupFilter, groupFilterDefaults, groupFilterStore, type GroupFilterConfig } from '../operators/group-filter.ts';
-import { compileRule, ruleFilter, RuleSyntaxError } from '../operators/rule-filter.ts';
-import { AnnouncedVersions, stalenessFilter } from '../operators/staleness-filter.ts';
+import { buildEvalIndex, contaminationFilter, contaminationFilterDefaults } from '../operators/filter/contamination-filter.ts';
+import { loadEvalSets } from '../pipeline/eval-sets.ts';
+import type { Envelope, Sample, Tick } from '../lib/envelope.ts';
+import { groupFilter, groupFilterDefaults, groupFilterStore, type GroupFilterConfig } from '../operators/filter/group-filter.ts';
+import { compileRule, ruleFilter, RuleSyntaxError } from '../operators/filter/rule-filter.ts';
+import { AnnouncedVersions, stalenessFilter } from '../operators/filter/staleness-filter.ts';
 import { PartitionState } from '../streams/state-store.ts';
 import { sample, samplesOf, through } from './helpers/envelopes.ts';
 

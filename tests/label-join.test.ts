@@ -1,6 +1,6 @@
 import { from, lastValueFrom, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { labelJoin, labelJoinStores, type JoinInput, type ScoredSample } from '../operators/label-join.ts';
+import { labelJoin, labelJoinStores, type JoinInput, type ScoredSample } from '../operators/signals/label-join.ts';
 import { PartitionState } from '../streams/state-store.ts';
 
 const scored = (id: string, raw: number, at = 1000): JoinInput => ({ kind: 'scored', scored: { id, raw, model_version: 'm1', vector: 'AAAA', at } satisfies ScoredSample });

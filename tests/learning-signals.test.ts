@@ -1,9 +1,9 @@
 import { pipe } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import type { Emit, Envelope, Sample, Tick } from '../operators/envelope.ts';
-import { groupFilter, groupFilterDefaults, groupFilterStore } from '../operators/group-filter.ts';
-import { preferencePairs, preferencePairsDefaults, type PreferencePairsConfig } from '../operators/preference-pairs.ts';
-import { weaknessTracker, weaknessTrackerDefaults, weaknessTrackerStore, type WeaknessTrackerConfig } from '../operators/weakness-tracker.ts';
+import type { Emit, Envelope, Sample, Tick } from '../lib/envelope.ts';
+import { groupFilter, groupFilterDefaults, groupFilterStore } from '../operators/filter/group-filter.ts';
+import { preferencePairs, preferencePairsDefaults, type PreferencePairsConfig } from '../operators/signals/preference-pairs.ts';
+import { weaknessTracker, weaknessTrackerDefaults, weaknessTrackerStore, type WeaknessTrackerConfig } from '../operators/signals/weakness-tracker.ts';
 import { PartitionState } from '../streams/state-store.ts';
 import { sample, samplesOf, through } from './helpers/envelopes.ts';
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { exactDuplicates, precisionRecall, proseCorpus } from '../bench/prose-corpus.ts';
 import { prng } from '../cli/synthetic.ts';
-import { openIndex } from '../operators/dedupe-index.ts';
+import { openIndex } from '../lib/dedupe-index.ts';
 import {
   bandKeys,
   candidateProbability,
@@ -19,8 +19,8 @@ import {
   shingles,
   signatureOf,
   sketchOf,
-} from '../operators/minhash.ts';
-import { nearDedupeDefaults, nearDedupeStep, type NearDedupeConfig } from '../operators/near-dedupe.ts';
+} from '../lib/minhash.ts';
+import { nearDedupeDefaults, nearDedupeStep, type NearDedupeConfig } from '../operators/dedupe/near-dedupe.ts';
 import type { KeyValueStore } from '../streams/state-store.ts';
 
 describe('murmur3', () => {

@@ -3,11 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { prng } from '../cli/synthetic.ts';
-import { clickhouseItems, jsonlItems, seedExactDedupe, seedNearDedupe, type CorpusItem, type QueryStore } from '../operators/corpus-seed.ts';
-import { indexEntryChars } from '../operators/dedupe-index.ts';
-import type { Envelope, Sample } from '../operators/envelope.ts';
-import { exactDedupe, exactDedupeDefaults } from '../operators/exact-dedupe.ts';
-import { decodeSignature, estimateSimilarity, legacyBandKeys, minHashDefaults, signatureOf } from '../operators/minhash.ts';
+import { clickhouseItems, jsonlItems, seedExactDedupe, seedNearDedupe, type CorpusItem, type QueryStore } from '../pipeline/corpus-seed.ts';
+import { indexEntryChars } from '../lib/dedupe-index.ts';
+import type { Envelope, Sample } from '../lib/envelope.ts';
+import { exactDedupe, exactDedupeDefaults } from '../operators/dedupe/exact-dedupe.ts';
+import { decodeSignature, estimateSimilarity, legacyBandKeys, minHashDefaults, signatureOf } from '../lib/minhash.ts';
 import {
   bandKeysOf,
   deleteWhere,
@@ -19,7 +19,7 @@ import {
   SIGNATURE_ANNOTATION,
   type NearDedupeConfig,
   type RemoteIndex,
-} from '../operators/near-dedupe.ts';
+} from '../operators/dedupe/near-dedupe.ts';
 import type { ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { PartitionState, type KeyValueStore } from '../streams/state-store.ts';
 import { sample, samplesOf, through } from './helpers/envelopes.ts';

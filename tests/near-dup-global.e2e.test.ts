@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../pipeline/config.ts';
 import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
-import type { Decision } from '../streams/records.ts';
+import type { Decision } from '../contracts/records.ts';
 import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 import { rollout } from './helpers/envelopes.ts';
 import { connections, consumeTopic, testKafka, uniquePrefix } from './helpers/kafka.ts';

@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { deleteExactWhere, exactDedupe, exactDedupeDefaults, exactDedupeStore, exactEntries, normalizeText } from '../operators/exact-dedupe.ts';
-import { mapSamples } from '../operators/envelope.ts';
-import { ruleScore } from '../operators/rule-score.ts';
-import { thresholdFilter } from '../operators/threshold-filter.ts';
-import { validate, validateDefaults } from '../operators/validate.ts';
-import { toDecision } from '../operators/decision.ts';
+import { deleteExactWhere, exactDedupe, exactDedupeDefaults, exactDedupeStore, exactEntries } from '../operators/dedupe/exact-dedupe.ts';
+import { normalizeText } from '../lib/normalize-text.ts';
+import { mapSamples } from '../lib/envelope.ts';
+import { ruleScore } from '../operators/score/rule-score.ts';
+import { thresholdFilter } from '../operators/filter/threshold-filter.ts';
+import { validate, validateDefaults } from '../operators/filter/validate.ts';
+import { toDecision } from '../lib/decision.ts';
 import { PartitionState } from '../streams/state-store.ts';
 import { sample, samplesOf, through } from './helpers/envelopes.ts';
 

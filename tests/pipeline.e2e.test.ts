@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syntheticRollouts } from '../cli/synthetic.ts';
 import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
 import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
-import { DLQ_HEADERS } from '../sinks/kafka-outputs.ts';
+import { DLQ_HEADERS } from '../contracts/dead-letter.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';

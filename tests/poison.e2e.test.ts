@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
 import type { KafkaMessage, TopicMessages } from 'kafkajs';
-import { DLQ_HEADERS } from '../sinks/kafka-outputs.ts';
+import { DLQ_HEADERS } from '../contracts/dead-letter.ts';
 import { restoreChangelog } from '../streams/changelog-restore.ts';
 import { RecordError, retriable, UnavailableError } from '../streams/errors.ts';
 import { ExactlyOnceProcessor } from '../streams/exactly-once.ts';

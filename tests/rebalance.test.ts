@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
 import { syntheticRollouts } from '../cli/synthetic.ts';
 import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
 import { openStore } from '../sinks/clickhouse/store.ts';
-import type { Decision, Rollout } from '../streams/records.ts';
+import type { Decision, Rollout } from '../contracts/records.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 import { topicCatalog } from '../streams/topics.ts';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { rollout } from './helpers/envelopes.ts';
 import { connections, uniquePrefix } from './helpers/kafka.ts';
-import { decisionSchema, rolloutSchema, type Decision } from '../streams/records.ts';
+import { decisionSchema, rolloutSchema, type Decision } from '../contracts/records.ts';
 import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 
 describe('schema registry (Confluent API served by Apicurio)', () => {

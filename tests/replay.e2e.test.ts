@@ -8,7 +8,7 @@ import { decisionHash, replay } from '../cli/replay.ts';
 import { syntheticRollouts } from '../cli/synthetic.ts';
 import { EXAMPLE_CONFIG, loadConfig, withOverrides, type PipelineConfig } from '../pipeline/config.ts';
 import { startPipeline } from '../pipeline/run.ts';
-import { compareRuns } from '../sinks/clickhouse/compare.ts';
+import { compareRuns } from '../analytics/compare.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { registryClient, rolloutSerde } from '../streams/serde.ts';

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import type { Envelope } from '../operators/envelope.ts';
-import { featureDefaults, featureLayout, featureSize, featurize, featurizeInto, murmur3, responseText, textFeatures, textFeaturesInto, type FeatureConfig } from '../operators/features.ts';
-import { heuristics, heuristicsDefaults, repetition, type HeuristicsConfig } from '../operators/heuristics.ts';
-import { rewardCombine, rewardCombineDefaults, type RewardCombineConfig } from '../operators/reward-combine.ts';
-import { ExpressionError, parseExpression } from '../operators/scoring-expression.ts';
-import { selfCertainty, selfCertaintyDefaults } from '../operators/self-certainty.ts';
-import type { Rollout } from '../streams/records.ts';
+import type { Envelope } from '../lib/envelope.ts';
+import { featureDefaults, featureLayout, featureSize, featurize, featurizeInto, murmur3, responseText, textFeatures, textFeaturesInto, type FeatureConfig } from '../contracts/features.ts';
+import { heuristics, heuristicsDefaults, repetition, type HeuristicsConfig } from '../operators/score/heuristics.ts';
+import { rewardCombine, rewardCombineDefaults, type RewardCombineConfig } from '../operators/score/reward-combine.ts';
+import { ExpressionError, parseExpression } from '../lib/scoring-expression.ts';
+import { selfCertainty, selfCertaintyDefaults } from '../operators/score/self-certainty.ts';
+import type { Rollout } from '../contracts/records.ts';
 import { rollout, sample, samplesOf, through } from './helpers/envelopes.ts';
 
 const ticks: Envelope[] = [{ kind: 'tick', now: 1 }, { kind: 'tick', now: 2 }];

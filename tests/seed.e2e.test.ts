@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../pipeline/config.ts';
 import { partitionOf } from '../pipeline/seed.ts';
 import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
-import type { Decision } from '../streams/records.ts';
+import type { Decision } from '../contracts/records.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 import { rollout } from './helpers/envelopes.ts';

@@ -1,11 +1,12 @@
 import { lastValueFrom, Subject, tap, toArray } from 'rxjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { prng } from '../cli/synthetic.ts';
-import type { Envelope, Sample } from '../operators/envelope.ts';
-import { featureDefaults, type FeatureConfig } from '../operators/features.ts';
-import { OnnxEncoder, semanticDedupe, semanticDedupeDefaults, semanticDedupeStore, type Encoder, type SemanticDedupeConfig } from '../operators/semantic-dedupe.ts';
+import type { Envelope, Sample } from '../lib/envelope.ts';
+import { featureDefaults, type FeatureConfig } from '../contracts/features.ts';
+import { OnnxEncoder } from '../pipeline/onnx-models.ts';
+import { semanticDedupe, semanticDedupeDefaults, semanticDedupeStore, type Encoder, type SemanticDedupeConfig } from '../operators/dedupe/semantic-dedupe.ts';
 import { PartitionState } from '../streams/state-store.ts';
-import { projectionEncoderOnnx } from '../trainers/onnx-model.ts';
+import { projectionEncoderOnnx } from '../contracts/onnx-codec.ts';
 import { sample, samplesOf, through } from './helpers/envelopes.ts';
 
 const features: FeatureConfig = { ...featureDefaults, dims: 1024 };

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Kafka } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syntheticRollouts } from '../cli/synthetic.ts';
-import type { Decision, ModelUpdate, Rollout } from '../streams/records.ts';
+import type { Decision, ModelUpdate, Rollout } from '../contracts/records.ts';
 import { decisionSerde, modelUpdateSerde, registryClient, type TopicSerde } from '../streams/serde.ts';
 import { topicCatalog, type TopicCatalog } from '../streams/topics.ts';
 import type { StarvationSignal } from '../trainers/admission.ts';

@@ -1,5 +1,5 @@
-import type { ModelVersions } from '../operators/staleness-filter.ts';
-import type { Rollout } from '../streams/records.ts';
+import type { ModelVersions } from '../operators/filter/staleness-filter.ts';
+import type { Rollout } from '../contracts/records.ts';
 
 /**
  * Admission for trainers: which consumed examples a trainer trains on, which it trains on

@@ -1,10 +1,10 @@
 import type { Admin, Batch, Consumer, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type { SchemaRegistryClient } from '@confluentinc/schemaregistry';
-import { AnnouncedVersions, type ModelVersions } from '../operators/staleness-filter.ts';
+import { AnnouncedVersions, type ModelVersions } from '../operators/filter/staleness-filter.ts';
 import { BroadcastReader } from '../streams/broadcast.ts';
 import { coPartitionAssigner } from '../streams/co-partition-assigner.ts';
 import { RecordError } from '../streams/errors.ts';
-import type { Decision, Label, ModelUpdate } from '../streams/records.ts';
+import type { Decision, Label, ModelUpdate } from '../contracts/records.ts';
 import { decisionSerde, labelSerde, modelUpdateSerde, type TopicSerde } from '../streams/serde.ts';
 import type { TopicCatalog } from '../streams/topics.ts';
 import {

@@ -1,7 +1,7 @@
-import { linearModelOnnx } from './onnx-model.ts';
+import { linearModelOnnx } from '../contracts/onnx-codec.ts';
 
 /**
- * Incremental linear learners on CPU, over the pipeline's feature vectors (operators/features.ts),
+ * Incremental linear learners on CPU, over the pipeline's feature vectors (contracts/features.ts),
  * exportable as the ONNX models the onnx-score operator loads.
  *
  * Both keep a dense (D+1)×(D+1) matrix (D features + the bias, which is the last coordinate):

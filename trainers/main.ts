@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { featureDefaults, type FeatureConfig } from '../operators/features.ts';
+import { featureDefaults, type FeatureConfig } from '../contracts/features.ts';
 import { connectionsFromEnv } from '../streams/connections.ts';
 import { createKafka } from '../streams/kafka.ts';
 import { registryClient } from '../streams/serde.ts';

@@ -1,8 +1,5 @@
 import type { Producer } from 'kafkajs';
-import type { TrainerProgressRow } from '../sinks/clickhouse/views.ts';
-
-/** A progress report as a trainer sends it: `at` in epoch milliseconds. */
-export type TrainerProgress = Omit<TrainerProgressRow, 'at' | 'inserted_at'> & { at: number };
+import type { TrainerProgress } from '../contracts/trainer-progress.ts';
 
 /**
  * Reports a trainer's step on `<prefix>.trainer-progress` (JSON, keyed by trainer); the

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { featureSize, featurize, type FeatureConfig } from '../operators/features.ts';
-import type { ModelUpdate, Rollout } from '../streams/records.ts';
+import { featureSize, featurize, type FeatureConfig } from '../contracts/features.ts';
+import type { ModelUpdate, Rollout } from '../contracts/records.ts';
 import { writeFileAtomic } from './checkpoint.ts';
-import type { TrainerProgress } from './progress.ts';
+import type { TrainerProgress } from '../contracts/trainer-progress.ts';
 import { TrainerClient, type BatchOptions, type TrainerClientOptions, type TrainingBatch } from './client.ts';
 import { createLearner, exampleLoss, type IncrementalLearner, type LearnerConfig } from './incremental.ts';
 

@@ -6,7 +6,7 @@
  *
  * Prints the rows `npm run bench` gets from benchKafkaClients(), with their ratios.
  */
-import { formatTable } from '../../cli/table.ts';
+import { formatTable } from '../../lib/table.ts';
 import { ratio } from '../row.ts';
 import { benchKafkaClients } from './index.ts';
 

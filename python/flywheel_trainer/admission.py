@@ -24,7 +24,7 @@ _M32 = 0xFFFFFFFF
 
 
 class AnnouncedVersions:
-    """Policy versions in announcement order (``operators/staleness-filter.ts``): the later
+    """Policy versions in announcement order (``operators/filter/staleness-filter.ts``): the later
     announced, the newer; a known version announced again changes nothing; the newest
     ``max_versions_per_model`` per model are kept."""
 

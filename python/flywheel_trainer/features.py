@@ -1,4 +1,4 @@
-"""The feature vectors of ``operators/features.ts``, byte for byte.
+"""The feature vectors of ``contracts/features.ts``, byte for byte.
 
 A port of ``featurize`` step by step as its doc comment states them (MurmurHash3_x86_32 over
 code points, word n-grams over word hashes, char n-grams over the white-space-collapsed text,

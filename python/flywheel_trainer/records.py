@@ -1,4 +1,4 @@
-"""The records Flywheel moves (``streams/records.ts``) and their registry serdes.
+"""The records Flywheel moves (``contracts/records.ts``) and their registry serdes.
 
 The schema texts are exactly the ones the TypeScript serdes register (``JSON.stringify`` of the
 schema objects), so both sides get the same schema id for a subject and write the same Avro

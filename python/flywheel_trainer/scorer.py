@@ -1,6 +1,6 @@
 """The scorer as a PyTorch model, exported to the ONNX the pipeline hot-swaps.
 
-What ``pipeline/hot-swap.ts`` and ``operators/model-holder.ts`` take: input ``features`` float32
+What ``pipeline/hot-swap.ts`` and ``lib/model-holder.ts`` take: input ``features`` float32
 ``[N, D]`` (D = ``feature_size(features)``, the pipeline's layout; a declared D must match, and a
 dry run on one zero row must give a finite score), output ``score`` float32 ``[N, 1]``, and
 metadata ``version``. ``export_onnx`` writes it completely (temp file + rename) and returns its

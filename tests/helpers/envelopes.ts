@@ -1,6 +1,6 @@
 import { from, lastValueFrom, toArray } from 'rxjs';
-import { newSample, type Curator, type Envelope, type Sample } from '../../operators/envelope.ts';
-import type { Rollout } from '../../streams/records.ts';
+import { newSample, type Curator, type Envelope, type Sample } from '../../lib/envelope.ts';
+import type { Rollout } from '../../contracts/records.ts';
 
 export function rollout(overrides: Partial<Rollout> = {}): Rollout {
   return {

@@ -1,6 +1,6 @@
 import { expect } from 'vitest';
 import type { Fate, SyntheticData } from '../../cli/synthetic.ts';
-import type { Decision } from '../../streams/records.ts';
+import type { Decision } from '../../contracts/records.ts';
 
 /** The ids the synthetic data's fates say must be accepted, and the reasons the rest get. */
 export function expectedOutcome(data: SyntheticData) {

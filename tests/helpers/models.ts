@@ -1,8 +1,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { prng } from '../../cli/synthetic.ts';
-import { featureLayout, featureSize, type FeatureConfig } from '../../operators/features.ts';
-import { linearModelOnnx, projectionEncoderOnnx } from '../../trainers/onnx-model.ts';
+import { featureLayout, featureSize, type FeatureConfig } from '../../contracts/features.ts';
+import { linearModelOnnx, projectionEncoderOnnx } from '../../contracts/onnx-codec.ts';
 
 /**
  * A logistic scorer over the pipeline's features that leans on one numeric feature (by its

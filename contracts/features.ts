@@ -1,0 +1,433 @@
+import type { Rollout } from './records.ts';
+import { fmix32, mixBlock } from './murmur3.ts';
+
+export interface FeatureConfig {
+  /** Hash buckets for the text n-grams: the first `dims` entries of every feature vector. */
+  dims: number;
+  /** Word n-gram sizes (words = runs of letters and digits, lower-cased). */
+  wordNgrams: number[];
+  /** Character n-gram sizes, over the lower-cased, whitespace-collapsed text. */
+  charNgrams: number[];
+  /** Verifier rewards copied into the numeric tail, in this order (a missing reward is 0). */
+  rewardNames: string[];
+  /** Only this many leading characters of the text are hashed, so cost per sample is bounded. */
+  maxChars: number;
+}
+
+export const featureDefaults: FeatureConfig = {
+  dims: 1024,
+  wordNgrams: [1, 2],
+  charNgrams: [3],
+  rewardNames: [],
+  maxChars: 20_000,
+};
+
+/**
+ * Names of the numeric features that follow the `dims` hashed buckets, in vector order. A
+ * trainer that builds the same layout from the same config gets vectors a model trained on
+ * them can score.
+ */
+export function featureLayout(config: FeatureConfig): string[] {
+  return [
+    'log_chars',
+    'log_tokens',
+    ...config.rewardNames.map((name) => `reward:${name}`),
+    'logprob_mean',
+    'logprob_min',
+    'logprob_std',
+    'logprob_present',
+  ];
+}
+
+/** Length of the vectors `featurize` returns. */
+export function featureSize(config: FeatureConfig): number {
+  return config.dims + featureLayout(config).length;
+}
+
+/** The text a rollout answered with: the response, or its trajectory's contents. */
+export function responseText(r: Rollout): string {
+  return r.response ?? r.steps.map((s) => s.content).join('\n');
+}
+
+/**
+ * A rollout as a fixed-length vector. Deterministic, and written down step by step so that a
+ * port (a Python trainer, say) gives the same float32 values; every step names its Python
+ * equivalent.
+ *
+ * Text. `t` = prompt + "\n" + `responseText(rollout)`, cut to its first `maxChars` code points,
+ * then lower-cased with the Unicode default full mapping (JS `toLowerCase`, Python `str.lower`).
+ *
+ * Hash. `H(values, seed)` = MurmurHash3_x86_32 (`murmur3` below) over the 32-bit values as
+ * little-endian bytes: `mmh3.hash(struct.pack(f'<{len(v)}I', *v), seed, signed=False)`. A code
+ * point is one value, so `H(chars, s)` = `mmh3.hash(chars.encode('utf-32-le'), s, signed=False)`.
+ *
+ * 1. Word n-grams, for each n in `wordNgrams`: a word is a maximal run of code points of general
+ *    category L* or N* (`/[\p{L}\p{N}]+/gu`; Python: `unicodedata.category(ch)[0] in 'LN'`);
+ *    its hash is `w = H(word's code points, 0)`; every n consecutive words (across lines and
+ *    punctuation) give `g = H([w1, …, wn], 0x77000000 + n)`.
+ * 2. Char n-grams, for each n in `charNgrams`: `chars` = " " + `t` with leading and trailing
+ *    white space removed and each run of white space replaced by one " ", + " " (white space
+ *    is JS `\s`: U+0009–U+000D, U+0020, U+00A0, U+1680, U+2000–U+200A, U+2028, U+2029, U+202F,
+ *    U+205F, U+3000, U+FEFF); every n consecutive code points give `g = H(them, 0x63000000 + n)`.
+ * 3. Each `g` (unsigned 32-bit) adds ±1 to bucket `g mod dims` (= `g & (dims - 1)` when dims is
+ *    a power of two): +1 when `g < 2^31`, −1 otherwise. Word grams first, then char grams; the
+ *    counts are integers, so the order does not change the result.
+ * 4. L2 normalisation of `out[0 .. dims)`: `s` = Σ out[i]² (an exact integer in float64); when
+ *    s > 0, `out[i] = float32(out[i] × (1 / sqrt(s)))` in float64 arithmetic; all zeros stay zero.
+ * 5. The numeric tail, in `featureLayout` order, computed in float64 and stored as float32:
+ *    log1p of the length of prompt + "\n" + response before the cut, in UTF-16 code units
+ *    (Python: `len(text.encode('utf-16-le')) // 2`), and of max(0, `token_count`); each reward
+ *    (own properties only; missing → 0); then the log-probs' mean (sum in order / count), min,
+ *    population standard deviation (sqrt(Σ(lp − mean)² / count)) and 1 — or four zeros when the
+ *    rollout kept no log-probs.
+ * Throws on a non-finite reward or log-prob, so the caller can dead-letter the sample.
+ *
+ *   featurize(rollout, { ...featureDefaults, dims: 256, charNgrams: [] })  // Float32Array(262)
+ *
+ * The vector is computed once per (rollout object, config object) and cached weakly: the error
+ * memory and the label join read the same vector. Callers only read it; it may be a view into a
+ * larger buffer (mind `byteOffset`). The scorer writes rows straight into its batch buffer
+ * instead (`featurizeInto`).
+ */
+export function featurize(rollout: Rollout, config: FeatureConfig): Float32Array {
+  const byRollout = cacheOf(config);
+  let vector = byRollout.get(rollout);
+  if (vector === undefined) {
+    const plan = planOf(config);
+    vector = slabRow(plan.size);
+    writeFeatures(rollout, plan, vector, 0);
+    byRollout.set(rollout, vector);
+  }
+  return vector;
+}
+
+/**
+ * A zeroed Float32Array of `size` values, a view into a shared 64 KiB slab: one small object
+ * per row instead of an ArrayBuffer per row (whose allocation cost more than hashing). A slab
+ * lives while any of its rows does. A row that did not fill (a throw) is simply not handed out.
+ */
+function slabRow(size: number): Float32Array {
+  if (slab.length - slabUsed < size) {
+    slab = new Float32Array(Math.max(SLAB_VALUES, size));
+    slabUsed = 0;
+  }
+  const row = slab.subarray(slabUsed, slabUsed + size);
+  slabUsed += size;
+  return row;
+}
+
+const SLAB_VALUES = 16_384;
+let slab = new Float32Array(0);
+let slabUsed = 0;
+
+/**
+ * Writes `featurize(rollout, config)` into `out[offset .. offset + featureSize(config))`, e.g. a
+ * row of a model's batch buffer, without allocating: a rollout already featurized (cached) is
+ * copied, any other is computed in place and not cached (the buffer is the caller's, to reuse).
+ * Throws like `featurize`; the row's content is then unspecified.
+ */
+export function featurizeInto(rollout: Rollout, config: FeatureConfig, out: Float32Array, offset: number): void {
+  const plan = planOf(config);
+  if (!(offset >= 0 && offset + plan.size <= out.length)) throw new RangeError(`featurizeInto: ${plan.size} values do not fit at offset ${offset} of ${out.length}`);
+  const cached = cache.get(config)?.get(rollout);
+  if (cached !== undefined) return out.set(cached, offset);
+  out.fill(0, offset, offset + plan.size);
+  writeFeatures(rollout, plan, out, offset);
+}
+
+/** The hashed, l2-normalised n-gram part alone (steps 1–4 on `text`, length `dims`): what text encoders take. */
+export function textFeatures(text: string, config: FeatureConfig): Float32Array {
+  const out = new Float32Array(config.dims);
+  hashText(text, null, planOf(config), out, 0);
+  return out;
+}
+
+/** `textFeatures(text, config)` written into `out[offset .. offset + dims)`, e.g. a row of an encoder's batch. */
+export function textFeaturesInto(text: string, config: FeatureConfig, out: Float32Array, offset: number): void {
+  const plan = planOf(config);
+  if (!(offset >= 0 && offset + plan.dims <= out.length)) throw new RangeError(`textFeaturesInto: ${plan.dims} values do not fit at offset ${offset} of ${out.length}`);
+  out.fill(0, offset, offset + plan.dims);
+  hashText(text, null, plan, out, offset);
+}
+
+export interface LogprobStats {
+  mean: number;
+  min: number;
+  std: number;
+}
+
+/** Statistics of per-token log-probs; null when there are none. Throws on a non-finite value. */
+export function logprobStats(logprobs: readonly number[] | null): LogprobStats | null {
+  if (logprobs === null || logprobs.length === 0) return null;
+  let sum = 0;
+  let min = Infinity;
+  for (const lp of logprobs) {
+    if (!Number.isFinite(lp)) throw new Error(`log-prob ${lp} is not finite`);
+    sum += lp;
+    if (lp < min) min = lp;
+  }
+  const mean = sum / logprobs.length;
+  let squares = 0;
+  for (const lp of logprobs) squares += (lp - mean) ** 2;
+  return { mean, min, std: Math.sqrt(squares / logprobs.length) };
+}
+
+/**
+ * MurmurHash3_x86_32 of 32-bit values taken as little-endian 4-byte blocks (so there is never a
+ * tail), unsigned: `murmur3([0x61616161], 0x9747b28c)` = mmh3 of "aaaa" = 0x5a97808a.
+ */
+export function murmur3(values: ArrayLike<number>, seed: number): number {
+  let h = seed | 0;
+  for (let i = 0; i < values.length; i++) h = mixBlock(h, values[i]! | 0);
+  return fmix32(h ^ (values.length * 4)) >>> 0;
+}
+
+// ---- implementation ----------------------------------------------------------------------
+
+/** Seeds of step 1 and 2: 'w' and 'c' in the top byte, n in the low byte. */
+const WORD_SEED = 0x77000000;
+const CHAR_SEED = 0x63000000;
+
+
+/**
+ * A config compiled once (per config object, which is treated as immutable): typed copies of
+ * its lists and the scratch one call needs — featurize is synchronous, so one set serves all.
+ */
+interface Plan {
+  dims: number;
+  /** dims − 1 when dims is a power of two (bucket = g & mask), else −1 (bucket = g mod dims). */
+  mask: number;
+  size: number;
+  maxChars: number;
+  rewardNames: readonly string[];
+  wordNs: Int32Array;
+  charNs: Int32Array;
+  /** Scratch of one call: the text's word hashes and its chars (code points), grown as needed. */
+  words: Int32Array;
+  chars: Int32Array;
+  /** Buckets that left zero during the call (a bucket may be listed twice), and their stamps. */
+  touched: Int32Array;
+  stamp: Int32Array;
+  generation: number;
+}
+
+const plans = new WeakMap<FeatureConfig, Plan>();
+const cache = new WeakMap<FeatureConfig, WeakMap<Rollout, Float32Array>>();
+
+function cacheOf(config: FeatureConfig): WeakMap<Rollout, Float32Array> {
+  let byRollout = cache.get(config);
+  if (byRollout === undefined) cache.set(config, (byRollout = new WeakMap()));
+  return byRollout;
+}
+
+function planOf(config: FeatureConfig): Plan {
+  let plan = plans.get(config);
+  if (plan !== undefined) return plan;
+  const { dims } = config;
+  if (!Number.isInteger(dims) || dims < 1) throw new RangeError(`features.dims must be a positive integer, got ${dims}`);
+  for (const n of [...config.wordNgrams, ...config.charNgrams]) if (!Number.isInteger(n) || n < 1) throw new RangeError(`features n-gram sizes must be positive integers, got ${n}`);
+  plan = {
+    dims,
+    mask: (dims & (dims - 1)) === 0 ? dims - 1 : -1,
+    size: featureSize(config),
+    maxChars: config.maxChars,
+    rewardNames: [...config.rewardNames],
+    wordNs: Int32Array.from(config.wordNgrams),
+    charNs: Int32Array.from(config.charNgrams),
+    words: new Int32Array(64),
+    chars: new Int32Array(128),
+    touched: new Int32Array(256),
+    stamp: new Int32Array(dims),
+    generation: 0,
+  };
+  plans.set(config, plan);
+  return plan;
+}
+
+/** Steps 1–5 into a zeroed `out[offset .. offset + plan.size)`. */
+function writeFeatures(rollout: Rollout, plan: Plan, out: Float32Array, offset: number): void {
+  const response = responseText(rollout);
+  hashText(rollout.prompt, response, plan, out, offset);
+  let i = offset + plan.dims;
+  out[i++] = Math.log1p(rollout.prompt.length + 1 + response.length);
+  out[i++] = Math.log1p(Math.max(0, rollout.token_count));
+  for (const name of plan.rewardNames) {
+    const value = Object.hasOwn(rollout.rewards, name) ? rollout.rewards[name]! : 0;
+    if (!Number.isFinite(value)) throw new Error(`reward ${name} is not finite (${value})`);
+    out[i++] = value;
+  }
+  const logprobs = rollout.logprobs;
+  if (logprobs === null || logprobs.length === 0) return;
+  let sum = 0;
+  let min = Infinity;
+  for (let k = 0; k < logprobs.length; k++) {
+    const lp = logprobs[k]!;
+    if (!Number.isFinite(lp)) throw new Error(`log-prob ${lp} is not finite`);
+    sum += lp;
+    if (lp < min) min = lp;
+  }
+  const mean = sum / logprobs.length;
+  let squares = 0;
+  for (let k = 0; k < logprobs.length; k++) squares += (logprobs[k]! - mean) ** 2;
+  out[i++] = mean;
+  out[i++] = min;
+  out[i++] = Math.sqrt(squares / logprobs.length);
+  out[i] = 1;
+}
+
+/**
+ * Steps 1–4 of `featurize` on `first` + "\n" + `second` (or `first` alone when `second` is
+ * null) into a zeroed `out[offset .. offset + dims)`, without a substring, a token array or a
+ * string per n-gram: one pass over the UTF-16 code units hashes each word as it goes (and keeps
+ * the code points for char grams) into the plan's typed scratch, then tight loops hash the
+ * n-gram windows. The parts are lower-cased apart, which equals lower-casing the joined text:
+ * the one context-dependent mapping (final sigma) does not look across a line break.
+ */
+function hashText(first: string, second: string | null, plan: Plan, out: Float32Array, offset: number): void {
+  let a = first;
+  let b = second;
+  if (a.length + (b === null ? 0 : b.length + 1) > plan.maxChars) {
+    a = cutCodePoints(b === null ? a : `${a}\n${b}`, plan.maxChars);
+    b = null;
+  }
+  a = a.toLowerCase();
+  if (b !== null) b = b.toLowerCase();
+  const units = a.length + (b === null ? 0 : b.length + 1);
+  // At most one word per two units (+1), one char per unit (+2 spaces): grown once, reused.
+  if (plan.words.length < (units >> 1) + 1) plan.words = new Int32Array(units + 1);
+  if (plan.chars.length < units + 2 && plan.charNs.length > 0) plan.chars = new Int32Array(units + 2);
+  const words = plan.words;
+  const chars = plan.chars;
+  const wantChars = plan.charNs.length > 0;
+
+  let wordCount = 0;
+  let charCount = 0;
+  let word = 0; // MurmurHash3 state of the current word (seed 0)
+  let wordLength = 0; // its code points
+  let started = false; // a non-space char was kept: white space from now on separates
+  let space = false; // white space seen since the last kept char
+  if (wantChars) chars[charCount++] = 32;
+  for (let part = 0; part < 3; part++) {
+    const text = part === 0 ? a : part === 1 ? (b === null ? '' : '\n') : (b ?? '');
+    const length = text.length;
+    for (let i = 0; i < length; i++) {
+      let c = text.charCodeAt(i);
+      if ((c & 0xfc00) === 0xd800 && i + 1 < length) {
+        const low = text.charCodeAt(i + 1);
+        if ((low & 0xfc00) === 0xdc00) {
+          c = 0x10000 + ((c - 0xd800) << 10) + (low - 0xdc00);
+          i++;
+        }
+      }
+      const known = c < 0x10000 ? bmpWordChars[c]! : 0;
+      if (known === 1 || (known === 0 && isWordCharSlow(c))) {
+        word = mixBlock(word, c);
+        wordLength++;
+      } else if (wordLength > 0) {
+        words[wordCount++] = fmix32(word ^ (wordLength * 4));
+        word = 0;
+        wordLength = 0;
+      }
+      if (wantChars) {
+        if (c <= 0x20 ? c === 0x20 || (c >= 0x09 && c <= 0x0d) : c >= 0xa0 && isSpaceAbove0x9f(c)) space = started;
+        else {
+          if (space) chars[charCount++] = 32;
+          chars[charCount++] = c;
+          started = true;
+          space = false;
+        }
+      }
+    }
+  }
+  if (wordLength > 0) words[wordCount++] = fmix32(word ^ (wordLength * 4));
+  if (wantChars) chars[charCount++] = 32;
+
+  let touched = addGrams(plan, plan.wordNs, WORD_SEED, words, wordCount, out, offset, 0);
+  touched = addGrams(plan, plan.charNs, CHAR_SEED, chars, charCount, out, offset, touched);
+
+  // Buckets were listed when they left zero; one that went back to zero and left again is listed
+  // twice: keep each once (stamp), then normalise over the list alone — O(grams), not O(dims).
+  if (++plan.generation > 0x3fffffff) {
+    plan.stamp.fill(0);
+    plan.generation = 1;
+  }
+  const { stamp, generation } = plan;
+  const list = plan.touched;
+  let unique = 0;
+  let squares = 0;
+  for (let k = 0; k < touched; k++) {
+    const bucket = list[k]!;
+    if (stamp[bucket] === generation) continue;
+    stamp[bucket] = generation;
+    list[unique++] = bucket;
+    const v = out[offset + bucket]!;
+    squares += v * v;
+  }
+  if (squares === 0) return;
+  const scale = 1 / Math.sqrt(squares);
+  for (let k = 0; k < unique; k++) out[offset + list[k]!]! *= scale;
+}
+
+/**
+ * Step 3 for every window of n consecutive `values[0 .. count)`, for each n in `ns`: gram hash
+ * H(window, seed + n), ±1 into its bucket. Appends each bucket that leaves zero to
+ * `plan.touched` from index `touched`; returns the new length.
+ */
+function addGrams(plan: Plan, ns: Int32Array, seed: number, values: Int32Array, count: number, out: Float32Array, offset: number, touched: number): number {
+  const { mask, dims } = plan;
+  let list = plan.touched;
+  for (let k = 0; k < ns.length; k++) {
+    const n = ns[k]!;
+    const windows = count - n + 1;
+    if (windows <= 0) continue;
+    if (list.length < touched + windows) {
+      const grown = new Int32Array(Math.max(list.length * 2, touched + windows));
+      grown.set(list);
+      plan.touched = list = grown;
+    }
+    for (let i = 0; i < windows; i++) {
+      let g = seed + n;
+      for (let j = i; j < i + n; j++) g = mixBlock(g, values[j]!);
+      g = fmix32(g ^ (n * 4));
+      const at = offset + (mask >= 0 ? g & mask : (g >>> 0) % dims);
+      const v = out[at]!;
+      if (v === 0) list[touched++] = at - offset;
+      out[at] = g < 0 ? v - 1 : v + 1;
+    }
+  }
+  return touched;
+}
+
+/** The first `max` code points of `text` (a surrogate pair is one code point). */
+function cutCodePoints(text: string, max: number): string {
+  if (text.length <= max) return text;
+  let units = 0;
+  for (let points = 0; points < max && units < text.length; points++) {
+    const c = text.charCodeAt(units);
+    units += (c & 0xfc00) === 0xd800 && units + 1 < text.length && (text.charCodeAt(units + 1) & 0xfc00) === 0xdc00 ? 2 : 1;
+  }
+  return text.slice(0, units);
+}
+
+const WORD_CHAR = /^[\p{L}\p{N}]$/u;
+/** Per BMP code unit: 0 not yet known, 1 word char, 2 not. Latin-1 up front, the rest when first seen. */
+const bmpWordChars = new Uint8Array(0x10000);
+for (let c = 0; c < 0x100; c++) bmpWordChars[c] = WORD_CHAR.test(String.fromCharCode(c)) ? 1 : 2;
+const astralWordChars = new Map<number, boolean>();
+
+/** Whether `c` is a word char, for code points the table does not know yet (and astral ones). */
+function isWordCharSlow(c: number): boolean {
+  if (c < 0x10000) {
+    const word = WORD_CHAR.test(String.fromCharCode(c));
+    bmpWordChars[c] = word ? 1 : 2;
+    return word;
+  }
+  let word = astralWordChars.get(c);
+  if (word === undefined) astralWordChars.set(c, (word = WORD_CHAR.test(String.fromCodePoint(c))));
+  return word;
+}
+
+/** JS `\s` (WhiteSpace and LineTerminator) above U+009F, as listed in `featurize`'s step 2. */
+function isSpaceAbove0x9f(c: number): boolean {
+  return c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
+}

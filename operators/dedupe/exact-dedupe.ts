@@ -1,0 +1,202 @@
+import { createHash } from 'node:crypto';
+import type { Rollout } from '../../contracts/records.ts';
+import type { KeyValueStore } from '../../streams/state-store.ts';
+import { defer, map } from 'rxjs';
+import { deadLetter, defaultMaxSkewMs, eventTimeOf, isRejected, type Curator, type Envelope } from '../../lib/envelope.ts';
+import { normalizeText } from '../../lib/normalize-text.ts';
+
+export interface ExactDedupeConfig {
+  /** "global": the same content anywhere in the partition; "group": only within a prompt group. */
+  scope: 'global' | 'group';
+  /** Hashes remembered at most; one more evicts the least recently seen. */
+  maxEntries: number;
+  /** A hash not seen for this long (event time) is forgotten; null: only maxEntries bounds the index. */
+  ttlMs: number | null;
+  /** A repeat makes the original recently seen again. */
+  refreshOnHit: boolean;
+  /** The clock follows created_at at most this far beyond the broker's record timestamp. */
+  maxSkewMs: number;
+  /** Grace before expiry: the TTL is counted from the newest event time minus this. */
+  allowedLatenessMs: number;
+  /** Evictions one batch (or tick) may do beyond one per entry it adds; the rest wait for later batches. */
+  maxEvictionsPerBatch: number;
+}
+
+export const exactDedupeDefaults: ExactDedupeConfig = {
+  scope: 'global',
+  maxEntries: 200_000,
+  ttlMs: 7 * 24 * 3600 * 1000,
+  refreshOnHit: true,
+  maxSkewMs: defaultMaxSkewMs,
+  allowedLatenessMs: 0,
+  maxEvictionsPerBatch: 1_000,
+};
+
+/** The state store this operator keeps its content hashes in (changelog-backed). */
+export const exactDedupeStore = { name: 'exact-dedupe' } as const;
+
+/**
+ * Rejects a sample whose normalised prompt + response was seen before (reason `duplicate`,
+ * `duplicateOf` = the first sample's id). The first occurrence is remembered in the
+ * partition's store; samples already rejected by an earlier operator are neither checked nor
+ * remembered. Since topics are keyed by group id, a group's samples share a partition, so
+ * "global" means global within the partition the content lands on.
+ *
+ * Bounded: at most `maxEntries` hashes (about 120 bytes each with their queue key), and hashes
+ * not seen for `ttlMs` of event time are forgotten, oldest first, so an index fed by an endless
+ * stream does not grow forever. Event time is a watermark: the largest created_at seen, each
+ * capped at `maxSkewMs` past its broker timestamp (see eventTimeOf), minus `allowedLatenessMs`;
+ * one sample with a wrong clock cannot expire the index. An expired hash no longer matches at
+ * once, but its deletion is paced: a batch (or tick) deletes at most `maxEvictionsPerBatch`
+ * queue slots beyond one per slot it adds, so a jump in event time over 100,000 entries costs
+ * 100 batches of 1,000 deletes instead of one stalled transaction. The index thus stays within
+ * its bounds eventually, not at every instant: over maxEntries by at most what the pending
+ * evictions have not yet removed.
+ *
+ * Example (ttl 1 day): a at 10:00, b at 10:00, a copy of a at 11:00 → the copy is `duplicate`
+ * of a; a copy of b 2 days later is accepted again.
+ */
+export function exactDedupe(config: ExactDedupeConfig, store: KeyValueStore): Curator {
+  // One budget per subscription: the processor runs each batch (and tick) as its own stream.
+  return (source) =>
+    defer(() => {
+      const budget: EvictionBudget = { left: config.maxEvictionsPerBatch };
+      return source.pipe(
+        map((envelope): Envelope => {
+          if (envelope.kind === 'tick') {
+            // Pending evictions proceed while no input arrives.
+            evict(store, config, watermarkOf(store, config), budget);
+            return envelope;
+          }
+          if (envelope.kind !== 'sample' || isRejected(envelope)) return envelope;
+          try {
+            const key = contentKey(envelope.rollout, config.scope);
+            const first = rememberExact(store, config, key, envelope.rollout.id, eventTimeOf(envelope, config.maxSkewMs), budget);
+            if (first === undefined) return envelope;
+            return { ...envelope, duplicateOf: first, dedupeMethod: 'exact', reasons: [...envelope.reasons, 'duplicate'] };
+          } catch (err) {
+            return deadLetter(envelope, 'exact-dedupe', (err as Error).message);
+          }
+        }),
+      );
+    });
+}
+
+/** Queue slots a batch may still delete; adding a slot earns one more. */
+export interface EvictionBudget {
+  left: number;
+}
+
+interface Entry {
+  id: string;
+  /** Position in the recency queue; an older queue slot for the key is stale. */
+  seq: number;
+  lastSeen: number;
+}
+
+// Layout: `e:<hash>` → entry, `q:<seq>` → hash (recency queue), `#head`, `#tail`, `#size`, `#clock`.
+const read = (store: KeyValueStore, key: string, fallback = 0) => Number(store.get(key) ?? fallback);
+const entryOf = (store: KeyValueStore, key: string): Entry | undefined => {
+  const raw = store.get(`e:${key}`);
+  return raw === undefined ? undefined : (JSON.parse(raw) as Entry);
+};
+
+/**
+ * Looks `key` up; when absent remembers it for `id` and returns undefined, else returns the
+ * first id (refreshing it when configured). `at` is the sample's event time, already bounded
+ * (eventTimeOf). Evicts past the bounds, within `budget` (default: unbounded, as when seeding
+ * from an existing corpus). Shared by the operator and by seeding.
+ */
+export function rememberExact(
+  store: KeyValueStore,
+  config: ExactDedupeConfig,
+  key: string,
+  id: string,
+  at: number,
+  budget: EvictionBudget = { left: Number.POSITIVE_INFINITY },
+): string | undefined {
+  const clock = Math.max(read(store, '#clock', at), at);
+  if (clock !== read(store, '#clock', Number.NaN)) store.put('#clock', String(clock));
+  const watermark = clock - config.allowedLatenessMs;
+  const existing = entryOf(store, key);
+  let tail = read(store, '#tail');
+  if (existing !== undefined && !expired(config, watermark, existing.lastSeen)) {
+    if (config.refreshOnHit) {
+      store.put(`e:${key}`, JSON.stringify({ id: existing.id, seq: tail, lastSeen: Math.max(existing.lastSeen, at) }));
+      store.put(`q:${tail}`, key);
+      store.put('#tail', String(tail + 1));
+      budget.left += 1;
+    }
+    return existing.id;
+  }
+  if (existing === undefined) store.put('#size', String(read(store, '#size') + 1));
+  store.put(`e:${key}`, JSON.stringify({ id, seq: tail, lastSeen: at }));
+  store.put(`q:${tail}`, key);
+  store.put('#tail', String(++tail));
+  budget.left += 1;
+  evict(store, config, watermark, budget);
+  return undefined;
+}
+
+const expired = (config: ExactDedupeConfig, watermark: number, lastSeen: number) => config.ttlMs !== null && watermark - lastSeen > config.ttlMs;
+
+function watermarkOf(store: KeyValueStore, config: ExactDedupeConfig): number {
+  const clock = store.get('#clock');
+  return clock === undefined ? Number.NEGATIVE_INFINITY : Number(clock) - config.allowedLatenessMs;
+}
+
+/**
+ * Pops the recency queue while the index is over its bounds and the budget lasts; stale slots
+ * are dropped on the way (each counts against the budget: each is a delete).
+ */
+function evict(store: KeyValueStore, config: ExactDedupeConfig, watermark: number, budget: EvictionBudget): void {
+  let head = read(store, '#head');
+  const tail = read(store, '#tail');
+  let size = read(store, '#size');
+  const start = head;
+  while (head < tail && budget.left >= 1) {
+    const key = store.get(`q:${head}`)!;
+    const entry = entryOf(store, key);
+    const live = entry !== undefined && entry.seq === head;
+    if (live && size <= config.maxEntries && !expired(config, watermark, entry.lastSeen)) break;
+    if (live) {
+      store.delete(`e:${key}`);
+      size--;
+    }
+    store.delete(`q:${head}`);
+    head++;
+    budget.left -= 1;
+  }
+  if (head !== start) {
+    store.put('#head', String(head));
+    store.put('#size', String(size));
+  }
+}
+
+/** Deletes every remembered hash whose entry matches; returns how many. */
+export function deleteExactWhere(store: KeyValueStore, matches: (entry: { key: string; id: string; lastSeen: number }) => boolean): number {
+  const tail = read(store, '#tail');
+  let deleted = 0;
+  for (let seq = read(store, '#head'); seq < tail; seq++) {
+    const key = store.get(`q:${seq}`);
+    if (key === undefined) continue;
+    const entry = entryOf(store, key);
+    if (entry === undefined || entry.seq !== seq || !matches({ key, id: entry.id, lastSeen: entry.lastSeen })) continue;
+    store.delete(`e:${key}`);
+    deleted++;
+  }
+  if (deleted > 0) store.put('#size', String(read(store, '#size') - deleted));
+  return deleted;
+}
+
+/** How many hashes the index holds. */
+export function exactEntries(store: KeyValueStore): number {
+  return read(store, '#size');
+}
+
+
+export function contentKey(r: Rollout, scope: ExactDedupeConfig['scope']): string {
+  const response = r.response ?? r.steps.map((s) => `${s.role}: ${s.content}`).join('\n');
+  const hash = createHash('sha256').update(normalizeText(r.prompt)).update('\u0000').update(normalizeText(response)).digest('hex').slice(0, 32);
+  return scope === 'group' ? `${r.group_id}/${hash}` : hash;
+}

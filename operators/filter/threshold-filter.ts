@@ -1,0 +1,34 @@
+import { mapSamples, type Curator } from '../../lib/envelope.ts';
+
+export interface ThresholdFilterConfig {
+  /** Score name → smallest score accepted. */
+  min: Record<string, number>;
+  /** Score name → largest score accepted. */
+  max: Record<string, number>;
+  /** A sample without a named score: rejected (`missing:<score>`) or let through. */
+  onMissing: 'reject' | 'pass';
+}
+
+/**
+ * Rejects samples whose scores fall outside the bounds. Every bound that fails adds its own
+ * reason (`below_min:<score>`, `above_max:<score>`, `missing:<score>`), so analytics can count
+ * them separately; already rejected samples collect further reasons too.
+ */
+export function thresholdFilter(config: ThresholdFilterConfig): Curator {
+  const bounds: Array<[string, 'min' | 'max', number]> = [
+    ...Object.entries(config.min).map(([k, v]): [string, 'min', number] => [k, 'min', v]),
+    ...Object.entries(config.max).map(([k, v]): [string, 'max', number] => [k, 'max', v]),
+  ];
+  return mapSamples('threshold-filter', (sample) => {
+    const reasons: string[] = [];
+    for (const [score, side, bound] of bounds) {
+      const value = sample.scores[score];
+      if (value === undefined) {
+        if (config.onMissing === 'reject') reasons.push(`missing:${score}`);
+      } else if (side === 'min' ? value < bound : value > bound) {
+        reasons.push(`${side === 'min' ? 'below_min' : 'above_max'}:${score}`);
+      }
+    }
+    return reasons.length === 0 ? sample : { ...sample, reasons: [...sample.reasons, ...reasons] };
+  });
+}
