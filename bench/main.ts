@@ -58,7 +58,7 @@ const wanted = (s: Section) => (only === undefined || only.has(s)) && !skip.has(
 
 const connections = connectionsFromEnv();
 const kafka = createKafka(connections, 'flywheel-bench');
-const registry = registryClient(connections.schemaRegistryUrl);
+const registry = registryClient(connections);
 const prefix = `bench-${new Date().toISOString().replace(/[-:.TZ]/g, '').slice(4, 14)}-${randomUUID().slice(0, 4)}`;
 const dataDir = mkdtempSync(join(tmpdir(), 'flywheel-bench-'));
 const serverUrl = process.env.FLYWHEEL_TEST_CLICKHOUSE_URL || process.env.CLICKHOUSE_URL || undefined;

@@ -49,7 +49,7 @@ export async function demo(connections: Connections, options: DemoOptions): Prom
     clickhouse: { path: join(dataDir, 'clickhouse') },
   });
   const kafka = createKafka(connections, 'flywheel-demo');
-  const registry = registryClient(connections.schemaRegistryUrl);
+  const registry = registryClient(connections);
 
   // Round 1 scores with an untrained scorer (every sample 0.5), announced like any other.
   const admin = kafka.admin();

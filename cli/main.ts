@@ -4,7 +4,9 @@ import { parseArgs } from 'node:util';
 import { runTrainerProcess, type TrainerProcessConfig } from '../trainers/main.ts';
 import { ConfigError, loadConfig } from '../pipeline/config.ts';
 import { describePipeline } from '../pipeline/describe.ts';
-import { connectionsFromEnv } from '../streams/connections.ts';
+import { connectionsFromEnv, describeConnections } from '../streams/connections.ts';
+import { KafkaSecurityError } from '../streams/kafka.ts';
+import { ConnectionConfigError } from '../streams/secrets.ts';
 import { demo } from './demo.ts';
 import { produceFile } from './produce.ts';
 import { runCommand } from './run.ts';
@@ -34,7 +36,8 @@ const USAGE = `flywheel — the data plane between rollout generators and traine
                                        label → train → new scorer) on synthetic rollouts, print a table per round
 
 Environment: KAFKA_BROKERS, SCHEMA_REGISTRY_URL, CLICKHOUSE_URL select running services
-instead of the local ones.`;
+instead of the local ones; KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*, SCHEMA_REGISTRY_USERNAME,
+CLICKHOUSE_USER, *_PASSWORD / *_PASSWORD_FILE and *_CA_FILE secure them (README: Security).`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -99,7 +102,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'describe':
-      console.log(describePipeline(loadConfig(need('config'))));
+      // The connections too (addresses, protocols, users — never a password): what this
+      // environment would run the pipeline against.
+      console.log(`${describePipeline(loadConfig(need('config')))}\n${describeConnections(connectionsFromEnv())}`);
       return 0;
     case 'train': {
       const file = need('config');
@@ -153,7 +158,7 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     if (err instanceof UsageError) console.error(`flywheel: ${err.message}\n\n${USAGE}`);
-    else if (err instanceof ConfigError) console.error(err.message);
+    else if (err instanceof ConfigError || err instanceof ConnectionConfigError || err instanceof KafkaSecurityError) console.error(`flywheel: ${err.message}`);
     else console.error(`flywheel: ${(err as Error).stack ?? String(err)}`);
     process.exit(err instanceof UsageError ? 2 : 1);
   },

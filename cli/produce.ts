@@ -62,7 +62,7 @@ export async function produceFile(connections: Connections, topic: string, file:
   const exists = (await admin.listTopics()).includes(topic);
   await admin.disconnect();
   if (!exists) throw new Error(`topic ${topic} does not exist: \`flywheel run\` creates a pipeline's topics (<prefix>.rollouts)`);
-  const serde = await rolloutSerde(registryClient(connections.schemaRegistryUrl), topic);
+  const serde = await rolloutSerde(registryClient(connections), topic);
   const sent = await produceRollouts(kafka, serde, rollouts, {
     onProgress: (n) => process.stderr.write(`\rsent ${n}/${rollouts.length}`),
   });

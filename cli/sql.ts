@@ -24,7 +24,7 @@ export async function sqlCommand(query: string, connections: Connections, path =
  * set; else the embedded directory, through the endpoint of the worker that owns it if one runs.
  */
 export async function openQueryStore(connections: Connections, path = DEFAULT_EMBEDDED_PATH): Promise<ClickHouseStore> {
-  if (connections.clickhouseUrl !== undefined) return openStore({ url: connections.clickhouseUrl });
+  if (connections.clickhouseUrl !== undefined) return openStore({ url: connections.clickhouseUrl, security: connections.clickhouse });
   if (!existsSync(path)) throw new Error(`no embedded ClickHouse store at ${path}: pass --path <dir> or --config <file>, or set CLICKHOUSE_URL`);
   return openStore({ url: readEndpointFile(path)?.url, path });
 }

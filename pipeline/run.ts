@@ -96,7 +96,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
 
   const step = options.onStep ?? (() => undefined);
   step('topics ready');
-  const registry = registryClient(connections.schemaRegistryUrl);
+  const registry = registryClient(connections);
   const [rollouts, decisions, accepted, labels, modelUpdates] = await Promise.all([
     rolloutSerde(registry, inputTopic),
     decisionSerde(registry, catalog.decisions),
@@ -143,7 +143,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
     // The views count the verified reward and pass@k the explore-exploit operator is configured with.
     await migrateViews(s, undefined, viewOptionsFrom(config.operators));
   };
-  const clickhouse = store ?? lazyStore({ url: connections.clickhouseUrl ?? config.clickhouse.url, path: config.clickhouse.path, database: config.clickhouse.database }, migrateAll);
+  const clickhouse = store ?? lazyStore({ url: connections.clickhouseUrl ?? config.clickhouse.url, path: config.clickhouse.path, database: config.clickhouse.database, security: connections.clickhouse }, migrateAll);
   if (store !== undefined) await migrateAll(store);
   if (clickhouse instanceof LazyStore) {
     void clickhouse.ready().then(

@@ -1,7 +1,10 @@
 // First: kafkajs must load with the linear producer grouping (see the module).
 import './kafkajs-producer.ts';
-import { Kafka, logLevel, type logCreator } from 'kafkajs';
-import type { Connections } from './connections.ts';
+import { isIP } from 'node:net';
+import { connect as connectTls, type ConnectionOptions } from 'node:tls';
+import { Kafka, logLevel, type Admin, type AdminConfig, type Consumer, type ConsumerConfig, type KafkaConfig, type logCreator, type Producer, type ProducerConfig } from 'kafkajs';
+import type { Connections, KafkaSecurity, TlsFiles } from './connections.ts';
+import { redactText, type Secret } from './secrets.ts';
 
 /**
  * kafkajs logs at ERROR the broker answers it then retries by itself (a coordinator still
@@ -12,7 +15,8 @@ const RETRIED = /concurrent operation on the same transaction|coordinator is (lo
 
 const LEVEL_NAMES: Record<number, string> = { [logLevel.ERROR]: 'error', [logLevel.WARN]: 'warn', [logLevel.INFO]: 'info', [logLevel.DEBUG]: 'debug' };
 
-const quietLog: logCreator =
+const quietLog =
+  (secrets: readonly (Secret | undefined)[]): logCreator =>
   () =>
   ({ level, log }) => {
     if (level > logLevel.WARN && process.env.KAFKAJS_LOG === undefined) return;
@@ -22,21 +26,161 @@ const quietLog: logCreator =
     // producers abort on a send that runs out of retries, and the processor retries the batch.
     if (level === logLevel.WARN && log.message.startsWith('Limiting retries for the idempotent producer')) return;
     const name = LEVEL_NAMES[level] ?? String(level);
-    process.stderr.write(`[kafkajs ${name}] ${log.message}${error ? `: ${error}` : ''}\n`);
+    // kafkajs does not log credentials; the redaction is for a debug log quoting a request.
+    process.stderr.write(redactText(`[kafkajs ${name}] ${log.message}${error ? `: ${error}` : ''}\n`, secrets));
   };
 
-/** One kafkajs client per process. KAFKAJS_LOG=debug|info shows kafkajs's own logs. */
+/**
+ * The one place a kafkajs client is made: every worker, trainer, CLI command and admin call gets
+ * the TLS and SASL settings of `connections.kafka` from here. KAFKAJS_LOG=debug|info shows
+ * kafkajs's own logs.
+ *
+ * Connecting fails fast and says why when the cause is configuration, not an outage:
+ * - a SASL failure (wrong password, unknown user, a mechanism the broker does not offer) is
+ *   non-retriable in kafkajs already; it is rethrown as a {@link KafkaSecurityError} naming the
+ *   brokers, the mechanism, the user and the variables to check;
+ * - a TLS certificate that does not verify is, to kafkajs, a retriable connection error (it would
+ *   retry for minutes, see `retry` below), so a TLS client checks the handshake once itself first.
+ *
+ *   const kafka = createKafka(connectionsFromEnv(), 'flywheel-produce');
+ *   await kafka.producer().connect();   // KafkaSecurityError: … rejected SCRAM-SHA-512 … as "flywheel" …
+ */
 export function createKafka(connections: Connections, clientId: string): Kafka {
   // Flywheel always sets partitions or keys explicitly; kafkajs's v2 partitioner notice is moot.
   process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
   const level = process.env.KAFKAJS_LOG === 'debug' ? logLevel.DEBUG : process.env.KAFKAJS_LOG === 'info' ? logLevel.INFO : logLevel.WARN;
-  return new Kafka({
+  const security = connections.kafka;
+  const tls = security?.ssl === undefined ? undefined : tlsOptions(security.ssl);
+  const sasl = security?.sasl;
+  const config: KafkaConfig = {
     clientId,
     brokers: connections.kafkaBrokers,
     logLevel: level,
-    logCreator: quietLog,
+    logCreator: quietLog([sasl?.password, security?.ssl?.keyPassword]),
     // kafkajs's default (5 retries, ≈ 20 s in all) turns a broker restart that takes longer into a
     // worker that exits; an always-on worker waits out a few minutes of broker outage instead.
     retry: { initialRetryTime: 300, maxRetryTime: 10_000, retries: 30 },
-  });
+    ...(tls && { ssl: tls }),
+    // A literal per mechanism: kafkajs's SASLOptions is a union keyed by it.
+    ...(sasl?.mechanism === 'plain' && { sasl: { mechanism: 'plain', username: sasl.username, password: sasl.password.reveal() } }),
+    ...(sasl?.mechanism === 'scram-sha-256' && { sasl: { mechanism: 'scram-sha-256', username: sasl.username, password: sasl.password.reveal() } }),
+    ...(sasl?.mechanism === 'scram-sha-512' && { sasl: { mechanism: 'scram-sha-512', username: sasl.username, password: sasl.password.reveal() } }),
+  };
+  return security === undefined ? new Kafka(config) : new SecuredKafka(config, connections.kafkaBrokers, security, tls);
+}
+
+/** Node's TLS options for a TlsFiles (the files were read at the edge, connectionsFromEnv). */
+export function tlsOptions(t: TlsFiles): ConnectionOptions {
+  return {
+    ...(t.ca !== undefined && { ca: t.ca }),
+    ...(t.cert !== undefined && { cert: t.cert }),
+    ...(t.key !== undefined && { key: t.key.reveal() }),
+    ...(t.keyPassword !== undefined && { passphrase: t.keyPassword.reveal() }),
+    rejectUnauthorized: t.rejectUnauthorized,
+  };
+}
+
+/** Kafka refused this client for its configuration (credentials, mechanism, certificates); retrying cannot help. */
+export class KafkaSecurityError extends Error {
+  override name = 'KafkaSecurityError';
+  readonly retriable = false;
+}
+
+type Connectable = { connect(): Promise<void> };
+
+class SecuredKafka extends Kafka {
+  #checked: Promise<void> | undefined;
+
+  constructor(
+    config: KafkaConfig,
+    private readonly brokers: string[],
+    private readonly security: KafkaSecurity,
+    private readonly tls: ConnectionOptions | undefined,
+  ) {
+    super(config);
+  }
+
+  override producer(config?: ProducerConfig): Producer {
+    return this.#guard(super.producer(config));
+  }
+  override consumer(config: ConsumerConfig): Consumer {
+    return this.#guard(super.consumer(config));
+  }
+  override admin(config?: AdminConfig): Admin {
+    return this.#guard(super.admin(config));
+  }
+
+  #guard<T extends Connectable>(client: T): T {
+    const connect = client.connect.bind(client);
+    client.connect = async () => {
+      // Once per client object that passed; a failed check is retried by the next connect.
+      if (this.tls !== undefined) {
+        this.#checked ??= checkTls(this.brokers, this.tls, this.security).catch((err: unknown) => {
+          this.#checked = undefined;
+          throw err;
+        });
+        await this.#checked;
+      }
+      try {
+        await connect();
+      } catch (err) {
+        throw securityError(err, this.brokers, this.security) ?? err;
+      }
+    };
+    return client;
+  }
+}
+
+const where = (brokers: string[], s: KafkaSecurity) => `Kafka at ${brokers.join(',')} (${s.protocol}${s.sasl ? `, ${s.sasl.mechanism.toUpperCase()}` : ''})`;
+
+/** The clear form of a kafkajs connect error that configuration caused, or undefined for an outage. */
+function securityError(err: unknown, brokers: string[], s: KafkaSecurity): KafkaSecurityError | undefined {
+  const e = err as { name?: string; type?: string; message?: string };
+  const secrets = [s.sasl?.password, s.ssl?.keyPassword];
+  const message = redactText(e.message ?? String(err), secrets);
+  if (e.name === 'KafkaJSSASLAuthenticationError' || e.type === 'SASL_AUTHENTICATION_FAILED') {
+    return new KafkaSecurityError(
+      `${where(brokers, s)} rejected ${s.sasl?.mechanism.toUpperCase() ?? 'SASL'} authentication as "${s.sasl?.username ?? '?'}": ${message}. ` +
+        'Check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD / KAFKA_SASL_PASSWORD_FILE (and that the user has SCRAM credentials for this mechanism: kafka-configs --alter --add-config).',
+      { cause: err },
+    );
+  }
+  if (e.type === 'UNSUPPORTED_SASL_MECHANISM' || e.type === 'ILLEGAL_SASL_STATE') {
+    return new KafkaSecurityError(`${where(brokers, s)} does not accept ${s.sasl?.mechanism.toUpperCase() ?? 'this SASL mechanism'} on this listener: ${message}. Check KAFKA_SASL_MECHANISM and the broker's sasl.enabled.mechanisms.`, { cause: err });
+  }
+  return undefined;
+}
+
+const CERT_ERROR = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ALTNAME|HOSTNAME_MISMATCH|ERR_SSL|EPROTO|ERR_TLS/;
+
+/**
+ * One TLS handshake with the first broker that answers, with the client's own options: a
+ * certificate or protocol failure becomes a KafkaSecurityError at once. Unreachable brokers are
+ * left to kafkajs, which waits them out.
+ */
+async function checkTls(brokers: string[], options: ConnectionOptions, s: KafkaSecurity): Promise<void> {
+  for (const broker of brokers) {
+    const i = broker.lastIndexOf(':');
+    const host = broker.slice(0, i).replace(/^\[|\]$/g, '');
+    const port = Number(broker.slice(i + 1));
+    const failure = await new Promise<Error | undefined>((resolve) => {
+      const socket = connectTls({ host, port, ...(isIP(host) ? {} : { servername: host }), ...options }, () => {
+        socket.end();
+        resolve(undefined);
+      });
+      socket.setTimeout(10_000, () => {
+        socket.destroy();
+        resolve(undefined); // a slow broker is an outage for kafkajs to wait out, not a TLS verdict
+      });
+      socket.once('error', (err) => resolve(err));
+    });
+    if (failure === undefined) return;
+    const code = (failure as NodeJS.ErrnoException).code ?? '';
+    if (CERT_ERROR.test(code) || /certificate|wrong version number|handshake/i.test(failure.message)) {
+      const hint = /wrong version number|EPROTO/i.test(`${code} ${failure.message}`)
+        ? 'is it a TLS listener? KAFKA_SECURITY_PROTOCOL must match the listener (SASL_SSL / SSL for TLS ones)'
+        : `the broker's certificate must chain to KAFKA_SSL_CA_FILE (${s.ssl?.caFile ?? 'unset: Node\'s default CAs'}) and name ${host}`;
+      throw new KafkaSecurityError(`TLS handshake with Kafka broker ${broker} failed: ${failure.message} (${code || 'no code'}); ${hint}`, { cause: failure });
+    }
+  }
 }

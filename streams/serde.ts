@@ -1,3 +1,4 @@
+import { Agent as HttpsAgent } from 'node:https';
 import avsc from 'avsc';
 import {
   AvroDeserializer,
@@ -7,6 +8,7 @@ import {
   SubjectNameStrategyType,
   type SchemaInfo,
 } from '@confluentinc/schemaregistry';
+import type { Connections } from './connections.ts';
 import { RecordError, UnavailableError } from './errors.ts';
 import { decisionSchema, labelSchema, modelUpdateSchema, rolloutSchema, type Decision, type Label, type ModelUpdate, type Rollout } from '../contracts/records.ts';
 
@@ -79,10 +81,27 @@ export interface TopicSerde<T> {
   deserialize(payload: Buffer): Promise<T>;
 }
 
-export function registryClient(url: string): SchemaRegistryClient {
-  // axios waits forever by default: a registry that stalls must fail the call (and be retried),
-  // not hang a worker's start-up or a batch.
-  return new SchemaRegistryClient({ baseURLs: [url], maxRetries: 3, retriesWaitMs: 200, retriesMaxWaitMs: 2000, createAxiosDefaults: { timeout: 15_000 } });
+/**
+ * The one way a registry client is made. Given the Connections (what workers, trainers and the
+ * CLI pass), it sends their basic auth and trusts their CA file; given a bare URL (tests, benches),
+ * neither.
+ *
+ *   const registry = registryClient(connectionsFromEnv());
+ */
+export function registryClient(target: string | Pick<Connections, 'schemaRegistryUrl' | 'schemaRegistry'>): SchemaRegistryClient {
+  const url = typeof target === 'string' ? target : target.schemaRegistryUrl;
+  const security = typeof target === 'string' ? undefined : target.schemaRegistry;
+  const ca = security?.tls?.ca;
+  return new SchemaRegistryClient({
+    baseURLs: [url],
+    maxRetries: 3,
+    retriesWaitMs: 200,
+    retriesMaxWaitMs: 2000,
+    // axios waits forever by default: a registry that stalls must fail the call (and be retried),
+    // not hang a worker's start-up or a batch.
+    createAxiosDefaults: { timeout: 15_000, ...(security?.tls && { httpsAgent: new HttpsAgent({ keepAlive: true, rejectUnauthorized: security.tls.rejectUnauthorized, ...(ca !== undefined && { ca }) }) }) },
+    ...(security?.auth && { basicAuthCredentials: { credentialsSource: 'USER_INFO' as const, userInfo: `${security.auth.username}:${security.auth.password.reveal()}` } }),
+  });
 }
 
 /**

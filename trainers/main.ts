@@ -58,7 +58,7 @@ export async function runTrainerProcess(config: TrainerProcessConfig): Promise<v
   const trainer = await ReferenceTrainer.open({
     client: {
       kafka,
-      registry: registryClient(connections.schemaRegistryUrl),
+      registry: registryClient(connections),
       catalog: topicCatalog(required(config.prefix, 'prefix')),
       groupId: required(config.group, 'group'),
       trainer: config.name,

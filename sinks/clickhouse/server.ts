@@ -3,6 +3,8 @@
 
 import { Readable } from 'node:stream';
 import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
+import type { HttpSecurity } from '../../streams/connections.ts';
+import { redactText, redactUrl } from '../../streams/secrets.ts';
 import { insertFormat, type ClickHouseStore, type InsertFormat, type InsertOptions, type RawOptions, type RawResult } from './store.ts';
 import {
   ClickHouseStoreError,
@@ -27,6 +29,8 @@ export interface ServerStoreOptions {
   database?: string;
   /** Per-request timeout in ms (default 300 000: DDL and OPTIMIZE … FINAL can take a while). */
   requestTimeoutMs?: number;
+  /** User and password (default: `default`, none) and the CA an https:// URL's certificate must chain to. */
+  security?: HttpSecurity;
 }
 
 async function readAll(stream: Readable): Promise<Buffer> {
@@ -35,15 +39,6 @@ async function readAll(stream: Readable): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return url;
-  }
-}
 
 export class ServerStore implements ClickHouseStore {
   readonly kind = 'server' as const;
@@ -116,7 +111,7 @@ export class ServerStore implements ClickHouseStore {
       await readAll(res.stream);
     } catch (err) {
       const timedOut = (err as Error | undefined)?.name === 'TimeoutError' || /aborted/i.test(String((err as Error | undefined)?.message));
-      throw timedOut ? storeError('server', statement, new Error(`no answer within ${opts.timeoutMs} ms from ${redact(this.url)}`, { cause: err })) : storeError('server', statement, err);
+      throw timedOut ? storeError('server', statement, new Error(`no answer within ${opts.timeoutMs} ms from ${redactUrl(this.url)}`, { cause: err })) : storeError('server', statement, err);
     }
   }
 
@@ -170,6 +165,8 @@ export class ServerStore implements ClickHouseStore {
 
 export async function openServerStore(opts: ServerStoreOptions): Promise<ServerStore> {
   const timeout = opts.requestTimeoutMs ?? 300_000;
+  const auth = opts.security?.auth;
+  const ca = opts.security?.tls?.ca;
   const base = {
     url: opts.url,
     request_timeout: timeout,
@@ -178,6 +175,8 @@ export async function openServerStore(opts: ServerStoreOptions): Promise<ServerS
     // Failures reach the caller as ClickHouseStoreError; the client's own logging would repeat
     // each one on stderr (and warn about the long timeout, which suits a loopback server).
     log: { level: ClickHouseLogLevel.OFF },
+    ...(auth && { username: auth.username, password: auth.password.reveal() }),
+    ...(ca !== undefined && { tls: { ca_cert: Buffer.from(ca) } }),
   };
   if (opts.database) {
     quoteIdent(opts.database);
@@ -186,7 +185,7 @@ export async function openServerStore(opts: ServerStoreOptions): Promise<ServerS
     try {
       await bootstrap.command({ query: `CREATE DATABASE IF NOT EXISTS ${quoteIdent(opts.database)}` });
     } catch (err) {
-      throw unreachable(opts.url, err);
+      throw unreachable(opts.url, err, opts.security);
     } finally {
       await bootstrap.close();
     }
@@ -199,20 +198,31 @@ export async function openServerStore(opts: ServerStoreOptions): Promise<ServerS
     version = rows[0]?.v ?? 'unknown';
   } catch (err) {
     await client.close();
-    throw unreachable(opts.url, err);
+    throw unreachable(opts.url, err, opts.security);
   }
   return new ServerStore(client, opts.url, opts.database, version);
 }
 
-function unreachable(url: string, err: unknown): Error {
-  const msg = err instanceof Error ? err.message : String(err);
+function unreachable(url: string, err: unknown, security: HttpSecurity | undefined): Error {
+  const msg = redactText(err instanceof Error ? err.message : String(err), [security?.auth?.password]);
+  if (/Authentication failed|password is incorrect|Unknown user|REQUIRED_PASSWORD|\b(516|192|193)\b/i.test(msg)) {
+    return new ClickHouseStoreError(
+      'server',
+      `connect ${redactUrl(url)}`,
+      `${msg} (ClickHouse at ${redactUrl(url)} refused user "${security?.auth?.username ?? 'default'}": check CLICKHOUSE_USER and CLICKHOUSE_PASSWORD / CLICKHOUSE_PASSWORD_FILE)`,
+      { cause: err },
+    );
+  }
+  if (/certificate|self[- ]signed|UNABLE_TO_VERIFY|ERR_TLS|wrong version number/i.test(msg)) {
+    return new ClickHouseStoreError('server', `connect ${redactUrl(url)}`, `${msg} (TLS to ClickHouse at ${redactUrl(url)}: the certificate must chain to CLICKHOUSE_CA_FILE${security?.tls?.caFile ? ` (${security.tls.caFile})` : ''} and name the host)`, { cause: err });
+  }
   const refused = /ECONNREFUSED|ECONNRESET|ENOTFOUND|socket hang up/i.test(msg);
   return new ClickHouseStoreError(
     'server',
-    `connect ${redact(url)}`,
+    `connect ${redactUrl(url)}`,
     refused
-      ? `${msg} (is a ClickHouse server running at ${redact(url)}? \`bash deploy/clickhouse-server.sh start\` runs one, on 127.0.0.1:18123 unless CLICKHOUSE_HTTP_PORT says otherwise)`
-      : `${msg} (ClickHouse at ${redact(url)})`,
+      ? `${msg} (is a ClickHouse server running at ${redactUrl(url)}? \`bash deploy/clickhouse-server.sh start\` runs one, on 127.0.0.1:18123 unless CLICKHOUSE_HTTP_PORT says otherwise)`
+      : `${msg} (ClickHouse at ${redactUrl(url)})`,
     { cause: err },
   );
 }

@@ -8,6 +8,7 @@
 // 'YYYY-MM-DD hh:mm:ss' strings in the server's time zone (UTC for the embedded store and for
 // deploy/clickhouse-server.sh), arrays as arrays.
 
+import type { HttpSecurity } from '../../streams/connections.ts';
 import type { ParamValue } from './sql.ts';
 
 export { ClickHouseStoreError, quoteIdent, quoteString, quoteTable, bindParams } from './sql.ts';
@@ -100,6 +101,8 @@ export interface OpenStoreOptions {
   path?: string;
   /** Database for unqualified table names; created if missing. Default: `default`. */
   database?: string;
+  /** User, password and CA for the server backend (Connections.clickhouse); ignored by the embedded one. */
+  security?: HttpSecurity;
 }
 
 /**
@@ -180,7 +183,7 @@ export async function openStore(opts: OpenStoreOptions = {}): Promise<ClickHouse
   if (opts.url) {
     // Loaded on demand so a server-only process never maps chdb's 500 MB engine, and vice versa.
     const { openServerStore } = await import('./server.ts');
-    return openServerStore({ url: opts.url, database: opts.database });
+    return openServerStore({ url: opts.url, database: opts.database, security: opts.security });
   }
   const { openEmbeddedStore } = await import('./embedded.ts');
   return openEmbeddedStore({ path: opts.path ?? DEFAULT_EMBEDDED_PATH, database: opts.database });
