@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { exactDedupeDefaults } from '../operators/dedupe/exact-dedupe.ts';
 import { createdAtDefaults, validateDefaults } from '../operators/filter/validate.ts';
 import { featureDefaults } from '../contracts/features.ts';
+import { LOG_FORMATS, LOG_LEVELS } from '../lib/log.ts';
 import {
   contaminationFilterConfig,
   errorCompensateConfig,
@@ -166,6 +167,13 @@ export const pipelineConfigSchema = z.strictObject({
     })
     .optional(),
   operators: z.array(operatorConfigSchema).min(1, 'list at least one operator').superRefine(checkOperatorOrder),
+  /** Log lines (see lib/log.ts); FLYWHEEL_LOG_LEVEL / FLYWHEEL_LOG_FORMAT in the environment win. */
+  log: z
+    .strictObject({
+      level: z.enum(LOG_LEVELS).default('info'),
+      format: z.enum(LOG_FORMATS).default('text'),
+    })
+    .default({ level: 'info', format: 'text' }),
   clickhouse: z
     .strictObject({
       /** The embedded store's data directory (ignored when a server URL is given). */
