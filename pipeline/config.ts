@@ -184,6 +184,21 @@ export const pipelineConfigSchema = z.strictObject({
       database: name.optional(),
     })
     .default({ path: '.flywheel/clickhouse' }),
+  /**
+   * The worker's ops HTTP server (/metrics, /healthz, /readyz, the dashboard; see ops/server.ts).
+   * `port: 0` picks a free port (the worker prints the URL), `port: null` runs none;
+   * FLYWHEEL_HTTP_HOST / FLYWHEEL_HTTP_PORT in the environment win.
+   */
+  ops: z
+    .strictObject({
+      http: z
+        .strictObject({
+          host: z.string().min(1).default('127.0.0.1'),
+          port: z.number().int().min(0).max(65535).nullable().default(9464),
+        })
+        .default({ host: '127.0.0.1', port: 9464 }),
+    })
+    .default({ http: { host: '127.0.0.1', port: 9464 } }),
 });
 
 export type PipelineConfig = z.infer<typeof pipelineConfigSchema>;
