@@ -21,6 +21,11 @@ export interface FlywheelEventMap {
   'batch.abort': TopicPartitionRef & { records: number; reason: string; retriable: boolean; attempt: number };
   /** The consumer group rebalanced; `partitions` is this worker's new assignment. */
   'group.rebalance': { groupId: string; memberId: string; generationId: number; partitions: TopicPartitionRef[] };
+  /**
+   * A taken partition starts restoring its state (the processor takes a partition at its first
+   * batch); `state.restored` follows. Readiness waits for every partition restoring to finish.
+   */
+  'state.restoring': TopicPartitionRef & { stores: number };
   /** A partition's state was restored from its changelogs. */
   'state.restored': TopicPartitionRef & { stores: number; records: number; durationMs: number };
   /** After a batch: a store's or index's size on one partition. */
