@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { exactDedupeDefaults } from '../operators/dedupe/exact-dedupe.ts';
 import { createdAtDefaults, validateDefaults } from '../operators/filter/validate.ts';
 import { featureDefaults } from '../contracts/features.ts';
+import { isBuiltinType, storeOf } from './builtins.ts';
 import { LOG_FORMATS, LOG_LEVELS } from '../lib/log.ts';
 import {
   contaminationFilterConfig,
@@ -99,24 +100,34 @@ export const operatorConfigSchema = z.discriminatedUnion('type', [
   heuristicsConfig,
 ]);
 
-/** Orders that make no sense are refused at start, not discovered in the data. */
-function checkOperatorOrder(operators: ReadonlyArray<{ type: string }>, ctx: z.RefinementCtx): void {
-  const at = (type: string) => operators.findIndex((o) => o.type === type);
-  const pairs = at('preference-pairs');
+/**
+ * Orders of built-in operators that make no sense, refused at start rather than discovered in
+ * the data, each with the index of the operator at fault. The config schema and the topology
+ * builder both ask this, so a JSON config and a topology built in code are held to one rule.
+ *
+ *   operatorOrderProblems(['preference-pairs', 'validate'])
+ *   // → [{ index: 0, message: 'preference-pairs must be the last operator: …' }, …]
+ */
+export function operatorOrderProblems(types: readonly string[]): Array<{ index: number; message: string }> {
+  const problems: Array<{ index: number; message: string }> = [];
+  const pairs = types.indexOf('preference-pairs');
   if (pairs >= 0) {
-    if (pairs !== operators.length - 1) ctx.addIssue({ code: 'custom', path: [pairs, 'type'], message: 'preference-pairs must be the last operator: it pairs by the final reasons' });
-    const group = at('group-filter');
-    if (group < 0 || group > pairs) ctx.addIssue({ code: 'custom', path: [pairs, 'type'], message: 'preference-pairs needs a group-filter before it: it pairs samples of a group released together' });
+    if (pairs !== types.length - 1) problems.push({ index: pairs, message: 'preference-pairs must be the last operator: it pairs by the final reasons' });
+    const group = types.indexOf('group-filter');
+    if (group < 0 || group > pairs) problems.push({ index: pairs, message: 'preference-pairs needs a group-filter before it: it pairs samples of a group released together' });
   }
   const seen = new Set<string>();
-  operators.forEach((o, i) => {
-    if (STATEFUL.has(o.type) && seen.has(o.type)) ctx.addIssue({ code: 'custom', path: [i, 'type'], message: `${o.type} appears twice; its state store would be shared` });
-    seen.add(o.type);
+  types.forEach((type, index) => {
+    // Built-ins keep a store named after their type (pipeline/builtins.ts): two would share it.
+    if (isBuiltinType(type) && storeOf(type) !== undefined && seen.has(type)) problems.push({ index, message: `${type} appears twice; its state store would be shared` });
+    seen.add(type);
   });
+  return problems;
 }
 
-/** Operators with a state store named after them: one of each per pipeline. */
-const STATEFUL = new Set(['exact-dedupe', 'near-dedupe', 'group-filter', 'weakness-tracker', 'quota-balance', 'qd-archive', 'explore-exploit', 'semantic-dedupe']);
+function checkOperatorOrder(operators: ReadonlyArray<{ type: string }>, ctx: z.RefinementCtx): void {
+  for (const { index, message } of operatorOrderProblems(operators.map((o) => o.type))) ctx.addIssue({ code: 'custom', path: [index, 'type'], message });
+}
 
 export const pipelineConfigSchema = z.strictObject({
   /** Application id: names the consumer group, the transactional ids and the changelog topics. */

@@ -18,8 +18,10 @@ import { createKafka } from '../streams/kafka.ts';
 import type { ModelUpdate } from '../contracts/records.ts';
 import { decisionSerde, labelSerde, modelUpdateSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 import { catalogTopicConfigs, changelogTopic, changelogTopicConfig, ensureTopics, internalTopic, topicCatalog, type TopicCatalog } from '../streams/topics.ts';
-import { configHash, type PipelineConfig } from './config.ts';
-import { buildCurators, declaredStores, loadOperatorFiles, type OperatorFiles, type OperatorResources } from './curators.ts';
+import type { PipelineConfig } from './config.ts';
+import { loadOperatorFiles, type OperatorFiles, type OperatorResources } from './curators.ts';
+import { Instrumentation } from '../contracts/events.ts';
+import { topologyFromConfig, type Topology } from './topology.ts';
 import { decodeRollouts } from './decode.ts';
 import { errorFeed, labelJoinProcessor, scoredMessages } from './feedback.ts';
 import { hotSwap } from './hot-swap.ts';
@@ -33,6 +35,8 @@ export interface PipelineProgress {
 
 export interface RunningPipeline {
   catalog: TopicCatalog;
+  /** The worker's instrumentation events (`running.events.on('batch.commit', …)`); `options.events` when given. */
+  events: Instrumentation;
   store: ClickHouseStore;
   progress: PipelineProgress;
   /** Settles when the pipeline stops; rejects if a part of it fails for good. */
@@ -48,11 +52,6 @@ export interface RunningPipeline {
   scorerVersion(model: string): string | undefined;
 }
 
-/**
- * Starts one pipeline worker: the exactly-once curating processor (rollouts → operators →
- * accepted / decisions / dead-letter topics) and the ClickHouse sink (decisions and dead
- * letters → ClickHouse). Topics and tables are created when missing.
- */
 export interface PipelineOptions {
   /** A store the caller owns (and closes); otherwise the config's store is opened and closed here. */
   store?: ClickHouseStore;
@@ -64,13 +63,30 @@ export interface PipelineOptions {
   onRangeDone?: () => void;
   /** Told each start-up step as it completes (a worker prints them). */
   onStep?: (step: string) => void;
+  /** The event bus the worker's parts emit on; a new one when not given (see RunningPipeline.events). */
+  events?: Instrumentation;
 }
 
-export async function startPipeline(config: PipelineConfig, connections: Connections, options: PipelineOptions = {}): Promise<RunningPipeline> {
+/** Starts one worker of a JSON config: the topology it compiles to (`topologyFromConfig`), started. */
+export function startPipeline(config: PipelineConfig, connections: Connections, options: PipelineOptions = {}): Promise<RunningPipeline> {
+  return startTopology(topologyFromConfig(config), connections, options);
+}
+
+/**
+ * Starts one worker of a topology (refused with a TopologyError listing its problems): the
+ * exactly-once curating processor (rollouts → operators → accepted / decisions / dead-letter
+ * topics) and the ClickHouse sink (decisions and dead letters → ClickHouse). Topics and tables
+ * are created when missing.
+ */
+export async function startTopology(topology: Topology, connections: Connections, options: PipelineOptions = {}): Promise<RunningPipeline> {
+  topology.check();
+  // The built-in steps as a config's operators: what loads files, follows models, seeds indexes.
+  const config = topology.config;
   const { store } = options;
+  const events = options.events ?? new Instrumentation();
   const catalog = topicCatalog(config.topics.prefix);
-  const inputTopic = options.inputTopic ?? catalog.rollouts;
-  const stores = declaredStores(config.operators).map((s) => s.name);
+  const inputTopic = options.inputTopic ?? topology.sourceTopic();
+  const stores = topology.stores().map((s) => s.name);
   const changelog = (name: string) => changelogTopic(config.topics.prefix, config.name, name);
   const kafka = createKafka(connections, `flywheel-${config.name}`);
 
@@ -154,7 +170,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
     step(`ClickHouse ready (${clickhouse.kind})`);
   }
 
-  const context = { configHash: configHash(config), pipelineRun: config.run };
+  const context = { configHash: topology.hash(), pipelineRun: config.run };
   const progress: PipelineProgress = { processed: 0, stored: { samples: 0, dead_letters: 0 } };
   const processor = new ExactlyOnceProcessor({
     kafka,
@@ -168,7 +184,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
     partitionsConsumedConcurrently: config.source.partitionsConsumedConcurrently,
     maxBatchBytes: config.source.maxBatchBytes,
     prepare: config.seed === undefined ? undefined : (partition, state) => seedPartition(config, partition, state, clickhouse),
-    assign: (_partition, state) => buildCurators(config.operators, state, resources),
+    assign: (partition, state) => topology.chain(partition, state, resources),
     tickMs: config.source.tickMs,
     process: async (input, partition) => {
       // One registry round trip at most per batch (new writer ids only), then a synchronous decode.
@@ -239,6 +255,7 @@ export async function startPipeline(config: PipelineConfig, connections: Connect
   });
   return {
     catalog,
+    events,
     store: clickhouse,
     progress,
     stopped,
