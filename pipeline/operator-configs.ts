@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { contaminationFilterDefaults } from '../operators/filter/contamination-filter.ts';
 import { heuristicsDefaults } from '../operators/score/heuristics.ts';
 import { rewardCombineDefaults } from '../operators/score/reward-combine.ts';
-import { ExpressionError, parseExpression } from '../lib/scoring-expression.ts';
+import { compileExpression, ExpressionError, sampleVocabulary } from '../lib/expression.ts';
 import { selfCertaintyDefaults } from '../operators/score/self-certainty.ts';
 import { semanticDedupeDefaults } from '../operators/dedupe/semantic-dedupe.ts';
 import { errorCompensateDefaults } from '../operators/score/error-compensate.ts';
@@ -287,7 +287,7 @@ export const rewardCombineConfig = withDefaults(
 ).superRefine((c, ctx) => {
   if (c.mode !== 'expression') return;
   try {
-    parseExpression(c.expression);
+    compileExpression(c.expression, { field: 'expression', vocabulary: sampleVocabulary(), result: 'number' });
   } catch (err) {
     ctx.addIssue({ code: 'custom', path: ['expression'], message: err instanceof ExpressionError ? err.message : String(err) });
   }

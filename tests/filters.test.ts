@@ -6,7 +6,8 @@ import { buildEvalIndex, contaminationFilter, contaminationFilterDefaults } from
 import { loadEvalSets } from '../pipeline/eval-sets.ts';
 import type { Envelope, Sample, Tick } from '../lib/envelope.ts';
 import { groupFilter, groupFilterDefaults, groupFilterStore, type GroupFilterConfig } from '../operators/filter/group-filter.ts';
-import { compileRule, ruleFilter, RuleSyntaxError } from '../operators/filter/rule-filter.ts';
+import { ExpressionError } from '../lib/expression.ts';
+import { compileRule, ruleFilter } from '../operators/filter/rule-filter.ts';
 import { AnnouncedVersions, stalenessFilter } from '../operators/filter/staleness-filter.ts';
 import { PartitionState } from '../streams/state-store.ts';
 import { sample, samplesOf, through } from './helpers/envelopes.ts';
@@ -292,30 +293,31 @@ describe('ruleFilter', () => {
     expect(compileRule('(1 + a) * 3 == 9')(s)).toBe(true);
     expect(compileRule('prompt_chars / token_count == 0.4')(s)).toBe(true);
     expect(compileRule('a / b > 1')(s)).toBeNull();
-    expect(compileRule("annotations.cell != 'y' and model_version == \"v1\"")(s)).toBe(true);
+    expect(compileRule("annotations.cell != 'y' and model_version == 'v1'")(s)).toBe(true);
     expect(compileRule('exists(scores.missing) or !exists(a)')(s)).toBe(false);
     expect(compileRule('1e3 > 999.5 and .5 < 1')(s)).toBe(true);
   });
 
-  it('reports bad rules with the rule name and the column', () => {
+  it('reports bad rules with the field and the column', () => {
     const error = (when: string) => {
       try {
-        ruleFilter({ rules: [{ name: 'r', when }], onMissing: 'pass' });
+        ruleFilter({ rules: [{ name: 'ok', when: 'a > 1' }, { name: 'r', when }], onMissing: 'pass' });
       } catch (err) {
-        return err as RuleSyntaxError;
+        return err as ExpressionError;
       }
       throw new Error('no error');
     };
     const cut = error('rule.reward < ');
-    expect(cut).toBeInstanceOf(RuleSyntaxError);
-    expect(cut.message).toBe('rule "r": expected a value, got "end of rule" at column 15\n  rule.reward < \n                ^');
+    expect(cut).toBeInstanceOf(ExpressionError);
+    expect(cut.message).toBe('rules[1].when: expected a value but found end of input at column 15\n  rule.reward < \n                ^');
     expect(error('a = 1').message).toContain('use == to compare at column 3');
     expect(error('prompt > 3').message).toContain('expected a string right of ">" (the left side is a string), got a number at column 10');
-    expect(error('rule.reward + 1').message).toContain('expected a boolean as the rule');
-    expect(error('(a > 1').message).toContain('expected ")" (opened at column 1), got "end of rule"');
+    expect(error('rule.reward + 1').message).toContain('expected a condition (true or false) as the whole expression, got a number');
+    expect(error('(a > 1').message).toContain('expected ")" (for the "(" at column 1) but found end of input');
     expect(error("tags.x == 'open").message).toContain('unterminated string at column 11');
+    expect(error('tags.x == "open"').message).toContain('double quotes are not used');
     expect(error('a > 1 b').message).toContain('unexpected "b" at column 7');
-    expect(error('a > 1 and or').message).toContain('expected a value, got "or"');
+    expect(error('a > 1 and or').message).toContain('expected a value but found "or"');
     expect(error('a # 1').message).toContain('unexpected character "#"');
   });
 
