@@ -11,6 +11,9 @@
 #   KAFKA_HEAP_OPTS        (default -Xms256m -Xmx768m)
 #   KAFKA_READY_TIMEOUT_S  (default 60)
 #   KAFKA_JAVA             (default java on PATH; Kafka 3.9 runs on Java 17)
+#   KAFKA_EXTRA_PROPERTIES a file appended to server.properties (its keys win over the ones above)
+#   KAFKA_FORMAT_ARGS_FILE extra arguments for the first `StorageTool format`, one per line
+#                          (deploy/secure-kafka.sh adds a SASL_SSL listener and SCRAM users this way)
 # start and status print the bootstrap address (use it as KAFKA_BROKERS) on stdout.
 set -euo pipefail
 
@@ -121,15 +124,19 @@ log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.server.KafkaRaftServer=INFO
 log4j.logger.state.change.logger=WARN
 EOF
+  if [[ -n "${KAFKA_EXTRA_PROPERTIES:-}" ]]; then
+    { echo; echo "# From $KAFKA_EXTRA_PROPERTIES (KAFKA_EXTRA_PROPERTIES)"; cat "$KAFKA_EXTRA_PROPERTIES"; } >>"$HOME_DIR/server.properties"
+  fi
 }
 
 format_storage() {
   [[ -f "$HOME_DIR/data/meta.properties" ]] && return 0
-  local cp="$LIB/*" id
+  local cp="$LIB/*" id extra=()
+  [[ -n "${KAFKA_FORMAT_ARGS_FILE:-}" ]] && mapfile -t extra <"$KAFKA_FORMAT_ARGS_FILE"
   # A new cluster id only for a fresh directory; --ignore-formatted keeps an existing one.
   id="$("$JAVA" -cp "$cp" -Dlog4j.configuration="file:$HOME_DIR/log4j.properties" kafka.tools.StorageTool random-uuid 2>>"$LOG_FILE")"
   "$JAVA" -cp "$cp" -Dlog4j.configuration="file:$HOME_DIR/log4j.properties" kafka.tools.StorageTool \
-    format -t "$id" -c "$HOME_DIR/server.properties" --ignore-formatted >>"$LOG_FILE" 2>&1 ||
+    format -t "$id" -c "$HOME_DIR/server.properties" --ignore-formatted "${extra[@]}" >>"$LOG_FILE" 2>&1 ||
     { tail -n 20 "$LOG_FILE" >&2; die "formatting $HOME_DIR/data failed"; }
 }
 

@@ -131,7 +131,6 @@ class SecuredKafka extends Kafka {
   }
 }
 
-const where = (brokers: string[], s: KafkaSecurity) => `Kafka at ${brokers.join(',')} (${s.protocol}${s.sasl ? `, ${s.sasl.mechanism.toUpperCase()}` : ''})`;
 
 /** The clear form of a kafkajs connect error that configuration caused, or undefined for an outage. */
 function securityError(err: unknown, brokers: string[], s: KafkaSecurity): KafkaSecurityError | undefined {
@@ -140,47 +139,68 @@ function securityError(err: unknown, brokers: string[], s: KafkaSecurity): Kafka
   const message = redactText(e.message ?? String(err), secrets);
   if (e.name === 'KafkaJSSASLAuthenticationError' || e.type === 'SASL_AUTHENTICATION_FAILED') {
     return new KafkaSecurityError(
-      `${where(brokers, s)} rejected ${s.sasl?.mechanism.toUpperCase() ?? 'SASL'} authentication as "${s.sasl?.username ?? '?'}": ${message}. ` +
+      `Kafka at ${brokers.join(',')} (${s.protocol}) rejected user "${s.sasl?.username ?? '?'}" with ${s.sasl?.mechanism.toUpperCase() ?? 'SASL'}: ${message}. ` +
         'Check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD / KAFKA_SASL_PASSWORD_FILE (and that the user has SCRAM credentials for this mechanism: kafka-configs --alter --add-config).',
       { cause: err },
     );
   }
   if (e.type === 'UNSUPPORTED_SASL_MECHANISM' || e.type === 'ILLEGAL_SASL_STATE') {
-    return new KafkaSecurityError(`${where(brokers, s)} does not accept ${s.sasl?.mechanism.toUpperCase() ?? 'this SASL mechanism'} on this listener: ${message}. Check KAFKA_SASL_MECHANISM and the broker's sasl.enabled.mechanisms.`, { cause: err });
+    return new KafkaSecurityError(`Kafka at ${brokers.join(',')} (${s.protocol}) does not accept ${s.sasl?.mechanism.toUpperCase() ?? 'this SASL mechanism'} on this listener: ${message}. Check KAFKA_SASL_MECHANISM and the broker's sasl.enabled.mechanisms.`, { cause: err });
   }
   return undefined;
 }
 
 const CERT_ERROR = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ALTNAME|HOSTNAME_MISMATCH|ERR_SSL|EPROTO|ERR_TLS/;
+// What Node says when the peer closes a connection in the middle of the TLS handshake: a
+// listener that does not speak TLS (a PLAINTEXT Kafka port reads the ClientHello as a request).
+const NOT_TLS = /disconnected before secure TLS connection was established|wrong version number/i;
+const HANDSHAKE_TRIES = 3;
 
 /**
  * One TLS handshake with the first broker that answers, with the client's own options: a
- * certificate or protocol failure becomes a KafkaSecurityError at once. Unreachable brokers are
- * left to kafkajs, which waits them out.
+ * certificate failure, or a listener that keeps cutting the handshake (not TLS), becomes a
+ * KafkaSecurityError at once. Unreachable or slow brokers are left to kafkajs, which waits them out.
  */
 async function checkTls(brokers: string[], options: ConnectionOptions, s: KafkaSecurity): Promise<void> {
   for (const broker of brokers) {
     const i = broker.lastIndexOf(':');
     const host = broker.slice(0, i).replace(/^\[|\]$/g, '');
     const port = Number(broker.slice(i + 1));
-    const failure = await new Promise<Error | undefined>((resolve) => {
-      const socket = connectTls({ host, port, ...(isIP(host) ? {} : { servername: host }), ...options }, () => {
-        socket.end();
-        resolve(undefined);
-      });
-      socket.setTimeout(10_000, () => {
-        socket.destroy();
-        resolve(undefined); // a slow broker is an outage for kafkajs to wait out, not a TLS verdict
-      });
-      socket.once('error', (err) => resolve(err));
-    });
-    if (failure === undefined) return;
-    const code = (failure as NodeJS.ErrnoException).code ?? '';
-    if (CERT_ERROR.test(code) || /certificate|wrong version number|handshake/i.test(failure.message)) {
-      const hint = /wrong version number|EPROTO/i.test(`${code} ${failure.message}`)
-        ? 'is it a TLS listener? KAFKA_SECURITY_PROTOCOL must match the listener (SASL_SSL / SSL for TLS ones)'
-        : `the broker's certificate must chain to KAFKA_SSL_CA_FILE (${s.ssl?.caFile ?? 'unset: Node\'s default CAs'}) and name ${host}`;
-      throw new KafkaSecurityError(`TLS handshake with Kafka broker ${broker} failed: ${failure.message} (${code || 'no code'}); ${hint}`, { cause: failure });
+    for (let attempt = 1; ; attempt++) {
+      const failure = await handshake(host, port, options);
+      if (failure === undefined) return;
+      const code = (failure as NodeJS.ErrnoException).code ?? '';
+      const text = `${code} ${failure.message}`;
+      if (NOT_TLS.test(text)) {
+        // A restarting broker behind a proxy can cut a handshake once; a plaintext port does so every time.
+        if (attempt < HANDSHAKE_TRIES) continue;
+        throw new KafkaSecurityError(
+          `TLS handshake with Kafka broker ${broker} failed ${HANDSHAKE_TRIES} times: ${failure.message}; is it a TLS listener? KAFKA_SECURITY_PROTOCOL=${s.protocol} must match the listener's protocol`,
+          { cause: failure },
+        );
+      }
+      if (CERT_ERROR.test(code) || /certificate/i.test(failure.message)) {
+        throw new KafkaSecurityError(
+          `TLS handshake with Kafka broker ${broker} failed: ${failure.message} (${code || 'no code'}); the broker's certificate must chain to KAFKA_SSL_CA_FILE (${s.ssl?.caFile ?? "unset: Node's default CAs"}) and name ${host}`,
+          { cause: failure },
+        );
+      }
+      break; // refused, unreachable…: an outage, the next broker or kafkajs's retries
     }
   }
+}
+
+/** undefined: the handshake completed (or timed out: slow is not wrong); otherwise its error. */
+function handshake(host: string, port: number, options: ConnectionOptions): Promise<Error | undefined> {
+  return new Promise((resolve) => {
+    const socket = connectTls({ host, port, ...(isIP(host) ? {} : { servername: host }), ...options }, () => {
+      socket.end();
+      resolve(undefined);
+    });
+    socket.setTimeout(10_000, () => {
+      socket.destroy();
+      resolve(undefined);
+    });
+    socket.once('error', (err) => resolve(err));
+  });
 }

@@ -7,6 +7,8 @@
 // gzip/deflate/br request bodies, `/ping`; errors are non-200 with ClickHouse's message.
 // Not implemented: HTTP sessions (session_id), multipart parameters, compressed responses,
 // authentication (it listens on loopback only). Text formats only for INSERT bodies.
+// Read-only unless served with `allowWrites`: anything but a SELECT-like read is refused with 403
+// (see readOnlyRefusal), so whatever else runs on the machine can read the store, not change it.
 
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,6 +29,13 @@ export interface StoreEndpoint {
 export interface ServeOptions {
   /** 0 (default) picks a free port. */
   port?: number;
+  /** Interface to listen on; default 127.0.0.1 (loopback only: the endpoint has no authentication). */
+  host?: string;
+  /**
+   * Serve writes too (INSERT, CREATE, ALTER, DROP…). Default false: only SELECT, WITH, SHOW,
+   * DESCRIBE, EXISTS and EXPLAIN are served, everything else gets 403.
+   */
+  allowWrites?: boolean;
   /** Write `<dataDir>/endpoint.json` once listening (and remove it on close). */
   dataDir?: string;
 }
@@ -90,7 +99,72 @@ function contentType(format: string | undefined): string {
   return 'text/plain; charset=UTF-8';
 }
 
-async function handle(store: ClickHouseStore, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/** The statements a read-only endpoint serves, by their first keyword. */
+export const READ_ONLY_STATEMENTS = ['SELECT', 'WITH', 'SHOW', 'DESCRIBE', 'DESC', 'EXISTS', 'EXPLAIN'] as const;
+
+// Table functions that reach outside the store (files, other servers, programs): a SELECT from
+// one reads or sends what the store's owner did not publish.
+const OUTSIDE = /^(file|url|s3|s3cluster|gcs|azureblobstorage|hdfs|remote|remotesecure|cluster|clusterallreplicas|mysql|postgresql|mongodb|redis|jdbc|odbc|sqlite|executable|input|deltalake|iceberg|hudi)$/i;
+
+/**
+ * Why a statement may not run on a read-only endpoint, or undefined when it may: its first
+ * keyword (after comments and opening parentheses) must be a READ_ONLY_STATEMENTS one, and there
+ * must be no second statement, no INTO OUTFILE and no table function that reaches outside the
+ * store. Quoted text and comments are skipped, so `SELECT 'DROP TABLE x'` is a read.
+ *
+ *   readOnlyRefusal('SELECT count() FROM samples')   // undefined
+ *   readOnlyRefusal('DROP TABLE samples')            // 'DROP is not a read'
+ */
+export function readOnlyRefusal(sql: string): string | undefined {
+  const words: string[] = [];
+  let afterEnd = false;
+  for (let i = 0; i < sql.length; ) {
+    const c = sql[i]!;
+    if (c === '-' && sql[i + 1] === '-') {
+      i = sql.indexOf('\n', i);
+      if (i < 0) break;
+    } else if (c === '/' && sql[i + 1] === '*') {
+      const end = sql.indexOf('*/', i + 2);
+      i = end < 0 ? sql.length : end + 2;
+    } else if (c === "'" || c === '"' || c === '`') {
+      if (afterEnd) return 'only one statement per request';
+      let j = i + 1;
+      while (j < sql.length && sql[j] !== c) j += sql[j] === '\\' ? 2 : 1;
+      if (c !== "'") {
+        // A quoted identifier can name a function too: "file"('x') is file('x').
+        let k = j + 1;
+        while (k < sql.length && /\s/.test(sql[k]!)) k++;
+        const name = sql.slice(i + 1, j);
+        if (sql[k] === '(' && OUTSIDE.test(name)) return `the table function ${name}() reaches outside the store`;
+        words.push('');
+      }
+      i = j + 1;
+    } else if (c === ';') {
+      afterEnd = true;
+      i++;
+    } else if (/[A-Za-z_]/.test(c)) {
+      if (afterEnd) return 'only one statement per request';
+      let j = i + 1;
+      while (j < sql.length && /[A-Za-z0-9_]/.test(sql[j]!)) j++;
+      const word = sql.slice(i, j);
+      let k = j;
+      while (k < sql.length && /\s/.test(sql[k]!)) k++;
+      if (sql[k] === '(' && OUTSIDE.test(word)) return `the table function ${word}() reaches outside the store`;
+      words.push(word.toUpperCase());
+      i = j;
+    } else {
+      if (afterEnd && !/\s/.test(c)) return 'only one statement per request';
+      i++;
+    }
+  }
+  const first = words.find((w) => w !== '');
+  if (first === undefined) return 'no statement';
+  if (!(READ_ONLY_STATEMENTS as readonly string[]).includes(first)) return `${first} is not a read`;
+  for (let i = 0; i + 1 < words.length; i++) if (words[i] === 'INTO' && words[i + 1] === 'OUTFILE') return 'INTO OUTFILE writes a file';
+  return undefined;
+}
+
+async function handle(store: ClickHouseStore, req: IncomingMessage, res: ServerResponse, opts: ServeOptions): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://localhost');
   if (url.pathname === '/ping') {
     res.writeHead(200, { 'Content-Type': 'text/plain; charset=UTF-8' }).end('Ok.\n');
@@ -123,6 +197,16 @@ async function handle(store: ClickHouseStore, req: IncomingMessage, res: ServerR
     // ClickHouse answers a bare GET / like /ping.
     res.writeHead(200, { 'Content-Type': 'text/plain; charset=UTF-8' }).end('Ok.\n');
     return;
+  }
+  if (!opts.allowWrites) {
+    // The body is appended to a URL query (ClickHouse's rule), so both are checked together.
+    const refusal = readOnlyRefusal(data === undefined ? sql : `${sql}\n${data.toString('utf8')}`);
+    if (refusal !== undefined) {
+      throw new HttpError(
+        403,
+        `Code: 164. DB::Exception: this endpoint is read-only (${refusal}): it serves ${READ_ONLY_STATEMENTS.join(', ')}; serveStore(…, { allowWrites: true }) serves writes. (READONLY)`,
+      );
+    }
   }
   const settings: Record<string, string> = {};
   const params: Record<string, string> = {};
@@ -175,22 +259,30 @@ function sendError(res: ServerResponse, err: unknown): void {
   res.end(`${message}\n`);
 }
 
-/** Serves `store` over ClickHouse's HTTP interface on 127.0.0.1. */
+/**
+ * Serves `store` over ClickHouse's HTTP interface, on 127.0.0.1 and read-only unless `opts` say
+ * otherwise.
+ *
+ *   const endpoint = await serveStore(store);                        // SELECTs from this machine
+ *   const admin = await serveStore(store, { allowWrites: true });    // also INSERT, CREATE, DROP…
+ */
 export async function serveStore(store: ClickHouseStore, opts: ServeOptions = {}): Promise<StoreEndpoint> {
   const server = createServer((req, res) => {
-    handle(store, req, res).catch((err: unknown) => sendError(res, err));
+    handle(store, req, res, opts).catch((err: unknown) => sendError(res, err));
   });
   // Keep-alive as ClickHouse does (3 s), so pooled client sockets are not cut mid-request.
   server.keepAliveTimeout = 3000;
   await new Promise<void>((resolveListen, rejectListen) => {
     server.once('error', rejectListen);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => {
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
       server.off('error', rejectListen);
       resolveListen();
     });
   });
-  const { port } = server.address() as AddressInfo;
-  const url = `http://127.0.0.1:${port}`;
+  const { port, address } = server.address() as AddressInfo;
+  // A wildcard address is not one to connect to; loopback reaches it from this machine.
+  const host = address === '0.0.0.0' || address === '::' ? '127.0.0.1' : address.includes(':') ? `[${address}]` : address;
+  const url = `http://${host}:${port}`;
   if (opts.dataDir) writeEndpointFile(opts.dataDir, url);
   let closed: Promise<void> | undefined;
   return {
