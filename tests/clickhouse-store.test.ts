@@ -367,7 +367,7 @@ describe('embedded store: persistence and the HTTP endpoint', () => {
   });
 
   it('serves @clickhouse/client: ping, command, insert, query, errors', async () => {
-    const endpoint = await serveStore(store, { dataDir: embeddedPath });
+    const endpoint = await serveStore(store, { dataDir: embeddedPath, allowWrites: true });
     const client = createClient({ url: endpoint.url, log: { level: ClickHouseLogLevel.OFF } });
     try {
       expect(endpoint.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
@@ -419,7 +419,7 @@ describe('embedded store: persistence and the HTTP endpoint', () => {
   });
 
   it('lets a server-backend store work through the endpoint', async () => {
-    const endpoint = await serveStore(store);
+    const endpoint = await serveStore(store, { allowWrites: true });
     const remote = await openStore({ url: endpoint.url });
     try {
       await migrate(remote); // idempotent against the tables the contract created
