@@ -1,5 +1,10 @@
-import type { PipelineConfig } from '../pipeline/config.ts';
-import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
+import { Instrumentation } from '../contracts/events.ts';
+import { trackReadiness } from '../ops/health.ts';
+import { pipelineMetrics } from '../ops/metrics.ts';
+import { opsHttpSettings, opsRoutes, startOpsServer, type OpsServer } from '../ops/server.ts';
+import { ConfigError, type PipelineConfig } from '../pipeline/config.ts';
+import { startPipeline, type PipelineOptions, type RunningPipeline } from '../pipeline/run.ts';
+import type { ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import type { Connections } from '../streams/connections.ts';
 
 /** Prints what the pipeline has done so far, when it changed, every `everyMs`. */
@@ -14,19 +19,59 @@ export function reportProgress(pipeline: RunningPipeline, everyMs = 2000): () =>
   return () => clearInterval(timer);
 }
 
+/**
+ * The worker's ops server, started before the pipeline so that /healthz answers and /readyz
+ * says 503 through a long start-up (topics, schemas, restore). Its metrics and readiness follow
+ * `events`; the store is pinged once the pipeline has opened it. Undefined when configured off.
+ */
+async function startOps(config: PipelineConfig, events: Instrumentation, store: () => ClickHouseStore | undefined): Promise<OpsServer | undefined> {
+  let http;
+  try {
+    http = opsHttpSettings(config.ops.http);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  if (http === undefined) return undefined;
+  const metrics = pipelineMetrics(events, { labels: { pipeline: config.name } });
+  const readiness = trackReadiness(events, {
+    groupId: `${config.topics.prefix}.${config.name}`,
+    ping: async () => {
+      const s = store();
+      if (s === undefined) throw new Error('not opened yet');
+      await s.query('SELECT 1');
+    },
+  });
+  const server = await startOpsServer({ ...http, routes: opsRoutes({ metrics, readiness }) });
+  // Tests and scripts read the URL from this line (port 0 picks a free port).
+  process.stderr.write(`[flywheel] ${config.name}: ops HTTP server at ${server.url} (/metrics, /healthz, /readyz)\n`);
+  return server;
+}
+
 /** `flywheel run`: one worker until SIGINT/SIGTERM; the embedded store is served to other processes. */
 export async function runCommand(config: PipelineConfig, connections: Connections): Promise<void> {
-  const pipeline = await startPipeline(config, connections, { onStep: (step) => process.stderr.write(`[flywheel] ${config.name}: ${step}\n`) });
+  const events = new Instrumentation();
+  let pipeline: RunningPipeline | undefined;
+  const ops = await startOps(config, events, () => pipeline?.store);
+  // The pipeline emits on our bus (PipelineOptions.events), which the ops server listens to.
+  const options: PipelineOptions & { events?: Instrumentation } = { onStep: (step) => process.stderr.write(`[flywheel] ${config.name}: ${step}\n`), events };
+  try {
+    pipeline = await startPipeline(config, connections, options);
+  } catch (err) {
+    await ops?.close();
+    throw err;
+  }
   const endpoint = await pipeline.serve();
   if (endpoint !== undefined) process.stderr.write(`[flywheel] embedded ClickHouse served at ${endpoint} for \`flywheel sql\`\n`);
   process.stderr.write(`[flywheel] ${config.name}: ${pipeline.catalog.rollouts} → ${pipeline.catalog.accepted}, ${pipeline.catalog.decisions}, ${pipeline.catalog.deadLetter}\n`);
   const stopReporting = reportProgress(pipeline);
-  const shutdown = () => void pipeline.stop();
+  const running = pipeline;
+  const shutdown = () => void running.stop();
   process.once('SIGINT', shutdown);
   process.once('SIGTERM', shutdown);
   try {
     await pipeline.stopped;
   } finally {
     stopReporting();
+    await ops?.close();
   }
 }
