@@ -1,0 +1,182 @@
+// The dashboard in a real browser: Debian's chromium (installed by deploy/debian-packages.sh when
+// missing) driven by playwright-core, which never downloads a browser of its own. A real pipeline
+// curates a small synthetic input; the page is opened while it runs, and once everything is
+// stored the figures it shows must equal what ClickHouse counts.
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { syntheticRollouts } from '../cli/synthetic.ts';
+import { Instrumentation } from '../contracts/events.ts';
+import { mountDashboard } from '../ops/dashboard.ts';
+import { startOpsServer, type OpsServer } from '../ops/server.ts';
+import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
+import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
+import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
+import { produceRollouts } from '../streams/rollout-producer.ts';
+import { registryClient, rolloutSerde } from '../streams/serde.ts';
+import { expectedOutcome } from './helpers/expected.ts';
+import { connections, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
+
+const execFileAsync = promisify(execFile);
+const CHROMIUM = '/usr/bin/chromium';
+const OUTPUT = join(process.cwd(), '.flywheel', 'test-output');
+const serverUrl = process.env.FLYWHEEL_TEST_CLICKHOUSE_URL;
+
+/** The ClickHouse server when the tests have one (its own database), else an embedded store. */
+async function openTestStore(): Promise<{ store: ClickHouseStore; cleanup: () => Promise<void> }> {
+  if (serverUrl) {
+    const database = `dashboard_${Date.now()}`;
+    const store = await openStore({ url: serverUrl, database });
+    return { store, cleanup: async () => (await store.command(`DROP DATABASE IF EXISTS ${database}`), await store.close()) };
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'flywheel-dashboard-'));
+  const store = await openStore({ path: join(dir, 'clickhouse') });
+  return { store, cleanup: async () => (await store.close(), rmSync(dir, { recursive: true, force: true })) };
+}
+
+describe('dashboard in headless Chromium', () => {
+  const prefix = uniquePrefix('dashboard');
+  const data = syntheticRollouts({ groups: 40, runId: prefix, garbage: 3 });
+  const expected = expectedOutcome(data);
+  const kafka = testKafka('dashboard');
+  let store: ClickHouseStore;
+  let cleanup: () => Promise<void>;
+  let pipeline: RunningPipeline;
+  let server: OpsServer;
+  let browser: Browser;
+  let page: Page;
+  const snapshotsSeen = new Set<string>();
+
+  beforeAll(async () => {
+    // Cached: a no-op once chromium is installed (~30 s cold on CI, as root).
+    if (!existsSync(CHROMIUM)) await execFileAsync('bash', ['deploy/debian-packages.sh', 'chromium']);
+    ({ store, cleanup } = await openTestStore());
+    const config = withOverrides(loadConfig(EXAMPLE_CONFIG), { name: 'dashboard', run: prefix, topics: { prefix, partitions: 3 } });
+    // The worker's bus, as `flywheel run` passes it.
+    const events = new Instrumentation();
+    pipeline = await startPipeline(config, connections, { store, events });
+    // As `flywheel run` does it: the ops server runs first, the dashboard joins once the store is open.
+    server = await startOpsServer({ host: '127.0.0.1', port: 0 });
+    mountDashboard(server, { store, run: prefix, events, refreshMs: 500, pollMs: 500 });
+    // No sandbox: CI runs as root, where chromium refuses to start with one.
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+    page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    page.on('console', (m) => void (m.type() === 'error' && console.error(`page: ${m.text()}`)));
+    // Open the page first, then produce: it is live while the run goes on.
+    await page.goto(server.url);
+    await page.waitForFunction(() => document.body.dataset.updated !== undefined);
+    snapshotsSeen.add((await page.getAttribute('body', 'data-updated'))!);
+    const serde = await rolloutSerde(registryClient(connections.schemaRegistryUrl), pipeline.catalog.rollouts);
+    await produceRollouts(kafka, serde, data.rollouts, { raw: data.garbage });
+  }, 600_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+    await pipeline?.stop();
+    await cleanup?.();
+  });
+
+  it('shows the counts ClickHouse holds, updating live', async () => {
+    const counts = async () => {
+      const [samples] = await store.query<{ decided: number; accepted: number; rejected: number }>(
+        `SELECT count() AS decided, countIf(decision = 'accepted') AS accepted, countIf(decision = 'rejected') AS rejected FROM samples WHERE pipeline_run = {run:String}`,
+        { run: prefix },
+      );
+      const [dead] = await store.query<{ n: number }>(`SELECT count() AS n FROM dead_letters WHERE pipeline_run = {run:String}`, { run: prefix });
+      return { ...samples!, dead: dead!.n };
+    };
+    let truth = await counts();
+    await waitUntil(
+      async () => ((truth = await counts()), truth.decided >= expected.decided && truth.dead >= expected.dead),
+      () => `ClickHouse to hold every decision and dead letter (${JSON.stringify(truth)})`,
+    );
+    const reasons = await store.query<{ reason: string; n: number }>(
+      `SELECT reason, count() AS n FROM samples WHERE pipeline_run = {run:String} AND decision = 'rejected' GROUP BY reason ORDER BY reason`,
+      { run: prefix },
+    );
+    const stages = await store.query<{ stage: string; n: number }>(
+      `SELECT stage, count() AS n FROM dead_letters WHERE pipeline_run = {run:String} GROUP BY stage ORDER BY stage`,
+      { run: prefix },
+    );
+    // The run is the expected one, so the comparison below is not between two empty pages.
+    expect(truth).toEqual({ decided: expected.decided, accepted: expected.accepted.size, rejected: expected.decided - expected.accepted.size, dead: expected.dead });
+
+    // The page polls; wait for a snapshot with everything stored.
+    await page.waitForFunction(
+      ([decided, deadLetters]) =>
+        document.getElementById('decided')?.dataset.value === String(decided) && document.getElementById('dead-letters')?.dataset.value === String(deadLetters),
+      [truth.decided, truth.dead],
+      { timeout: 60_000, polling: 200 },
+    );
+    snapshotsSeen.add((await page.getAttribute('body', 'data-updated'))!);
+    const shown = await page.evaluate(() => {
+      const figure = (id: string) => {
+        const el = document.getElementById(id)!;
+        return { value: el.dataset.value, text: el.textContent };
+      };
+      const table = (id: string, key: string) =>
+        [...document.querySelectorAll<HTMLTableRowElement>(`#${id} tbody tr`)].map((tr) => ({ key: tr.dataset[key], count: Number(tr.dataset.count), text: tr.textContent }));
+      return {
+        run: document.getElementById('run')!.textContent,
+        decided: figure('decided'),
+        accepted: figure('accepted'),
+        rejected: figure('rejected'),
+        deadLetters: figure('dead-letters'),
+        acceptRate: figure('accept-rate'),
+        reasons: table('rejected-by-reason', 'reason'),
+        stages: table('dead-letters-by-stage', 'stage'),
+      };
+    });
+    const asText = (n: number) => n.toLocaleString('en-US');
+    expect(shown.run).toBe(prefix);
+    expect(shown.decided).toEqual({ value: String(truth.decided), text: asText(truth.decided) });
+    expect(shown.accepted).toEqual({ value: String(truth.accepted), text: asText(truth.accepted) });
+    expect(shown.rejected).toEqual({ value: String(truth.rejected), text: asText(truth.rejected) });
+    expect(shown.deadLetters).toEqual({ value: String(truth.dead), text: asText(truth.dead) });
+    expect(Number(shown.acceptRate.value)).toBeCloseTo(truth.accepted / truth.decided, 12);
+    expect(shown.reasons.map((r) => ({ reason: r.key, n: r.count })).sort((a, b) => a.reason!.localeCompare(b.reason!))).toEqual(reasons);
+    for (const r of shown.reasons) expect(r.text).toBe(`${r.key}${asText(r.count)}`);
+    expect(shown.stages.map((s) => ({ stage: s.key, n: s.count })).sort((a, b) => a.stage!.localeCompare(b.stage!))).toEqual(stages);
+    // Opened before the input was produced, the page has since shown later snapshots, and its
+    // live curve saw records arrive.
+    expect(snapshotsSeen.size).toBeGreaterThan(1);
+    const throughput = await page.evaluate(() => {
+      const canvas = document.getElementById('chart-throughput') as HTMLCanvasElement;
+      const chart = (window as unknown as { Chart: { getChart(c: HTMLCanvasElement): { data: { datasets: { label: string; data: (number | null)[] }[] } } | undefined } }).Chart.getChart(canvas);
+      return chart!.data.datasets.map((d) => ({ label: d.label, max: Math.max(0, ...d.data.map((v) => v ?? 0)) }));
+    });
+    expect(throughput.find((d) => d.label === 'stored / s')!.max).toBeGreaterThan(0);
+  });
+
+  it('draws its charts with Chart.js and saves a screenshot', async () => {
+    await page.waitForFunction(() => document.querySelector('#chart-hourly')?.parentElement?.dataset.empty === 'false');
+    const charts = await page.evaluate(() =>
+      ['chart-hourly', 'chart-reasons', 'chart-scores', 'chart-models'].map((id) => {
+        const canvas = document.getElementById(id) as HTMLCanvasElement;
+        const { width, height } = canvas.getBoundingClientRect();
+        const pixels = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height).data;
+        let painted = 0;
+        for (let i = 3; i < pixels.length; i += 4) if (pixels[i]! > 0) painted += 1;
+        // Chart.js keeps the instance it drew on the canvas.
+        const chart = (window as unknown as { Chart: { getChart(c: HTMLCanvasElement): { data: { datasets: { data: unknown[] }[] } } | undefined } }).Chart.getChart(canvas);
+        return { id, width, height, painted, points: chart?.data.datasets.reduce((a, d) => a + d.data.length, 0) ?? -1 };
+      }),
+    );
+    for (const c of charts) {
+      expect(c.width, c.id).toBeGreaterThan(100);
+      expect(c.height, c.id).toBeGreaterThan(100);
+      expect(c.points, c.id).toBeGreaterThan(0);
+      expect(c.painted, c.id).toBeGreaterThan(1000);
+    }
+    mkdirSync(OUTPUT, { recursive: true });
+    const file = join(OUTPUT, 'dashboard.png');
+    const png = await page.screenshot({ path: file, fullPage: true });
+    expect(png.subarray(1, 4).toString()).toBe('PNG');
+    expect(existsSync(file)).toBe(true);
+  });
+});
