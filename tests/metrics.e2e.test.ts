@@ -4,6 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { syntheticRollouts } from '../cli/synthetic.ts';
+import { Instrumentation } from '../contracts/events.ts';
+import { trackReadiness } from '../ops/health.ts';
+import { pipelineMetrics } from '../ops/metrics.ts';
+import { opsHttpSettings, opsRoutes, startOpsServer } from '../ops/server.ts';
 import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
@@ -203,5 +207,108 @@ describe.skipIf(!serverUrl)('a worker serves Prometheus metrics and health probe
     // Every series carries the pipeline's name; no label carries a URL or a credential.
     expect(samples.every((s) => s.labels.pipeline === config.name)).toBe(true);
     expect(samples.filter((s) => Object.values(s.labels).some((v) => /:\/\/|password/i.test(v)))).toEqual([]);
+  });
+});
+
+describe('the ops server itself', () => {
+  it('routes exact paths before the longest prefix, answers 404 naming the routes, 405 to writes, 500 to a failing route', async () => {
+    const server = await startOpsServer({
+      host: '127.0.0.1',
+      port: 0,
+      routes: {
+        ...opsRoutes({}),
+        '/': (_req, res) => void res.end('root'),
+        '/api/*': (_req, res, url) => void res.end(`api ${url.pathname}`),
+        '/api/deep/*': (_req, res, url) => void res.end(`deep ${url.searchParams.get('q')}`),
+        '/fails': () => Promise.reject(new Error('broken route')),
+      },
+    });
+    try {
+      const get = async (path: string, init?: RequestInit) => {
+        const res = await fetch(new URL(path, server.url), init);
+        return [res.status, await res.text()] as const;
+      };
+      expect(await get('/')).toEqual([200, 'root']);
+      expect(await get('/api/x')).toEqual([200, 'api /api/x']);
+      expect(await get('/api')).toEqual([200, 'api /api']);
+      expect(await get('/api/deep/y?q=1')).toEqual([200, 'deep 1']);
+      const [status, body] = await get('/nothing');
+      expect(status).toBe(404);
+      expect(JSON.parse(body).routes).toContain('/healthz');
+      expect((await get('/healthz', { method: 'POST' }))[0]).toBe(405);
+      expect(await get('/fails')).toEqual([500, JSON.stringify({ error: 'broken route' })]);
+      const off = server.route('/late', (_req, res) => void res.end('late'));
+      expect(await get('/late')).toEqual([200, 'late']);
+      off();
+      expect((await get('/late'))[0]).toBe(404);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses a port in use with an error naming the address and the settings', async () => {
+    const first = await startOpsServer({ host: '127.0.0.1', port: 0 });
+    try {
+      await expect(startOpsServer({ host: '127.0.0.1', port: first.port })).rejects.toThrow(`cannot listen on 127.0.0.1:${first.port} (EADDRINUSE); set ops.http.port or FLYWHEEL_HTTP_PORT`);
+    } finally {
+      await first.close();
+    }
+  });
+
+  it('takes FLYWHEEL_HTTP_HOST / FLYWHEEL_HTTP_PORT over the config; "off" or port null runs none', () => {
+    const config = { host: '127.0.0.1', port: 9464 };
+    expect(opsHttpSettings(config, {})).toEqual(config);
+    expect(opsHttpSettings(config, { FLYWHEEL_HTTP_HOST: '0.0.0.0', FLYWHEEL_HTTP_PORT: '0' })).toEqual({ host: '0.0.0.0', port: 0 });
+    expect(opsHttpSettings(config, { FLYWHEEL_HTTP_PORT: 'off' })).toBeUndefined();
+    expect(opsHttpSettings({ host: '127.0.0.1', port: null }, {})).toBeUndefined();
+    expect(() => opsHttpSettings(config, { FLYWHEEL_HTTP_PORT: '70000' })).toThrow('FLYWHEEL_HTTP_PORT=70000 is not a port');
+    expect(loadConfig(EXAMPLE_CONFIG).ops.http).toEqual({ host: '127.0.0.1', port: 9464 });
+  });
+});
+
+// The mapping from events to series, for the events a short run does not make (swaps, lost
+// partitions). The run above checks the same families against a real worker's events.
+describe('metrics and readiness from instrumentation events', () => {
+  it('keeps one model version per operator, counts swaps and refusals, drops the series of partitions lost in a rebalance', async () => {
+    const events = new Instrumentation();
+    const metrics = pipelineMetrics(events, { defaultMetrics: false });
+    const tp = (partition: number) => ({ topic: 'in', partition });
+    events.emit('model.swap', { operator: 'onnx-score', from: null, to: 'v1' });
+    events.emit('model.swap', { operator: 'onnx-score', from: 'v1', to: 'v2' });
+    events.emit('model.swap', { operator: 'onnx-score', from: 'v2', to: 'v3', refused: 'layout differs' });
+    events.emit('group.rebalance', { groupId: 'g', memberId: 'm', generationId: 1, partitions: [tp(0), tp(1)] });
+    for (const p of [0, 1]) {
+      events.emit('consumer.lag', { ...tp(p), groupId: 'g', lag: 5 });
+      events.emit('state.size', { ...tp(p), store: 'exact-dedupe', entries: 3, bytes: 300 });
+    }
+    events.emit('group.rebalance', { groupId: 'g', memberId: 'm', generationId: 2, partitions: [tp(1)] });
+    const { samples } = parseExposition(await metrics.scrape());
+    const pick = (name: string) => samples.filter((s) => s.name === name).map((s) => ({ ...s.labels, value: s.value }));
+    expect(pick('flywheel_model_info')).toEqual([{ operator: 'onnx-score', version: 'v2', value: 1 }]);
+    expect(pick('flywheel_model_swaps_total')).toEqual([
+      { operator: 'onnx-score', outcome: 'swapped', value: 1 },
+      { operator: 'onnx-score', outcome: 'refused', value: 1 },
+    ]);
+    expect(pick('kafka_consumergroup_lag')).toEqual([{ group: 'g', topic: 'in', partition: '1', value: 5 }]);
+    expect(pick('flywheel_state_store_entries')).toEqual([{ store: 'exact-dedupe', topic: 'in', partition: '1', value: 3 }]);
+    expect(pick('flywheel_rebalances_total')).toEqual([{ group: 'g', value: 2 }]);
+    metrics.detach();
+  });
+
+  it('is ready once partitions are assigned, none is restoring and the store answers', async () => {
+    const events = new Instrumentation();
+    let storeUp = false;
+    const readiness = trackReadiness(events, { groupId: 'g', ping: async () => (storeUp ? 1 : Promise.reject(new Error('connect ECONNREFUSED http://user:secret@host'))) });
+    expect((await readiness.check()).missing).toEqual(['no partitions assigned yet', 'ClickHouse store unreachable: connect ECONNREFUSED http://***@host']);
+    events.emit('group.rebalance', { groupId: 'other', memberId: 'm', generationId: 1, partitions: [{ topic: 'in', partition: 0 }] });
+    events.emit('group.rebalance', { groupId: 'g', memberId: 'm', generationId: 1, partitions: [{ topic: 'in', partition: 0 }, { topic: 'in', partition: 1 }] });
+    events.emit('state.restoring', { topic: 'in', partition: 1, stores: 1 });
+    storeUp = true;
+    expect(await readiness.check()).toMatchObject({ ready: false, missing: ['state of in:1 still restoring'], partitions: { ok: true, assigned: ['in:0', 'in:1'] } });
+    events.emit('state.restored', { topic: 'in', partition: 1, stores: 1, records: 10, durationMs: 5 });
+    expect(await readiness.check()).toMatchObject({ ready: true, missing: [], state: { restored: ['in:1'] } });
+    events.emit('group.rebalance', { groupId: 'g', memberId: 'm', generationId: 2, partitions: [] });
+    expect((await readiness.check()).missing).toEqual(['the consumer group assigned this worker no partitions']);
+    readiness.detach();
   });
 });
