@@ -3,7 +3,7 @@ import { trackReadiness } from '../ops/health.ts';
 import { pipelineMetrics } from '../ops/metrics.ts';
 import { opsHttpSettings, opsRoutes, startOpsServer, type OpsServer } from '../ops/server.ts';
 import { ConfigError, type PipelineConfig } from '../pipeline/config.ts';
-import { startPipeline, type PipelineOptions, type RunningPipeline } from '../pipeline/run.ts';
+import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
 import type { ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import type { Connections } from '../streams/connections.ts';
 
@@ -52,10 +52,9 @@ export async function runCommand(config: PipelineConfig, connections: Connection
   const events = new Instrumentation();
   let pipeline: RunningPipeline | undefined;
   const ops = await startOps(config, events, () => pipeline?.store);
-  // The pipeline emits on our bus (PipelineOptions.events), which the ops server listens to.
-  const options: PipelineOptions & { events?: Instrumentation } = { onStep: (step) => process.stderr.write(`[flywheel] ${config.name}: ${step}\n`), events };
   try {
-    pipeline = await startPipeline(config, connections, options);
+    // The pipeline emits on our bus, which the ops server already listens to.
+    pipeline = await startPipeline(config, connections, { onStep: (step) => process.stderr.write(`[flywheel] ${config.name}: ${step}\n`), events });
   } catch (err) {
     await ops?.close();
     throw err;
