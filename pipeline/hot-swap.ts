@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import type { Instrumentation } from '../contracts/events.ts';
 import type { ErrorMemory } from '../lib/error-memory.ts';
+import { log } from '../lib/log.ts';
 import { featureSize } from '../contracts/features.ts';
 import { OnnxScoringModel } from './onnx-models.ts';
 import type { ModelUpdate } from '../contracts/records.ts';
@@ -27,15 +29,24 @@ export type ModelUpdateOutcome =
  * not take the layout's vectors) changes nothing: the current models keep scoring and the
  * memory keeps its errors. Swapping in a model of the wrong width would instead fail every
  * later batch, and retry it, forever. Either way the outcome is returned and reported
- * (`reportModelUpdate`).
+ * (`reportModelUpdate`), and with `options.events` each operator that was to change gets a
+ * `model.swap` event (`refused` set to the reason when nothing changed).
  *
- *   await hotSwap({ model: 'scorer', version: 'v2', artifact: '/m/v2.onnx', checksum, metrics: {}, at }, config, files, memory)
+ *   await hotSwap({ model: 'scorer', version: 'v2', artifact: '/m/v2.onnx', checksum, metrics: {}, at }, config, files, memory, { events })
  *   // → { kind: 'swapped', … } or { kind: 'kept', reason: 'model v2 takes 3 features, the layout has 262', … }
  */
-export async function hotSwap(update: ModelUpdate, config: PipelineConfig, files: OperatorFiles, memory: ErrorMemory): Promise<ModelUpdateOutcome | null> {
+export async function hotSwap(
+  update: ModelUpdate,
+  config: PipelineConfig,
+  files: OperatorFiles,
+  memory: ErrorMemory,
+  options: { events?: Instrumentation } = {},
+): Promise<ModelUpdateOutcome | null> {
   const targets = config.operators.flatMap((op, i) => (op.type === 'onnx-score' && op.model.name === update.model ? [{ op, holder: files.models.get(i)! }] : []));
   if (targets.length === 0) return null;
   const pending = targets.filter(({ holder }) => holder.current().version !== update.version);
+  // Before the swap: the versions each operator goes from.
+  const before = pending.map(({ op, holder }) => ({ operator: op.name, from: holder.current().version ?? null }));
   const loaded: Array<{ holder: (typeof targets)[number]['holder']; next: OnnxScoringModel }> = [];
   let outcome: ModelUpdateOutcome;
   try {
@@ -59,6 +70,12 @@ export async function hotSwap(update: ModelUpdate, config: PipelineConfig, files
     outcome = { kind: 'kept', model: update.model, version: update.version, current: targets.map(({ holder }) => holder.current().version), reason: (err as Error).message };
   }
   reportModelUpdate(outcome);
+  const { events } = options;
+  if (events?.has('model.swap')) {
+    for (const { operator, from } of before) {
+      events.emit('model.swap', { operator, from, to: update.version, ...(outcome.kind === 'kept' ? { refused: outcome.reason } : {}) });
+    }
+  }
   return outcome;
 }
 
@@ -66,8 +83,9 @@ type Listener = (outcome: ModelUpdateOutcome) => void;
 const listeners = new Set<Listener>();
 
 /**
- * Calls `listener` with the outcome of every model announcement from now on; returns the
- * unsubscribe function. Tests wait on it; instrumentation events belong here too.
+ * Calls `listener` with the outcome of every model announcement from now on, in every pipeline of
+ * the process; returns the unsubscribe function. A pipeline's own `model.swap` events
+ * (contracts/events.ts) say the same per operator.
  */
 export function onModelUpdate(listener: Listener): () => void {
   listeners.add(listener);
@@ -75,20 +93,17 @@ export function onModelUpdate(listener: Listener): () => void {
 }
 
 /**
- * The one place an announcement's outcome is reported: a log line on stderr, then the
- * `onModelUpdate` listeners.
+ * The one place an announcement's outcome is reported: a log line, then the `onModelUpdate`
+ * listeners.
  */
 export function reportModelUpdate(outcome: ModelUpdateOutcome): void {
-  process.stderr.write(
-    outcome.kind === 'swapped'
-      ? `[flywheel] scoring with ${outcome.model} ${outcome.version} from now on\n`
-      : `[flywheel] model update ${outcome.model} ${outcome.version} not applied, still scoring with ${outcome.current.join(', ')}: ${outcome.reason}\n`,
-  );
+  if (outcome.kind === 'swapped') log.info(`scoring with ${outcome.model} ${outcome.version} from now on`);
+  else log.warn(`model update ${outcome.model} ${outcome.version} not applied, still scoring with ${outcome.current.join(', ')}: ${outcome.reason}`);
   for (const listener of listeners) {
     try {
       listener(outcome);
     } catch (err) {
-      process.stderr.write(`[flywheel] a model-update listener failed: ${(err as Error).message}\n`);
+      log.error(`a model-update listener failed: ${(err as Error).message}`);
     }
   }
 }

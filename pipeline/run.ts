@@ -137,7 +137,7 @@ export async function startTopology(topology: Topology, connections: Connections
     }
     versions.announce({ model: update.model, version: update.version, announcedAt: update.at });
     latest.set(update.model, update);
-    if (files !== undefined) await hotSwap(update, config, files, errorMemory);
+    if (files !== undefined) await hotSwap(update, config, files, errorMemory, { events });
   });
   const errorsFeed = errorFeed(kafka, catalog.scorerErrors, errorMemory);
   const globalNearDedupe = config.operators.find((o) => o.type === 'near-dedupe' && o.scope === 'global');
@@ -190,13 +190,15 @@ export async function startTopology(topology: Topology, connections: Connections
       // One registry round trip at most per batch (new writer ids only), then a synchronous decode.
       const envelopes: Envelope[] = input.kind === 'tick' ? [{ kind: 'tick', now: input.now }] : await decodeRollouts(input.messages, input.topic, partition.partition, rollouts);
       const { envelopes: curated, messages: indexed } = takeSignatures(await lastValueFrom(from(envelopes).pipe(partition.local, toArray())));
-      const outputs = encodeOutputs(curated, partition.partition, { decisions, accepted, deadLetter: catalog.deadLetter, rolloutFingerprint: rollouts.fingerprint, side: { control: catalog.control, weaknesses: catalog.weaknesses, preferencePairs: catalog.preferencePairs } }, context);
+      const report = { events, topic: input.kind === 'records' ? input.topic : inputTopic, afterCommit: partition.afterCommit };
+      const outputs = encodeOutputs(curated, partition.partition, { decisions, accepted, deadLetter: catalog.deadLetter, rolloutFingerprint: rollouts.fingerprint, side: { control: catalog.control, weaknesses: catalog.weaknesses, preferencePairs: catalog.preferencePairs } }, context, report);
       if (compensated !== undefined) outputs.push({ topic: scoredTopic, messages: scoredMessages(curated, compensated.score, config.features) });
       if (signatures !== undefined) outputs.push({ topic: signatureTopic, messages: indexed });
       return outputs.filter((t) => t.messages.length > 0);
     },
     onCommit: ({ records }) => (progress.processed += records),
-    onAssigned: (partitions) => process.stderr.write(`[flywheel] ${config.name}: partitions [${partitions.join(', ')}] of ${inputTopic}\n`),
+    // batch.*, group.rebalance (the CLI prints the assignment: cli/progress.ts), consumer.lag, state.*, dead-letter.
+    events,
     // A record whose batch fails by itself (not a service's fault) is dead-lettered, not retried.
     deadLetter: (message, topic, partition, error) => ({
       topic: catalog.deadLetter,
@@ -210,9 +212,10 @@ export async function startTopology(topology: Topology, connections: Connections
     decisions,
     deadLetterTopic: catalog.deadLetter,
     trainerProgressTopic: catalog.trainerProgress,
-    onInsert: ({ table, rows }) => {
-      if (table === 'samples' || table === 'dead_letters') progress.stored[table] += rows;
-    },
+    events,
+  });
+  events.on('sink.insert', ({ payload: { table, rows, ok } }) => {
+    if (ok && (table === 'samples' || table === 'dead_letters')) progress.stored[table] += rows;
   });
 
   const joiner =

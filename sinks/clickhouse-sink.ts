@@ -1,6 +1,9 @@
 import type { Admin, Consumer, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
+import { Instrumentation } from '../contracts/events.ts';
+import { logger } from '../lib/log.ts';
 import type { Decision } from '../contracts/records.ts';
 import type { TopicSerde } from '../streams/serde.ts';
+import { FlywheelError, RecordError } from '../streams/errors.ts';
 import { kafkaBatches, type SourceBatch } from '../streams/source.ts';
 import { sinkHighWater } from './clickhouse/schema.ts';
 import { TRAINER_PROGRESS_TABLE } from '../contracts/trainer-progress.ts';
@@ -18,9 +21,13 @@ export interface ClickHouseSinkOptions {
   deadLetterTopic: string;
   /** Trainers' progress reports (JSON TrainerProgressRow), stored in `trainer_progress`. */
   trainerProgressTopic: string;
-  /** Called after rows are stored, with how many. */
-  onInsert?: (info: { table: string; rows: number }) => void;
-  /** Called before each retry of a failed INSERT (also logged on stderr). */
+  /**
+   * Instrumentation (contracts/events.ts): `sink.insert` after each block stored (`ok: true`,
+   * `durationMs` including retries) and after each failed attempt (`ok: false`); `dead-letter`
+   * (stage `clickhouse-sink`) for a record whose row ClickHouse rejects.
+   */
+  events?: Instrumentation;
+  /** Called before each retry of a failed INSERT (also logged, lib/log.ts). */
   onRetry?: (info: { table: string; range: string; attempt: number; error: Error }) => void;
   /** Called for each record dead-lettered because ClickHouse rejects its row. */
   onDeadLetter?: (info: { topic: string; partition: number; offset: string; reason: string }) => void;
@@ -34,6 +41,8 @@ export interface ClickHouseSinkOptions {
   retry?: { initialMs: number; maxMs: number };
 }
 
+const log = logger();
+
 /** Bytes per partition fetch, so one range (one INSERT) holds up to about this much of a partition. */
 export const SINK_FETCH_BYTES = 8 * 1024 * 1024;
 
@@ -43,9 +52,12 @@ export const SINK_CONCURRENCY = 3;
 /** Metadata of an intent commit: the last offset of the range about to be inserted. */
 const INTENT = 'flywheel-sink-range:';
 
-/** This member no longer owns the partition (rebalanced, or its session expired): stop, rejoin. */
-class FencedError extends Error {
+/** This member no longer owns the partition (rebalanced, or its session expired): stop, rejoin. Retriable: the partition's next owner goes on. */
+class FencedError extends FlywheelError {
   override readonly name = 'FencedError';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, { retriable: true, cause: options.cause });
+  }
 }
 
 /** A range of one partition, inserted as one block: every record in [from, to], in order. */
@@ -75,8 +87,8 @@ export function isRowError(err: unknown): boolean {
   return err instanceof RowError;
 }
 
-/** A record that cannot become a row (does not decode, non-finite numbers). */
-class RowError extends Error {
+/** A record that cannot become a row (does not decode, non-finite numbers): the record's fault. */
+class RowError extends RecordError {
   override readonly name = 'RowError';
 }
 
@@ -120,10 +132,12 @@ export class ClickHouseSink {
   resent = 0;
   /** Ranges an earlier owner announced and had stored already (nothing re-sent). */
   announcedStored = 0;
+  private readonly events: Instrumentation;
 
   constructor(private readonly options: ClickHouseSinkOptions) {
     const sessionTimeout = options.sessionTimeoutMs ?? 30_000;
     this.insertTimeoutMs = options.insertTimeoutMs ?? 10_000;
+    this.events = options.events ?? new Instrumentation();
     this.sessionTimeoutMs = sessionTimeout;
     if (this.insertTimeoutMs * 2 > sessionTimeout) {
       throw new Error(`ClickHouse sink: insertTimeoutMs (${this.insertTimeoutMs}) must be at most half the session timeout (${sessionTimeout})`);
@@ -216,7 +230,7 @@ export class ClickHouseSink {
         this.announcedStored += 1;
       } else {
         if (hw >= pending.from) {
-          process.stderr.write(`[flywheel] ClickHouse sink: ${key} announced [${pending.from}, ${pending.to}] but ${hw} is stored; sending the rest\n`);
+          log.info(`ClickHouse sink: ${key} announced [${pending.from}, ${pending.to}] but ${hw} is stored; sending the rest`);
         }
         this.resent += 1;
         await this.insertRange(source, table, generation, { ...pending, messages: pending.messages.filter((m) => BigInt(m.offset) > hw) }, true);
@@ -255,19 +269,26 @@ export class ClickHouseSink {
       if (!isRowError(err)) throw err;
       return this.isolate(source, table, generation, range, err as Error);
     }
+    const started = performance.now();
     try {
-      await this.withRetry(table, label, source, () =>
-        this.options.store.insertFormatted(table, table === 'samples' ? SAMPLE_COLUMNS : DEAD_LETTER_COLUMNS, table === 'samples' ? 'TabSeparated' : 'JSONEachRow', body, {
-          dedupToken: label,
-          timeoutMs: this.insertTimeoutMs,
-        }),
+      await this.withRetry(
+        table,
+        label,
+        source,
+        () =>
+          this.options.store.insertFormatted(table, table === 'samples' ? SAMPLE_COLUMNS : DEAD_LETTER_COLUMNS, table === 'samples' ? 'TabSeparated' : 'JSONEachRow', body, {
+            dedupToken: label,
+            timeoutMs: this.insertTimeoutMs,
+          }),
+        this.insertTimeoutMs,
+        range.messages.length,
       );
     } catch (err) {
       if (!isRowError(err)) throw err;
       return this.isolate(source, table, generation, range, err as Error);
     }
     (await this.storedOffsets(table, topic)).set(partition, Number(range.to));
-    this.options.onInsert?.({ table, rows: range.messages.length });
+    this.inserted(table, range.messages.length, started);
   }
 
   /**
@@ -283,7 +304,7 @@ export class ClickHouseSink {
     }
     const m = range.messages[0]!;
     const reason = `ClickHouse rejects the row: ${err.message}`.slice(0, 2000);
-    process.stderr.write(`[flywheel] ClickHouse sink: dead-lettering ${topic}[${partition}]@${m.offset}: ${reason}\n`);
+    log.warn(`ClickHouse sink: dead-lettering ${topic}[${partition}]@${m.offset}: ${reason}`);
     const row = JSON.stringify({
       pipeline_run: header(m.headers, DLQ_HEADERS.run),
       source_topic: topic,
@@ -297,11 +318,19 @@ export class ClickHouseSink {
       sink_offset: Number(m.offset),
       inserted_at: seconds(Number(m.timestamp)),
     });
-    await this.withRetry('dead_letters', `${topic}:${partition}:${m.offset}`, source, () =>
-      this.options.store.insertFormatted('dead_letters', DEAD_LETTER_COLUMNS, 'JSONEachRow', `${row}\n`, { dedupToken: `dead:${topic}:${partition}:${m.offset}`, timeoutMs: this.insertTimeoutMs }),
+    const started = performance.now();
+    await this.withRetry(
+      'dead_letters',
+      `${topic}:${partition}:${m.offset}`,
+      source,
+      () => this.options.store.insertFormatted('dead_letters', DEAD_LETTER_COLUMNS, 'JSONEachRow', `${row}\n`, { dedupToken: `dead:${topic}:${partition}:${m.offset}`, timeoutMs: this.insertTimeoutMs }),
+      this.insertTimeoutMs,
+      1,
     );
     (await this.storedOffsets(table, topic)).set(partition, Number(m.offset));
+    this.inserted('dead_letters', 1, started);
     this.options.onDeadLetter?.({ topic, partition, offset: m.offset, reason });
+    if (this.events.has('dead-letter')) this.events.emit('dead-letter', { topic, partition, offset: m.offset, stage: 'clickhouse-sink', reason });
   }
 
   /** Commits offset `from` with metadata `to`: fails when this member no longer owns the partition. */
@@ -322,16 +351,23 @@ export class ClickHouseSink {
     }
   }
 
+  /** A block of `rows` rows stored in `table`, `started` (performance.now()) before its first attempt. */
+  private inserted(table: string, rows: number, started: number): void {
+    if (this.events.has('sink.insert')) this.events.emit('sink.insert', { table, rows, durationMs: performance.now() - started, ok: true });
+  }
+
   /**
    * Runs `attempt` until it succeeds, a row error (thrown), or the partition is lost (FencedError).
    * Heartbeats go on meanwhile, so a slow store does not cost the group membership; a failed
-   * heartbeat (rebalance) ends the loop: another sink re-sends the announced range.
+   * heartbeat (rebalance) ends the loop: another sink re-sends the announced range. With `rows`
+   * (an INSERT of that many rows) each failed attempt is a `sink.insert` event with `ok: false`.
    */
-  private async withRetry<T>(table: string, what: string, source: SourceBatch, attempt: () => Promise<T>, timeoutMs = this.insertTimeoutMs): Promise<T> {
+  private async withRetry<T>(table: string, what: string, source: SourceBatch, attempt: () => Promise<T>, timeoutMs = this.insertTimeoutMs, rows?: number): Promise<T> {
     let delay = this.retry.initialMs;
     for (let n = 1; ; n += 1) {
       const beat = setInterval(() => void source.heartbeat().catch(() => undefined), 1000);
       let timer: NodeJS.Timeout | undefined;
+      const started = performance.now();
       try {
         // Queries take no abort signal: a read that hangs (frozen server) is given up on here.
         const timeout = new Promise<never>((_, reject) => {
@@ -339,11 +375,12 @@ export class ClickHouseSink {
         });
         return await Promise.race([attempt(), timeout]);
       } catch (err) {
+        if (rows !== undefined && this.events.has('sink.insert')) this.events.emit('sink.insert', { table, rows, durationMs: performance.now() - started, ok: false });
         if (isRowError(err) || err instanceof FencedError) throw err;
         if (this.stopping) throw new FencedError('stopping', { cause: err });
         this.retries += 1;
         const error = err as Error;
-        process.stderr.write(`[flywheel] ClickHouse sink: ${table} ${what}: store unavailable (attempt ${n}, retries so far ${this.retries}), retrying in ${delay} ms: ${error.message}\n`);
+        log.warn(`ClickHouse sink: ${table} ${what}: store unavailable (attempt ${n}, retries so far ${this.retries}), retrying in ${delay} ms: ${error.message}`);
         this.options.onRetry?.({ table, range: what, attempt: n, error });
       } finally {
         clearInterval(beat);
@@ -392,16 +429,17 @@ export class ClickHouseSink {
         const row = JSON.parse(m.value!.toString()) as Record<string, unknown>;
         rows.push({ ...row, at: new Date(Number(row.at ?? Date.now())) });
       } catch (err) {
-        process.stderr.write(`[flywheel] skipping a trainer progress report at ${topic}[${partition}]@${m.offset}: ${(err as Error).message}\n`);
+        log.warn(`skipping a trainer progress report at ${topic}[${partition}]@${m.offset}: ${(err as Error).message}`);
       }
     }
     if (rows.length > 0) {
+      const started = performance.now();
       try {
-        await this.withRetry(TRAINER_PROGRESS_TABLE, `${topic}:${partition}`, source, () => this.options.store.insert(TRAINER_PROGRESS_TABLE, rows, { timeoutMs: this.insertTimeoutMs }));
-        this.options.onInsert?.({ table: TRAINER_PROGRESS_TABLE, rows: rows.length });
+        await this.withRetry(TRAINER_PROGRESS_TABLE, `${topic}:${partition}`, source, () => this.options.store.insert(TRAINER_PROGRESS_TABLE, rows, { timeoutMs: this.insertTimeoutMs }), this.insertTimeoutMs, rows.length);
+        this.inserted(TRAINER_PROGRESS_TABLE, rows.length, started);
       } catch (err) {
         if (!isRowError(err)) throw err;
-        process.stderr.write(`[flywheel] skipping trainer progress reports at ${topic}[${partition}]: ${(err as Error).message}\n`);
+        log.warn(`skipping trainer progress reports at ${topic}[${partition}]: ${(err as Error).message}`);
       }
     }
     const last = messages[messages.length - 1];

@@ -1,4 +1,5 @@
 import type { Message, TopicMessages } from 'kafkajs';
+import type { Instrumentation } from '../contracts/events.ts';
 import { toDecision, type DecisionContext } from '../lib/decision.ts';
 import { deadLetter, type DeadLetter, type Envelope, type SideOutput } from '../lib/envelope.ts';
 import type { Decision } from '../contracts/records.ts';
@@ -21,6 +22,18 @@ export interface OutputTopics {
 }
 
 /**
+ * Where `encodeOutputs` reports a batch's decisions (counted by decision and reason) and dead
+ * letters as instrumentation events: once its transaction commits (`afterCommit`, the processor's
+ * PartitionContext.afterCommit), so a retried batch is counted once.
+ */
+export interface OutputReport {
+  events: Instrumentation;
+  /** The input topic the batch came from. */
+  topic: string;
+  afterCommit(effect: () => void): void;
+}
+
+/**
  * Turns one processed batch into the records its transaction writes (the processor adds the
  * state changes). Every output goes to the input's partition number: topics are
  * co-partitioned, so a group's records stay together and a partition's outputs stay in input
@@ -39,10 +52,16 @@ export interface OutputTopics {
  * A decision that does not encode (an operator put a value the schema cannot hold) is dead-
  * lettered, stage `encode`, with the field that does not fit; the rest of the batch flows.
  *
+ * With `report`, the batch's `decisions` event and one `dead-letter` event per dead letter
+ * follow its commit (nothing is counted when no one listens).
+ *
  *   encodeOutputs(envelopes, 0, topics, { configHash: 'abc', pipelineRun: 'live' })
  *   // → [{ topic: 'p.decisions', messages: [...] }, { topic: 'p.accepted', ... }, ...]
  */
-export function encodeOutputs(envelopes: readonly Envelope[], partition: number, topics: OutputTopics, context: DecisionContext): TopicMessages[] {
+export function encodeOutputs(envelopes: readonly Envelope[], partition: number, topics: OutputTopics, context: DecisionContext, report?: OutputReport): TopicMessages[] {
+  // Counted only for listeners: `decision\0reason` → count, and the dead letters' whereabouts.
+  const counts = report?.events.has('decisions') ? new Map<string, number>() : undefined;
+  const deadLetters = report?.events.has('dead-letter') ? ([] as DeadLetter[]) : undefined;
   const decisions: Message[] = [];
   const accepted: Message[] = [];
   const dead: Message[] = [];
@@ -54,6 +73,7 @@ export function encodeOutputs(envelopes: readonly Envelope[], partition: number,
     if (envelope.kind === 'tick') continue;
     if (envelope.kind === 'dead') {
       dead.push(deadLetterMessage(envelope, context.pipelineRun, partition));
+      deadLetters?.push(envelope);
       continue;
     }
     if (envelope.kind === 'emit') {
@@ -72,12 +92,21 @@ export function encodeOutputs(envelopes: readonly Envelope[], partition: number,
       if (isAccepted) acceptedValue = sameId ? value : sameBody ? withSchemaId(value, topics.accepted.schemaId) : topics.accepted.encode(decision);
     } catch (err) {
       if (!(err instanceof RecordError)) throw err;
-      dead.push(deadLetterMessage(deadLetter(envelope, 'encode', `the decision does not encode: ${err.message}`), context.pipelineRun, partition));
+      const undecodable = deadLetter(envelope, 'encode', `the decision does not encode: ${err.message}`);
+      dead.push(deadLetterMessage(undecodable, context.pipelineRun, partition));
+      deadLetters?.push(undecodable);
       continue;
+    }
+    if (counts !== undefined) {
+      const k = `${decision.decision}\u0000${decision.reason}`;
+      counts.set(k, (counts.get(k) ?? 0) + 1);
     }
     const key = decision.rollout.group_id;
     decisions.push({ key, partition, value });
     if (acceptedValue !== undefined) accepted.push({ key, partition, value: acceptedValue });
+  }
+  if (report !== undefined && ((counts !== undefined && counts.size > 0) || (deadLetters !== undefined && deadLetters.length > 0))) {
+    report.afterCommit(() => reportOutputs(report, partition, counts, deadLetters));
   }
   return [
     { topic: topics.decisions.topic, messages: decisions },
@@ -85,6 +114,21 @@ export function encodeOutputs(envelopes: readonly Envelope[], partition: number,
     { topic: topics.deadLetter, messages: dead },
     ...[...side].map(([topic, messages]) => ({ topic, messages })),
   ].filter((t) => t.messages.length > 0);
+}
+
+function reportOutputs(report: OutputReport, partition: number, counts: Map<string, number> | undefined, deadLetters: DeadLetter[] | undefined): void {
+  const { events, topic } = report;
+  if (counts !== undefined && counts.size > 0) {
+    events.emit('decisions', {
+      topic,
+      partition,
+      counts: [...counts].map(([k, count]) => {
+        const cut = k.indexOf('\u0000');
+        return { decision: k.slice(0, cut), reason: k.slice(cut + 1), count };
+      }),
+    });
+  }
+  for (const d of deadLetters ?? []) events.emit('dead-letter', { topic: d.source.topic, partition: d.source.partition, offset: d.source.offset, stage: d.stage, reason: d.reason });
 }
 
 /** The same wire-format record under another schema id (bytes 1–4). */

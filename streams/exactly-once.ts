@@ -1,5 +1,7 @@
 import type { Admin, Consumer, Kafka, KafkaMessage, Producer, TopicMessages, Transaction } from 'kafkajs';
 import { mergeMap, Subscription } from 'rxjs';
+import { Instrumentation } from '../contracts/events.ts';
+import { logger } from '../lib/log.ts';
 import { restoreChangelog, type RestoreProgress } from './changelog-restore.ts';
 import { coPartitionAssigner } from './co-partition-assigner.ts';
 import { errorKind, FlywheelError, RecordError, retriable } from './errors.ts';
@@ -12,6 +14,11 @@ export interface PartitionContext<L> {
   state: PartitionState;
   /** Built once per assignment over `state`, e.g. the partition's operator chain. */
   local: L;
+  /**
+   * Runs `effect` once the transaction `process` is building now commits, and never if it aborts
+   * (a retried batch registers its effects again): for reports that must count a batch once.
+   */
+  afterCommit(effect: () => void): void;
 }
 
 /** What one call of `process` gets: a batch of one input topic's partition, or a tick. */
@@ -50,8 +57,14 @@ export interface ExactlyOnceOptions<L> {
   deadLetter?: (message: KafkaMessage, topic: string, partition: number, error: Error) => TopicMessages | Promise<TopicMessages>;
   /** Backoff for retriable failures of one batch: `initialMs` doubling up to `maxMs`, at most `maxAttempts` in a row. */
   retry?: Partial<RetryPolicy>;
-  /** Where retry and dead-letter lines go (default: stderr). */
+  /** Where retry and dead-letter lines go (default: the structured log, lib/log.ts, at warn). */
   log?: (line: string) => void;
+  /**
+   * Instrumentation (contracts/events.ts): batch.start / commit / abort, group.rebalance,
+   * consumer.lag, state.restoring / restored, state.size and dead-letter (stage `process`). Without it the processor emits
+   * into a bus of its own that nobody listens to (a map lookup per event).
+   */
+  events?: Instrumentation;
   /** Every `tickMs`, each owned partition gets a tick (punctuation), in its own transaction. */
   tickMs?: number;
   /**
@@ -111,6 +124,8 @@ interface Owned<L> extends PartitionContext<L> {
   nextOffsets: Map<string, bigint>;
   /** The transaction under way, if any: `release` aborts it before disconnecting. */
   transaction: Transaction | undefined;
+  /** `afterCommit` effects of the transaction being built. */
+  effects: (() => void)[];
 }
 
 /** A part of a batch still to commit; `poison` once it is one record that failed by itself. */
@@ -182,6 +197,7 @@ export class ExactlyOnceProcessor<L> {
   private readonly stopping = new AbortController();
   private readonly retryPolicy: RetryPolicy;
   private readonly log: (line: string) => void;
+  private readonly events: Instrumentation;
   /** Per store, per partition: how far an unfinished restore got, so the next attempt resumes. */
   private readonly restoreProgress = new Map<string, Map<number, RestoreProgress>>();
   readonly counters: ProcessorCounters = { retries: 0, isolations: 0, deadLetters: 0, groupJoins: 0, crashes: 0 };
@@ -198,7 +214,9 @@ export class ExactlyOnceProcessor<L> {
     });
     this.admin = options.kafka.admin();
     this.retryPolicy = { ...DEFAULT_RETRY, ...options.retry };
-    this.log = options.log ?? ((line) => void process.stderr.write(`${line}\n`));
+    const warn = logger();
+    this.log = options.log ?? ((line) => warn.warn(line));
+    this.events = options.events ?? new Instrumentation();
     for (const store of options.stores) this.restoreProgress.set(store, new Map());
     // Empty ranges are done before they start: no batch will ever arrive to say so.
     for (const [topic, partitions] of options.range ?? []) {
@@ -215,6 +233,15 @@ export class ExactlyOnceProcessor<L> {
       this.counters.groupJoins++;
       const assigned = new Set(this.options.inputTopics.flatMap((t) => payload.memberAssignment[t] ?? []));
       this.options.onAssigned?.([...assigned].sort((a, b) => a - b));
+      if (this.events.has('group.rebalance')) {
+        this.events.emit('group.rebalance', {
+          groupId: payload.groupId,
+          memberId: payload.memberId,
+          // kafkajs does not report the broker's generation id: this member's join count stands in.
+          generationId: this.counters.groupJoins,
+          partitions: this.options.inputTopics.flatMap((topic) => [...(payload.memberAssignment[topic] ?? [])].sort((a, b) => a - b).map((partition) => ({ topic, partition }))),
+        });
+      }
       for (const partition of [...this.owned.keys()]) {
         if (!assigned.has(partition)) void this.withLock(partition, () => this.release(partition));
       }
@@ -287,6 +314,9 @@ export class ExactlyOnceProcessor<L> {
     // The batch's records still to commit, in offset order; a part that fails is split in two.
     let queue: Pending[] = [{ messages: batch.messages }];
     let attempt = 0;
+    if (batch.messages.length > 0 && this.events.has('batch.start')) {
+      this.events.emit('batch.start', { topic, partition, records: batch.messages.length, firstOffset: batch.firstOffset()!, lastOffset: batch.lastOffset() });
+    }
     for (;;) {
       if (interrupted.aborted || !isRunning()) return 'handed back';
       let head: Pending | undefined;
@@ -298,6 +328,11 @@ export class ExactlyOnceProcessor<L> {
         head = queue[0];
         if (head === undefined) {
           this.checkRangeDone(owned);
+          if (this.events.has('consumer.lag')) {
+            const next = owned.nextOffsets.get(topic);
+            const lag = next === undefined ? 0 : Math.max(0, Number(BigInt(batch.highWatermark) - next));
+            this.events.emit('consumer.lag', { topic, partition, groupId: this.options.groupId, lag });
+          }
           return 'done';
         }
         if (head.poison !== undefined) await this.commitDeadLetter(owned, topic, head.messages[0]!, head.poison);
@@ -306,19 +341,28 @@ export class ExactlyOnceProcessor<L> {
         attempt = 0;
       } catch (err) {
         if (interrupted.aborted) return 'handed back';
+        const cause = err instanceof StageError ? err.error : (err as Error);
+        // `attempt + 1`: this failure's place among the failures in a row of the part at the head.
+        const abort = (retried: boolean) => {
+          if (this.events.has('batch.abort')) this.events.emit('batch.abort', { topic, partition, records: head?.messages.length ?? 0, reason: cause.message, retriable: retried, attempt: attempt + 1 });
+        };
         // A poison record with nowhere to go: stop for good rather than loop.
-        if (err instanceof RecordError) throw err;
+        if (err instanceof RecordError) {
+          abort(false);
+          throw err;
+        }
         if (head !== undefined && head.poison === undefined && err instanceof StageError && recordsAtFault(err)) {
+          abort(false);
           queue.splice(0, 1, ...this.isolate(partition, head, err.error));
           continue;
         }
-        const cause = err instanceof StageError ? err.error : (err as Error);
+        abort(attempt + 1 <= this.retryPolicy.maxAttempts);
         if (++attempt > this.retryPolicy.maxAttempts) {
           throw new FlywheelError(`${this.options.groupId} partition ${partition}: giving up after ${this.retryPolicy.maxAttempts} retries: ${cause.message}`, { retriable: true, cause });
         }
         const delay = Math.min(this.retryPolicy.maxMs, this.retryPolicy.initialMs * 2 ** (attempt - 1));
         this.counters.retries++;
-        this.log(`[flywheel] ${this.options.groupId} partition ${partition}: retry ${attempt}/${this.retryPolicy.maxAttempts} in ${delay} ms after ${errorKind(cause)}: ${cause.message}`);
+        this.log(`${this.options.groupId} partition ${partition}: retry ${attempt}/${this.retryPolicy.maxAttempts} in ${delay} ms after ${errorKind(cause)}: ${cause.message}`);
         await sleep(delay, interrupted);
       }
     }
@@ -331,21 +375,30 @@ export class ExactlyOnceProcessor<L> {
   private isolate(partition: number, failed: Pending, error: Error): Pending[] {
     const { messages } = failed;
     if (messages.length === 1) {
-      this.log(`[flywheel] ${this.options.groupId} partition ${partition}: record at offset ${messages[0]!.offset} fails by itself (${errorKind(error)}: ${error.message}); dead-lettering it`);
+      this.log(`${this.options.groupId} partition ${partition}: record at offset ${messages[0]!.offset} fails by itself (${errorKind(error)}: ${error.message}); dead-lettering it`);
       return [{ messages, poison: error }];
     }
     this.counters.isolations++;
-    this.log(`[flywheel] ${this.options.groupId} partition ${partition}: batch at offsets ${messages[0]!.offset}–${messages[messages.length - 1]!.offset} fails (${errorKind(error)}: ${error.message}); splitting it to find the record at fault`);
+    this.log(`${this.options.groupId} partition ${partition}: batch at offsets ${messages[0]!.offset}–${messages[messages.length - 1]!.offset} fails (${errorKind(error)}: ${error.message}); splitting it to find the record at fault`);
     const half = Math.ceil(messages.length / 2);
     return [{ messages: messages.slice(0, half) }, { messages: messages.slice(half) }];
   }
 
   private async commitRecords(owned: Owned<L>, topic: string, messages: KafkaMessage[]): Promise<void> {
     const nextOffset = BigInt(messages[messages.length - 1]!.offset) + 1n;
-    await this.transact(owned, { kind: 'records', topic, messages }, { topic, offset: nextOffset });
+    const started = performance.now();
+    const { outputs, commitMs } = await this.transact(owned, { kind: 'records', topic, messages }, { topic, offset: nextOffset });
     owned.nextOffsets.set(topic, nextOffset);
     this.options.onCommit?.({ partition: owned.partition, records: messages.length, nextOffset });
+    this.committed(owned, topic, messages.length, outputs, started, commitMs);
     this.checkRangeDone(owned);
+  }
+
+  /** The events of a committed transaction: batch.commit, then the partition's store sizes. */
+  private committed(owned: Owned<L>, topic: string, records: number, outputs: number, started: number, commitMs: number): void {
+    const { partition } = owned;
+    if (this.events.has('batch.commit')) this.events.emit('batch.commit', { topic, partition, records, outputs, durationMs: performance.now() - started, commitMs });
+    if (this.events.has('state.size')) for (const size of owned.state.sizes()) this.events.emit('state.size', { topic, partition, ...size });
   }
 
   /** The poison record's dead letter and its offset, in one transaction (with whatever `prepare` staged). */
@@ -357,14 +410,18 @@ export class ExactlyOnceProcessor<L> {
         cause: error,
       });
     }
+    const started = performance.now();
     const dead = await this.options.deadLetter(message, topic, partition, error);
     const nextOffset = BigInt(message.offset) + 1n;
-    await this.send(owned, [dead, ...this.changelogMessages(owned)], { topic, offset: nextOffset });
+    const sent = [dead, ...this.changelogMessages(owned)];
+    const commitMs = await this.send(owned, sent, { topic, offset: nextOffset });
     owned.state.commit();
     owned.nextOffsets.set(topic, nextOffset);
     this.counters.deadLetters++;
-    this.log(`[flywheel] ${this.options.groupId} partition ${partition}: dead-lettered offset ${message.offset}: ${error.message}`);
+    this.log(`${this.options.groupId} partition ${partition}: dead-lettered offset ${message.offset}: ${error.message}`);
     this.options.onCommit?.({ partition, records: 1, nextOffset });
+    if (this.events.has('dead-letter')) this.events.emit('dead-letter', { topic, partition, offset: message.offset, stage: 'process', reason: error.message });
+    this.committed(owned, topic, 1, dead.messages.length, started, commitMs);
     this.checkRangeDone(owned);
   }
 
@@ -392,7 +449,7 @@ export class ExactlyOnceProcessor<L> {
       await this.transact(owned, { kind: 'tick', now });
     } catch (err) {
       const cause = err instanceof StageError ? err.error : (err as Error);
-      this.log(`[flywheel] ${this.options.groupId} partition ${partition}: tick failed (${errorKind(cause)}: ${cause.message})`);
+      this.log(`${this.options.groupId} partition ${partition}: tick failed (${errorKind(cause)}: ${cause.message})`);
     }
   }
 
@@ -403,22 +460,35 @@ export class ExactlyOnceProcessor<L> {
    * committed and the local part rebuilt; a failed transaction is aborted and the partition
    * released.
    */
-  private async transact(owned: Owned<L>, input: ProcessInput, consumed?: { topic: string; offset: bigint }): Promise<void> {
+  private async transact(owned: Owned<L>, input: ProcessInput, consumed?: { topic: string; offset: bigint }): Promise<{ outputs: number; commitMs: number }> {
     let outputs: TopicMessages[];
+    owned.effects = [];
     try {
       outputs = await this.options.process(input, owned);
     } catch (err) {
+      owned.effects = [];
       await this.reset(owned);
       throw new StageError('process', err as Error);
     }
     const topicMessages = [...outputs, ...this.changelogMessages(owned)];
-    if (consumed === undefined && topicMessages.length === 0) return;
-    await this.send(owned, topicMessages, consumed);
+    const effects = owned.effects;
+    owned.effects = [];
+    if (consumed === undefined && topicMessages.length === 0) {
+      for (const effect of effects) effect();
+      return { outputs: 0, commitMs: 0 };
+    }
+    const commitMs = await this.send(owned, topicMessages, consumed);
     owned.state.commit();
+    for (const effect of effects) effect();
+    return { outputs: outputs.reduce((n, t) => n + t.messages.length, 0), commitMs };
   }
 
-  /** Sends `topicMessages` and the consumed offset in one transaction and commits it; on failure aborts and releases. */
-  private async send(owned: Owned<L>, topicMessages: TopicMessages[], consumed?: { topic: string; offset: bigint }): Promise<void> {
+  /**
+   * Sends `topicMessages` and the consumed offset in one transaction and commits it, returning how
+   * long that took in ms; on failure aborts and releases.
+   */
+  private async send(owned: Owned<L>, topicMessages: TopicMessages[], consumed?: { topic: string; offset: bigint }): Promise<number> {
+    const started = performance.now();
     try {
       const transaction = (owned.transaction = await owned.producer.transaction());
       // Sent in slices: kafkajs puts a partition's messages in one record batch, and the broker
@@ -433,6 +503,7 @@ export class ExactlyOnceProcessor<L> {
       }
       await transaction.commit();
       owned.transaction = undefined;
+      return performance.now() - started;
     } catch (err) {
       owned.state.abort();
       // Whether the commit landed is unknown: the partition is taken again (fence, offsets, restore).
@@ -495,6 +566,8 @@ export class ExactlyOnceProcessor<L> {
         }
       }
       const state = new PartitionState(partition, stores);
+      const restoreStarted = performance.now();
+      if (stores.length > 0 && this.events.has('state.restoring')) this.events.emit('state.restoring', { topic: inputTopics[0]!, partition, stores: stores.length });
       const restored = await Promise.all(
         stores.map((store) =>
           restoreChangelog(this.options.kafka, this.options.changelogTopic(store), [partition], { admin: this.admin, progress: this.restoreProgress.get(store)!, signal: interrupted }),
@@ -504,8 +577,21 @@ export class ExactlyOnceProcessor<L> {
         state.restore(store, restored[i]!.get(partition)!);
         this.restoreProgress.get(store)!.delete(partition);
       });
+      if (stores.length > 0 && this.events.has('state.restored')) {
+        const records = restored.reduce((n, r) => n + r.get(partition)!.size, 0);
+        this.events.emit('state.restored', { topic: inputTopics[0]!, partition, stores: stores.length, records, durationMs: performance.now() - restoreStarted });
+      }
       await this.options.prepare?.(partition, state);
-      const owned: Owned<L> = { partition, state, producer, nextOffsets, transaction: undefined, local: this.options.assign(partition, state) };
+      const owned: Owned<L> = {
+        partition,
+        state,
+        producer,
+        nextOffsets,
+        transaction: undefined,
+        local: this.options.assign(partition, state),
+        effects: [],
+        afterCommit: (effect) => void owned.effects.push(effect),
+      };
       this.owned.set(partition, owned);
       this.checkRangeDone(owned);
       return owned;

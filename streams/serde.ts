@@ -9,7 +9,7 @@ import {
   type SchemaInfo,
 } from '@confluentinc/schemaregistry';
 import type { Connections } from './connections.ts';
-import { RecordError, UnavailableError } from './errors.ts';
+import { FlywheelError, RecordError, UnavailableError } from './errors.ts';
 import { decisionSchema, labelSchema, modelUpdateSchema, rolloutSchema, type Decision, type Label, type ModelUpdate, type Rollout } from '../contracts/records.ts';
 
 type AvroType = avsc.Type;
@@ -109,6 +109,8 @@ export function registryClient(target: string | Pick<Connections, 'schemaRegistr
  * than because of what was asked (an id it does not have).
  */
 export function registryUnavailable(err: unknown): boolean {
+  // Ours say so themselves.
+  if (err instanceof FlywheelError) return err.retriable;
   const status = (err as { status?: unknown }).status;
   // No HTTP status: the network or the client failed (refused, timed out, reset…), not the ask.
   if (typeof status !== 'number') return true;
@@ -322,7 +324,8 @@ async function writerEntry(client: SchemaRegistryClient, subject: string, id: nu
 
 /** The schemas `info` references (by subject and version), innermost first, so each compiles before its users. */
 async function referencedSchemas(client: SchemaRegistryClient, info: SchemaInfo, depth = 0): Promise<SchemaInfo[]> {
-  if (depth > 16) throw Object.assign(new Error('schema references nest deeper than 16'), { status: 422 });
+  // The writer schema's fault, not the registry's: no retry helps (see registryUnavailable).
+  if (depth > 16) throw new RecordError('schema references nest deeper than 16');
   const out: SchemaInfo[] = [];
   for (const ref of info.references ?? []) {
     const referenced = await client.getSchemaMetadata(ref.subject, ref.version);

@@ -34,12 +34,25 @@ export class PartitionState {
    * store view reads it with one lookup: operators call get/put several times per record.
    */
   private readonly staged = new Map<string, Map<string, string | null>>();
+  /** Per store, the committed keys' and values' length in UTF-16 code units, kept as writes commit. */
+  private readonly chars = new Map<string, number>();
 
   constructor(readonly partition: number, storeNames: readonly string[]) {
     for (const name of storeNames) {
       this.committed.set(name, new Map());
       this.staged.set(name, new Map());
+      this.chars.set(name, 0);
     }
+  }
+
+  /**
+   * Each store's committed size: `entries` keys, `bytes` the length of its keys and values in
+   * characters (bytes for ASCII; an estimate of the changelog payload, kept without a scan).
+   *
+   *   state.sizes() // → [{ store: 'exact-dedupe', entries: 1200, bytes: 52800 }]
+   */
+  sizes(): { store: string; entries: number; bytes: number }[] {
+    return [...this.committed].map(([store, entries]) => ({ store, entries: entries.size, bytes: this.chars.get(store)! }));
   }
 
   store(name: string): KeyValueStore {
@@ -75,10 +88,17 @@ export class PartitionState {
     for (const [store, writes] of this.staged) {
       if (writes.size === 0) continue;
       const target = this.committed.get(store)!;
+      let chars = this.chars.get(store)!;
       for (const [key, value] of writes) {
+        const old = target.get(key);
+        if (old !== undefined) chars -= key.length + old.length;
         if (value === null) target.delete(key);
-        else target.set(key, value);
+        else {
+          target.set(key, value);
+          chars += key.length + value.length;
+        }
       }
+      this.chars.set(store, chars);
       writes.clear();
     }
   }
@@ -94,7 +114,12 @@ export class PartitionState {
     // Cleared and refilled in place: operators keep the views they were built with.
     const target = this.committed.get(store)!;
     target.clear();
-    for (const [key, value] of entries) target.set(key, value);
+    let chars = 0;
+    for (const [key, value] of entries) {
+      target.set(key, value);
+      chars += key.length + value.length;
+    }
+    this.chars.set(store, chars);
     this.staged.get(store)!.clear();
   }
 }

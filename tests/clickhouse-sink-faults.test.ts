@@ -70,7 +70,10 @@ function startChildSink(env: Record<string, string>, log: string[]): ChildProces
     import { createKafka } from ${mod('streams/kafka.ts')};
     import { connectionsFromEnv } from ${mod('streams/connections.ts')};
     import { decisionSerde, registryClient } from ${mod('streams/serde.ts')};
+    import { Instrumentation } from ${mod('contracts/events.ts')};
     const e = process.env;
+    const events = new Instrumentation();
+    events.on('sink.insert', ({ payload: { table, rows, ok } }) => ok && console.log(JSON.stringify({ inserted: rows, table })));
     const connections = connectionsFromEnv();
     const store = await openStore({ url: e.SINK_URL, database: e.SINK_DB });
     const insert = store.insertFormatted.bind(store);
@@ -86,7 +89,7 @@ function startChildSink(env: Record<string, string>, log: string[]): ChildProces
       decisions: await decisionSerde(registryClient(connections.schemaRegistryUrl), e.SINK_DECISIONS),
       deadLetterTopic: e.SINK_DEAD, trainerProgressTopic: e.SINK_PROGRESS,
       sessionTimeoutMs: 8000, heartbeatIntervalMs: 1000, insertTimeoutMs: 3000, retry: { initialMs: 200, maxMs: 1000 },
-      onInsert: ({ table, rows }) => console.log(JSON.stringify({ inserted: rows, table })),
+      events,
     });
     await sink.start();
     console.log(JSON.stringify({ started: true }));

@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import type { Instrumentation } from '../contracts/events.ts';
+import { logger } from '../lib/log.ts';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { featureSize, featurize, type FeatureConfig } from '../contracts/features.ts';
@@ -64,6 +66,8 @@ export interface ReferenceTrainerOptions {
    * ClickHouse sink stores it). Default: when the topic exists. Reports never block training.
    */
   progress?: boolean;
+  /** Instrumentation (contracts/events.ts): a `trainer.progress` event per checkpoint, topic or not. */
+  events?: Instrumentation;
 }
 
 interface PendingDecision {
@@ -319,7 +323,8 @@ export class ReferenceTrainer {
 
   /** Fire and forget: a progress report must not hold up training. */
   private reportProgress(batch: TrainingBatch): void {
-    if (this.progressTopic === null) return;
+    const { events } = this.options;
+    if (this.progressTopic === null && !events?.has('trainer.progress')) return;
     const topic = this.options.decisionsTopic === 'accepted' ? this.options.client.catalog.accepted : this.options.client.catalog.decisions;
     const offsets = batch.offsets.filter((o) => o.topic === topic);
     const report: TrainerProgress = {
@@ -335,8 +340,10 @@ export class ReferenceTrainer {
       committed_offsets: offsets.map((o) => Number(o.offset)),
       at: Date.now(),
     };
+    events?.emit('trainer.progress', { trainer: report.trainer, modelVersion: report.model_version, step: report.step, examples: report.examples, loss: report.loss });
+    if (this.progressTopic === null) return;
     this.reports = this.client.publishJson(this.progressTopic, report.trainer, report).catch((err: unknown) => {
-      process.stderr.write(`[trainer ${report.trainer}] progress report failed: ${(err as Error).message}\n`);
+      logger({ component: `trainer ${report.trainer}` }).warn(`progress report failed: ${(err as Error).message}`);
     });
   }
 

@@ -14,6 +14,7 @@
 //   stalled INSERT that lands after its retry is then stored twice until a merge.
 // sinkHighWater() (the offsets stored with the data) lets a sink skip ranges already stored.
 
+import { log } from '../../lib/log.ts';
 import type { ClickHouseStore } from './store.ts';
 import { ClickHouseStoreError, quoteIdent, quoteString, quoteTable } from './sql.ts';
 
@@ -248,10 +249,10 @@ export async function migrate(store: ClickHouseStore, database?: string): Promis
     }
   }
   if (dedup === 'none' && store.kind === 'server') {
-    process.stderr.write(
-      `[flywheel] ClickHouse: ${db}.${TABLES.map((t) => t.name).join('/')} deduplicate no re-sent INSERT ` +
+    log.warn(
+      `ClickHouse: ${db}.${TABLES.map((t) => t.name).join('/')} deduplicate no re-sent INSERT ` +
         `(${wanted === 'none' ? 'the server has no ZooKeeper' : 'the tables predate ZooKeeper; recreate them to replicate'}): ` +
-        'an INSERT stalled past its retry can be stored twice. deploy/clickhouse-server.sh configures ZooKeeper.\n',
+        'an INSERT stalled past its retry can be stored twice. deploy/clickhouse-server.sh configures ZooKeeper.',
     );
   }
   return dedup;
