@@ -1,4 +1,6 @@
+import { viewOptionsFrom } from '../analytics/views.ts';
 import { Instrumentation } from '../contracts/events.ts';
+import { mountDashboard } from '../ops/dashboard.ts';
 import { trackReadiness } from '../ops/health.ts';
 import { pipelineMetrics } from '../ops/metrics.ts';
 import { opsHttpSettings, opsRoutes, startOpsServer, type OpsServer } from '../ops/server.ts';
@@ -43,7 +45,7 @@ async function startOps(config: PipelineConfig, events: Instrumentation, store: 
   });
   const server = await startOpsServer({ ...http, routes: opsRoutes({ metrics, readiness }) });
   // Tests and scripts read the URL from this line (port 0 picks a free port).
-  process.stderr.write(`[flywheel] ${config.name}: ops HTTP server at ${server.url} (/metrics, /healthz, /readyz)\n`);
+  process.stderr.write(`[flywheel] ${config.name}: ops HTTP server at ${server.url} (/ for the dashboard, /metrics, /healthz, /readyz)\n`);
   return server;
 }
 
@@ -59,6 +61,8 @@ export async function runCommand(config: PipelineConfig, connections: Connection
     await ops?.close();
     throw err;
   }
+  // The store is open now: the dashboard's page and /api/dashboard join the ops server.
+  if (ops !== undefined) mountDashboard(ops, { store: pipeline.store, run: config.run, events, viewOptions: viewOptionsFrom(config.operators) });
   const endpoint = await pipeline.serve();
   if (endpoint !== undefined) process.stderr.write(`[flywheel] embedded ClickHouse served at ${endpoint} for \`flywheel sql\`\n`);
   process.stderr.write(`[flywheel] ${config.name}: ${pipeline.catalog.rollouts} → ${pipeline.catalog.accepted}, ${pipeline.catalog.decisions}, ${pipeline.catalog.deadLetter}\n`);
