@@ -184,7 +184,7 @@ export async function startTopology(topology: Topology, connections: Connections
     partitionsConsumedConcurrently: config.source.partitionsConsumedConcurrently,
     maxBatchBytes: config.source.maxBatchBytes,
     prepare: config.seed === undefined ? undefined : (partition, state) => seedPartition(config, partition, state, clickhouse),
-    assign: (partition, state) => topology.chain(partition, state, resources),
+    assign: (partition, state) => topology.chain(partition, state, resources, { events, topic: inputTopic }),
     tickMs: config.source.tickMs,
     process: async (input, partition) => {
       // One registry round trip at most per batch (new writer ids only), then a synchronous decode.

@@ -2,6 +2,7 @@ import { startTopology, type PipelineOptions, type RunningPipeline } from './run
 import { createHash } from 'node:crypto';
 import { identity, pipe } from 'rxjs';
 import { z } from 'zod';
+import type { Instrumentation } from '../contracts/events.ts';
 import type { Curator } from '../lib/envelope.ts';
 import { labelJoinStores } from '../operators/signals/label-join.ts';
 import type { Connections } from '../streams/connections.ts';
@@ -12,6 +13,7 @@ import { builtinStep } from './builtin-steps.ts';
 import { ConfigError, operatorOrderProblems, pipelineConfigSchema, type OperatorConfig, type PipelineConfig } from './config.ts';
 import type { OperatorResources } from './curators.ts';
 import { describeTopology } from './describe.ts';
+import { timed } from './instrument.ts';
 import { operatorContext, storeNamesOf, toStep, type Step, type StepLike } from './operator.ts';
 
 /** Everything a pipeline config says besides its operators: name, run, topics, source, features… */
@@ -183,8 +185,11 @@ export class Topology {
     return createHash('sha256').update(JSON.stringify(identities)).digest('hex').slice(0, 16);
   }
 
-  /** One partition's chain over that partition's (restored) state, in step order. */
-  chain(partition: number, state: PartitionState, resources: OperatorResources): Curator {
+  /**
+   * One partition's chain over that partition's (restored) state, in step order. With
+   * `instrument`, each step reports `operator.timing` events (pipeline/instrument.ts `timed`).
+   */
+  chain(partition: number, state: PartitionState, resources: OperatorResources, instrument?: { events: Instrumentation; topic: string }): Curator {
     let builtinIndex = 0;
     const curators = this.steps.map((step): Curator => {
       switch (step.kind) {
@@ -198,7 +203,8 @@ export class Topology {
           return step.operator;
       }
     });
-    return curators.reduce<Curator>((chain, step) => pipe(chain, step), identity);
+    const steps = instrument === undefined ? curators : curators.map((c, i) => timed(instrument.events, this.steps[i]!.name, i, c, { topic: instrument.topic, partition }));
+    return steps.reduce<Curator>((chain, step) => pipe(chain, step), identity);
   }
 
   /** Starts one worker of this topology (see startTopology in pipeline/run.ts). */
