@@ -63,8 +63,13 @@ export function qdCellCount(descriptors: readonly QdDescriptor[]): number {
  * 4. Every `reportEvery` samples, and on a tick when samples came since the last report, it
  *    emits Emit{output:'control', key:'qd-coverage', value: QdCoverage} after the envelope.
  *
- * Example: descriptors length (edges [256]) × skill (addition, subtraction) make 4 cells; a
- * 100-token addition sample scoring 0.8 lands in `length=0|skill=addition` and becomes its elite.
+ * @example
+ *   qdArchive({ ...qdArchiveDefaults, score: 'combined', descriptors: [
+ *     { name: 'length', value: { field: 'token_count' }, edges: [256] },
+ *     { name: 'skill', label: { tag: 'skill' }, categories: ['addition', 'subtraction'] },
+ *   ] }, state.store(qdArchiveStore.name))   // 2 × 2 = 4 cells
+ *   // a 100-token `addition` sample scoring 0.8, cell empty → annotations { 'qd.cell': 'length=0|skill=addition', 'qd.elite': '1' }
+ *   // a later one there scoring 0.8 (a tie)                → 'qd.elite': '0' (the incumbent keeps ties)
  */
 export function qdArchive(config: QdArchiveConfig, store: KeyValueStore): Curator {
   const total = qdCellCount(config.descriptors);

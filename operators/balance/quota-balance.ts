@@ -84,9 +84,11 @@ export const quotaBalanceStore = { name: 'quota-balance' } as const;
  * Released samples come out before the envelope that released them, except the sample itself
  * when it is released along with its pane; within a pane, in arrival order.
  *
- * Example (tumbling 1h windows, quota 2, bucketBy tag skill, 1 min out-of-orderness): three
- * `addition` samples at 10:05, 10:20 and 10:40 scoring 0.9, 0.2 and 0.7 are held; a sample at
- * 11:01 moves the watermark to 11:00 and they come out, the 0.2 one with `quota:addition`.
+ * @example
+ *   quotaBalance({ ...quotaBalanceDefaults, bucketBy: { tag: 'skill' }, quota: 2, score: 'combined',
+ *     windowMs: 3_600_000, maxOutOfOrdernessMs: 60_000 }, state.store(quotaBalanceStore.name))
+ *   // `addition` samples at 10:05, 10:20, 10:40 scoring 0.9, 0.2, 0.7 → held;
+ *   // a sample at 11:01 moves the watermark to 11:00 → the three come out, the 0.2 one with `quota:addition`
  */
 export function quotaBalance(config: QuotaBalanceConfig, store: KeyValueStore): Curator {
   const slide = config.slideMs ?? config.windowMs;

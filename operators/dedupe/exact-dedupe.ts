@@ -53,8 +53,11 @@ export const exactDedupeStore = { name: 'exact-dedupe' } as const;
  * its bounds eventually, not at every instant: over maxEntries by at most what the pending
  * evictions have not yet removed.
  *
- * Example (ttl 1 day): a at 10:00, b at 10:00, a copy of a at 11:00 → the copy is `duplicate`
- * of a; a copy of b 2 days later is accepted again.
+ * @example
+ *   exactDedupe({ ...exactDedupeDefaults, ttlMs: 86_400_000 }, state.store(exactDedupeStore.name))
+ *   // a at 10:00, b at 10:00           → both pass, both remembered
+ *   // a copy of a at 11:00             → reasons ['duplicate'], duplicateOf = a's id
+ *   // a copy of b two days later       → passes (b's hash expired), remembered anew
  */
 export function exactDedupe(config: ExactDedupeConfig, store: KeyValueStore): Curator {
   // One budget per subscription: the processor runs each batch (and tick) as its own stream.

@@ -108,10 +108,13 @@ export type NearDedupeOutcome =
  * first use. The clock follows the largest event time seen, created_at capped by the broker's
  * record timestamp (eventTimeOf), so one far-future created_at cannot expire the index.
  *
- * Example (defaults): in one group, the response "The quick brown fox jumps over the lazy dog
- * and runs across the green field to the river" and then the same with "river!" — 15 of 17
- * distinct word 3-shingles shared (J = 0.88) — rejects the second as a near duplicate of the
- * first, which stays indexed with its last-seen refreshed.
+ * @example
+ *   nearDedupe(nearDedupeDefaults, state.store(nearDedupeStore.name))
+ *   // in one group, the response "The quick brown fox jumps over the lazy dog and runs across
+ *   // the green field to the river"                 → passes, indexed
+ *   // then the same ending in "river!" (15 of 17 distinct word 3-shingles shared, J = 0.88)
+ *   //   → reasons ['near_duplicate'], dedupeMethod 'minhash', duplicateOf = the first's id,
+ *   //     scores['minhash.similarity'] ≈ 0.88; the first stays indexed, its last-seen refreshed
  */
 export function nearDedupe(config: NearDedupeConfig, store: KeyValueStore, remote?: RemoteIndex): Curator {
   checkNearDedupeConfig(config);

@@ -61,6 +61,13 @@ interface Entry {
  * the store (entry `e:<seq>` = [id, group, version, base64 little-endian float32], `meta` =
  * "<oldest seq> <next seq>"), so dedupe continues after a restart; the in-memory copy is only a
  * cache, checked against the store at each batch, so aborted batches and restores are seen.
+ *
+ * @example
+ *   const encoder: Encoder = { version: 'minilm-v2', embed: (texts) => session.embed(texts) };
+ *   semanticDedupe({ ...semanticDedupeDefaults, threshold: 0.9 }, encoder, state.store(semanticDedupeStore.name))
+ *   // "What is 2 + 2? Four."            → passes, remembered (no score: nothing to compare with)
+ *   // "What's 2 plus 2? It is four." (cosine 0.95 with the first)
+ *   //   → reasons ['near_duplicate:semantic'], duplicateOf = the first's id, scores['semantic.similarity'] = 0.95
  */
 export function semanticDedupe(config: SemanticDedupeConfig, encoder: Encoder, store: KeyValueStore): Curator {
   const cache = new Map<number, Entry>();

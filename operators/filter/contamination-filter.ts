@@ -112,6 +112,13 @@ function addPosting(postings: EvalIndex['postings'], hash: number, itemNo: numbe
  * `contamination.field` annotate the match. Text is compared as lower-cased letter/digit
  * words, so punctuation and spacing do not hide a copy. Pure over the index built at startup;
  * cost per sample is O(words × index.lengths.length).
+ *
+ * @example
+ *   const index = buildEvalIndex([{ name: 'gsm8k', items: [{ id: '17', text: question }] }]);   // question: 21 words
+ *   contaminationFilter(contaminationFilterDefaults, index)
+ *   // a prompt quoting that question whole, in other spacing and case (its 9 word 13-grams)
+ *   //   → reasons ['contamination:gsm8k:17'], annotations { 'contamination.ngrams': '9', 'contamination.field': 'prompt' }
+ *   // a prompt sharing no 13-word run with any item → passes
  */
 export function contaminationFilter(config: Pick<ContaminationFilterConfig, 'minOverlap' | 'minFraction' | 'fields'>, index: EvalIndex): Curator {
   return mapSamples('contamination-filter', (sample) => {

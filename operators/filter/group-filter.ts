@@ -95,7 +95,11 @@ const sampleKey = (group: string, i: number) => `s:${group}:${i}`;
  * so a restarted operator continues where the committed state left off.
  * Bound: at most maxOpenGroups × maxGroupSize held samples and maxOpenGroups index entries.
  *
- * Example (groupSize 2): [a1, b1, a2, b2] → [a1, a2, b1, b2].
+ * @example
+ *   groupFilter({ ...groupFilterDefaults, groupSize: 2 }, state.store(groupFilterStore.name))
+ *   // in:  a1 b1 a2 b2          (a1, a2 of group a; rewards.correct 1 and 0)
+ *   // out: a1 a2 b1 b2          annotated { 'group.size': '2', 'group.release': 'complete', 'group.mean_reward': '0.5' }
+ *   // a group whose two samples are both correct → each gets reasons ['group:no_variance']
  */
 export function groupFilter(config: GroupFilterConfig, store: KeyValueStore): Curator {
   const eventTime = config.timeBasis !== 'processing';

@@ -22,6 +22,13 @@ export const stalenessFilterDefaults: StalenessFilterConfig = { maxLag: 2, onUnk
  * known. Already rejected samples collect the reason too, so analytics can count it.
  * Decisions depend on which announcements the injected ModelVersions has seen when the sample
  * passes, so replays are reproducible only with the same announcement history.
+ *
+ * @example
+ *   const versions = new AnnouncedVersions();   // v1, v2, v3 of "policy" announced, in that order
+ *   stalenessFilter({ maxLag: 1, onUnknown: 'reject' }, versions)
+ *   // model_version 'v2' → passes, annotation 'staleness.lag' = '1'
+ *   // model_version 'v1' → reasons ['stale:model_version'], 'staleness.lag' = '2'
+ *   // model_version 'v9' → reasons ['stale:unknown_version']
  */
 export function stalenessFilter(config: StalenessFilterConfig, versions: ModelVersions): Curator {
   return mapSamples('staleness-filter', (sample) => {

@@ -13,6 +13,12 @@ export interface ThresholdFilterConfig {
  * Rejects samples whose scores fall outside the bounds. Every bound that fails adds its own
  * reason (`below_min:<score>`, `above_max:<score>`, `missing:<score>`), so analytics can count
  * them separately; already rejected samples collect further reasons too.
+ *
+ * @example
+ *   thresholdFilter({ min: { 'rule.reward': 0.5 }, max: { 'heuristic.repetition': 0.3 }, onMissing: 'reject' })
+ *   // scores { 'rule.reward': 0.9, 'heuristic.repetition': 0.1 } → passes
+ *   // scores { 'rule.reward': 0.2, 'heuristic.repetition': 0.4 } → reasons ['below_min:rule.reward', 'above_max:heuristic.repetition']
+ *   // scores {}                                                  → reasons ['missing:rule.reward', 'missing:heuristic.repetition']
  */
 export function thresholdFilter(config: ThresholdFilterConfig): Curator {
   const bounds: Array<[string, 'min' | 'max', number]> = [

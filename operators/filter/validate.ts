@@ -57,8 +57,12 @@ export const CREATED_AT_SKEW = 'invalid:created_at_skew';
  * annotated `created_at.skew` either way. Event time drives the state of later operators, so a
  * producer's wrong clock must not reach them.
  *
- * Example: created_at 8.64e15 with broker time 1.7e12 → rejected, annotation
- * `created_at.skew` = "created_at 8640000000000000 is after 1700086400000 (broker time + 86400000 ms)".
+ * @example
+ *   validate(validateDefaults)
+ *   // { id: '', rewards: { correct: NaN }, … }  → dead letter "invalid rollout: id is empty; rewards.correct is NaN"
+ *   // created_at 8.64e15, broker time 1.7e12     → reasons ['invalid:created_at_skew'], annotation `created_at.skew` =
+ *   //   "created_at 8640000000000000 is after 1700086400000 (broker time + 86400000 ms)"
+ *   // with createdAt.onSkew 'clamp' instead     → created_at = 1700000000000, annotated `created_at.clamped_from`
  */
 export function validate(config: ValidateConfig = validateDefaults): Curator {
   return mapSamples('validate', (sample) => {

@@ -23,6 +23,12 @@ export const errorCompensateDefaults: ErrorCompensateConfig = { score: 'model', 
  * `<score>` = clamp(raw + correction, min, max). Samples without the score pass unchanged; no
  * neighbours means a correction of 0. The memory is shared and fed elsewhere: this operator only
  * reads it, so it has no store. `vectorOf` throwing (e.g. no features) dead-letters the sample.
+ *
+ * @example
+ *   errorCompensate({ ...errorCompensateDefaults, score: 'model' }, memory, (s) => featurize(s.rollout, features))
+ *   // scores.model 0.7, the memory's similar neighbours were scored 0.2 too high
+ *   //   → scores { 'model.raw': 0.7, 'model.correction': -0.2, model: 0.5 }
+ *   // scores.model 0.95, neighbours 0.2 too low → model = 1 (clamped to max)
  */
 export function errorCompensate(config: ErrorCompensateConfig, memory: ErrorMemory, vectorOf: (s: Sample) => Vector): Curator {
   return mapSamples('error-compensate', (sample) => {

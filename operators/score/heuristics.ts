@@ -53,6 +53,12 @@ export const heuristicsDefaults: HeuristicsConfig = {
  * - format: whether the response matches the pattern.
  * Both patterns are compiled when the operator is built, so a bad one fails at startup with
  * the field named. Scores only; filters decide.
+ *
+ * @example
+ *   heuristics({ ...heuristicsDefaults, overthinking: { maxTokens: 100, answerPattern: 'Answer:' } })
+ *   // response "so so so so\nAnswer: 4", token_count 12
+ *   //   → scores { 'heuristic.chars': 21, 'heuristic.tokens': 12, 'heuristic.repetition': 0.25, 'heuristic.overthinking': 0 }
+ *   // response "hmm, wait, let me reconsider", token_count 101 → 'heuristic.overthinking': 1
  */
 export function heuristics(config: HeuristicsConfig): Curator {
   const answer = compile('overthinking.answerPattern', config.overthinking.answerPattern, 's');

@@ -41,7 +41,10 @@ export const onnxScoreDefaults: OnnxScoreConfig = {
  * The rows are not cached per rollout: a later `featurize` of the same rollout (error memory,
  * label join) computes it once more, which costs less than keeping a vector per sample.
  *
+ * @example
  *   samples$.pipe(onnxScore({ ...onnxScoreDefaults, features }, new ModelHolder(await OnnxScoringModel.load(path))))
+ *   // each sample → scores.model = the model's output for its features, scorerVersion = the model's version
+ *   // a sample with rewards.correct NaN → dead letter (its features cannot be computed); the rest of the batch is scored
  */
 export function onnxScore(config: OnnxScoreConfig, holder: ModelHolder): Curator {
   const width = featureSize(config.features);

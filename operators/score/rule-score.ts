@@ -17,6 +17,11 @@ export interface RuleScoreConfig {
 /**
  * Scores each sample by rules: `<name>.reward` from verifier rewards, `<name>.format` as 1 or 0
  * for the format checks, and `<name>` = reward × format. Scores only; filters decide.
+ *
+ * @example
+ *   ruleScore({ name: 'rule', rewards: { correct: 3, style: 1 }, format: { pattern: 'Answer:', maxChars: 4000 } })
+ *   // rewards { correct: 1, style: 0 }, response "… Answer: 4" → scores { 'rule.reward': 0.75, 'rule.format': 1, rule: 0.75 }
+ *   // the same without "Answer:"                              → scores { 'rule.reward': 0.75, 'rule.format': 0, rule: 0 }
  */
 export function ruleScore(config: RuleScoreConfig): Curator {
   const pattern = config.format.pattern === undefined ? undefined : new RegExp(config.format.pattern, 's');

@@ -19,6 +19,12 @@ export const selfCertaintyDefaults: SelfCertaintyConfig = { name: 'certainty' };
  * chosen tokens' log-probs, so those cannot be computed here.
  * A rollout without log-probs (null or empty) gets no scores, not zeros: "unknown" must not
  * read as "unsure". A non-finite log-prob dead-letters the sample.
+ *
+ * @example
+ *   selfCertainty({ name: 'certainty' })
+ *   // logprobs [-0.2, -2, -0.2] → scores { 'certainty.mean_logprob': -0.8, 'certainty.min_logprob': -2, 'certainty.confidence': 0.449 }
+ *   // logprobs null             → no scores
+ *   // logprobs [NaN]            → dead letter "log-prob NaN is not finite"
  */
 export function selfCertainty(config: SelfCertaintyConfig): Curator {
   return mapSamples('self-certainty', (sample) => {

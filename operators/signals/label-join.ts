@@ -38,6 +38,12 @@ export const labelJoinStores = { scored: { name: 'label-join-scored' }, labels: 
  * expire after `ttlMs` (checked on ticks against the entry's own time, so a stalled stream does
  * not keep them forever). A second label for the same id, after the join, is ignored — the
  * error was recorded once.
+ *
+ * @example
+ *   input$.pipe(labelJoin({ ttlMs: 3_600_000 }, { scored: state.store(labelJoinStores.scored.name), labels: state.store(labelJoinStores.labels.name) }))
+ *   // in:  { kind: 'scored', scored: { id: 'r1', raw: 0.7, … } }, then { kind: 'label', id: 'r1', value: 1, at }
+ *   // out: { id: 'r1', raw: 0.7, …, label: 1, error: 0.3 }   (the same if the label comes first)
+ *   // a score whose label never comes → forgotten on the first tick past ttlMs, nothing emitted
  */
 export function labelJoin(config: LabelJoinConfig, stores: { scored: KeyValueStore; labels: KeyValueStore }): OperatorFunction<JoinInput, ScorerError> {
   // Arrival order is a queue in the store (`#head`, `#tail`, `#q:<seq>` → key), so expiry pops

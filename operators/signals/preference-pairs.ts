@@ -57,6 +57,12 @@ interface Candidate {
  * batch) and last in the chain, so it sees every reason the filters gave. A group split across
  * batches or interleaved with another yields pairs per contiguous run. The group being
  * collected is scratch for one batch; no store is needed.
+ *
+ * @example
+ *   preferencePairs({ ...preferencePairsDefaults, score: 'combined' })
+ *   // group g: a (correct 1, combined 0.9), b (correct 0, combined 0.4), c (correct 1, combined 0.6), then a sample of group h
+ *   //   → a, b, c pass unchanged; before h's sample, Emit{ output: 'preferencePairs', key: 'g',
+ *   //     value: { chosen: a, rejected: b, margin: 0.5, … } }   (c has no wrong answer left to pair with)
  */
 export function preferencePairs(config: PreferencePairsConfig): Curator {
   const hasPrefix = (prefixes: string[]) => (reason: string) => prefixes.some((p) => reason.startsWith(p));

@@ -76,6 +76,12 @@ interface PromptState {
  * doubly-linked recency list (O(1) store writes per sample). Bound: maxPrompts prompts, each
  * holding ≤ window outcomes and ≤ maxPromptChars of prompt; beyond it the least recently seen
  * prompt (arrival order) is forgotten.
+ *
+ * @example
+ *   weaknessTracker({ ...weaknessTrackerDefaults, minAttempts: 4, maxPassRate: 0.25 }, state.store(weaknessTrackerStore.name))
+ *   // prompt p7 attempted 4 times, rewards.correct 0, 0, 1, 0
+ *   //   → each sample annotated 'weakness.pass_rate' (the 4th: '0.25'), and after the 4th
+ *   //     Emit{ output: 'weaknesses', key: 'p7', value: { prompt_id: 'p7', attempts: 4, pass_rate: 0.25, by_version, … } }
  */
 export function weaknessTracker(config: WeaknessTrackerConfig, store: KeyValueStore): Curator {
   const recency = new StoreRecency(store, config.maxPrompts);
