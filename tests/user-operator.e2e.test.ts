@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, onTestFailed } from 'vitest';
@@ -17,22 +17,12 @@ const EXAMPLE = join(REPO, 'examples/capped-prompts');
 const K = 2;
 
 /**
- * The example's `flywheel` dependency (`file:../..`), linked as `npm install` in the example
- * links it, so `import … from 'flywheel'` there resolves to this checkout.
- */
-function linkExample(): void {
-  const link = join(EXAMPLE, 'node_modules/flywheel');
-  if (existsSync(link)) return;
-  mkdirSync(join(EXAMPLE, 'node_modules'), { recursive: true });
-  symlinkSync('../../..', link, 'dir');
-}
-
-/**
- * A worker of the example, as its user runs it (`node main.ts` in the example), from this
- * checkout's TypeScript sources (the "flywheel-source" export condition) rather than dist/.
+ * A worker of the example, as its user runs it (`node --import tsx main.ts`), from this
+ * checkout: tsx maps `import … from 'flywheel'` to index.ts through tsconfig.json's `paths`, so
+ * it runs the sources, not a build.
  */
 function startExample(prefix: string, clickhouse: string, log: string[]): ChildProcess {
-  const child = spawn(process.execPath, ['--conditions=flywheel-source', '--import', 'tsx', join(EXAMPLE, 'main.ts')], {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(EXAMPLE, 'main.ts')], {
     cwd: REPO,
     stdio: ['ignore', 'pipe', 'pipe'],
     // Small fetches: many transactions, so the kill lands between and inside them.
@@ -60,7 +50,6 @@ describe("the example's own stateful operator, its worker SIGKILLed mid-stream a
 
   it('restores its store: decisions exactly as the uninterrupted run, each record decided once', async () => {
     onTestFailed(() => console.error(`--- crashed worker ---\n${crashed.log.join('')}\n--- reference worker ---\n${reference.log.join('')}`));
-    linkExample();
     const registry = registryClient(connections.schemaRegistryUrl);
     const runs = await Promise.all(
       [crashed, reference].map(async (run) => {
