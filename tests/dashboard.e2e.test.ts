@@ -3,14 +3,18 @@
 // curates a small synthetic input; the page is opened while it runs, and once everything is
 // stored the figures it shows must equal what ClickHouse counts.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syntheticRollouts } from '../cli/synthetic.ts';
+import { VIEWS } from '../analytics/views.ts';
 import { Instrumentation } from '../contracts/events.ts';
+import { TRAINER_PROGRESS_TABLE } from '../contracts/trainer-progress.ts';
+import { pipelineMetrics } from '../ops/metrics.ts';
+import { DEAD_LETTERS_TABLE, SAMPLES_TABLE } from '../sinks/clickhouse/schema.ts';
 import { mountDashboard } from '../ops/dashboard.ts';
 import { startOpsServer, type OpsServer } from '../ops/server.ts';
 import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
@@ -25,6 +29,24 @@ const execFileAsync = promisify(execFile);
 const CHROMIUM = '/usr/bin/chromium';
 const OUTPUT = join(process.cwd(), '.flywheel', 'test-output');
 const serverUrl = process.env.FLYWHEEL_TEST_CLICKHOUSE_URL;
+
+/** deploy/grafana/flywheel.json: its panels' queries, by data source. */
+interface GrafanaTarget { datasource: { type: string }; rawSql?: string; expr?: string; refId: string }
+interface GrafanaPanel { id: number; type: string; title: string; gridPos: { x: number; y: number; w: number; h: number }; targets?: GrafanaTarget[] }
+const grafana = JSON.parse(readFileSync('deploy/grafana/flywheel.json', 'utf8')) as {
+  uid: string;
+  panels: GrafanaPanel[];
+  templating: { list: { name: string; type: string; datasource?: { type: string }; query: unknown }[] };
+};
+const grafanaTargets = grafana.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, ...t })));
+/** The ClickHouse SQL of the dashboard: every panel's, and the `run` variable's. */
+const grafanaSql = [
+  ...grafanaTargets.filter((t) => t.datasource.type === 'grafana-clickhouse-datasource').map((t) => ({ panel: t.panel, sql: t.rawSql! })),
+  ...grafana.templating.list.filter((v) => v.type === 'query' && v.datasource?.type === 'grafana-clickhouse-datasource').map((v) => ({ panel: `$${v.name}`, sql: String(v.query) })),
+];
+/** The SQL as the ClickHouse data source would send it for `run`, over all time. */
+const expandMacros = (sql: string, run: string) =>
+  sql.replaceAll('${run}', run).replace(/\$__timeFilter\((\w+)\)/g, '$1 >= toDateTime(0) AND $1 <= toDateTime(4102444800)');
 
 /** The ClickHouse server when the tests have one (its own database), else an embedded store. */
 async function openTestStore(): Promise<{ store: ClickHouseStore; cleanup: () => Promise<void> }> {
@@ -178,5 +200,58 @@ describe('dashboard in headless Chromium', () => {
     const png = await page.screenshot({ path: file, fullPage: true });
     expect(png.subarray(1, 4).toString()).toBe('PNG');
     expect(existsSync(file)).toBe(true);
+  });
+
+  it("runs every ClickHouse query of the Grafana dashboard against the run's views", async () => {
+    for (const { panel, sql } of grafanaSql) {
+      const rows = await store.query<Record<string, unknown>>(expandMacros(sql, prefix)).catch((err: Error) => {
+        throw new Error(`Grafana panel ${panel}: ${err.message}`);
+      });
+      expect(Array.isArray(rows), panel).toBe(true);
+    }
+    const decided = grafanaSql.find((q) => q.panel === 'Decided')!;
+    expect(await store.query(expandMacros(decided.sql, prefix))).toEqual([{ decided: expected.decided }]);
+    const runs = grafanaSql.find((q) => q.panel === '$run')!;
+    expect((await store.query<{ pipeline_run: string }>(runs.sql)).map((r) => r.pipeline_run)).toContain(prefix);
+  });
+});
+
+describe('Grafana dashboard deploy/grafana/flywheel.json', () => {
+  it('is a dashboard of unique panels on the 24-column grid, each with queries', () => {
+    expect(grafana.uid).toBe('flywheel');
+    expect(new Set(grafana.panels.map((p) => p.id)).size).toBe(grafana.panels.length);
+    for (const p of grafana.panels) {
+      expect(p.gridPos.x + p.gridPos.w, p.title).toBeLessThanOrEqual(24);
+      if (p.type !== 'row') expect(p.targets?.length, p.title).toBeGreaterThan(0);
+    }
+    for (const t of grafanaTargets) expect(['grafana-clickhouse-datasource', 'prometheus'], t.panel).toContain(t.datasource.type);
+  });
+
+  it('reads only the views of analytics/views.ts and the tables they are built on', () => {
+    const known = new Set([...VIEWS.map((v) => v.name), SAMPLES_TABLE, DEAD_LETTERS_TABLE, TRAINER_PROGRESS_TABLE]);
+    const used = new Set(grafanaSql.flatMap(({ sql }) => [...sql.matchAll(/\b(?:FROM|JOIN)\s+([A-Za-z_][\w.]*)/gi)].map((m) => m[1]!)));
+    expect([...used].filter((name) => !known.has(name))).toEqual([]);
+    // The figures the issue asks for, each from its view.
+    for (const view of ['acceptance_hourly', 'rejection_reasons', 'score_distribution', 'duplicate_rates_hourly', 'qd_coverage', 'exploration', 'exploitation', 'error_compensation', 'trainer_status']) {
+      expect(used, view).toContain(view);
+    }
+  });
+
+  it('asks Prometheus only for metric families the workers export (ops/metrics.ts)', async () => {
+    const metrics = pipelineMetrics(new Instrumentation(), { labels: { pipeline: 'grafana' } });
+    try {
+      const families = await metrics.registry.getMetricsAsJSON();
+      const exported = new Set(families.flatMap((f) => (String(f.type) === 'histogram' ? [`${f.name}_bucket`, `${f.name}_sum`, `${f.name}_count`] : [f.name])));
+      const exprs = [
+        ...grafanaTargets.filter((t) => t.datasource.type === 'prometheus').map((t) => t.expr!),
+        ...grafana.templating.list.filter((v) => v.datasource?.type === 'prometheus').map((v) => JSON.stringify(v.query)),
+      ];
+      const used = new Set(exprs.flatMap((e) => [...e.matchAll(/\b(?:flywheel|kafka|nodejs|process)_[a-z0-9_]+/g)].map((m) => m[0])));
+      expect(used.size).toBeGreaterThan(10);
+      expect([...used].filter((name) => !exported.has(name))).toEqual([]);
+      for (const e of exprs) if (!e.includes('label_values')) expect(e, 'scoped to the chosen pipelines').toContain('pipeline=~"$pipeline"');
+    } finally {
+      metrics.detach();
+    }
   });
 });
