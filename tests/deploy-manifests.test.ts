@@ -6,7 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { opsHttpSettings } from '../ops/server.ts';
 import { loadConfig } from '../pipeline/config.ts';
+import { connectionsFromEnv } from '../streams/connections.ts';
 
 // No cluster and no Docker here: the compose file, the Kubernetes manifests and the Dockerfile are
 // checked by real validators (deploy/lint-tools.sh installs them, cached) and, for what no
@@ -79,6 +81,7 @@ interface K8sObject {
 }
 interface ComposeService {
   image?: string;
+  entrypoint?: string[];
   command?: string[];
   environment?: Record<string, string>;
   secrets?: string[];
@@ -144,6 +147,23 @@ const runNode = (args: string[], env: Record<string, string> = {}) =>
     () => 0,
     (err: { code: number }) => err.code,
   );
+
+/**
+ * A deployment's environment as the process would see it: compose's `${VAR:-default}` taken at
+ * its default, and each *_FILE pointed at a temporary file holding a placeholder secret.
+ */
+function asProcessEnv(env: Record<string, string>): Record<string, string> {
+  const dir = mkdtempSync(join(tmpdir(), 'flywheel-env-'));
+  return Object.fromEntries(
+    Object.entries(env).map(([name, raw]) => {
+      const value = raw.replace(/\$\{\w+:-([^}]*)\}/g, '$1');
+      if (!name.endsWith('_FILE')) return [name, value];
+      const file = join(dir, name);
+      writeFileSync(file, 'placeholder\n');
+      return [name, file];
+    }),
+  );
+}
 
 beforeAll(async () => {
   const installed = await lint('install');
@@ -271,6 +291,25 @@ describe('Kubernetes manifests (deploy/k8s)', () => {
     for (const name of ['KAFKA_BROKERS', 'SCHEMA_REGISTRY_URL', 'CLICKHOUSE_URL']) expect(env[name], name).toBeTruthy();
   });
 
+  it("the pods' environment passes the worker's own connection and ops settings: SASL_SSL, the secrets' users, 0.0.0.0 on the probed port", () => {
+    const shared = named('ConfigMap', 'flywheel-env').data!;
+    const secret = named('Secret', 'flywheel-secrets').stringData!;
+    const pipeline = loadConfig(join(DEPLOY, 'pipeline.json'));
+    for (const name of ['flywheel-worker', 'flywheel-trainer']) {
+      const own = Object.fromEntries(containerOf(name).env!.map((e) => [e.name, e.value ?? secret[e.valueFrom!.secretKeyRef!.key]!]));
+      const env = asProcessEnv({ ...shared, ...own });
+      const connections = connectionsFromEnv(env);
+      expect(connections.kafka?.protocol, name).toBe('SASL_SSL');
+      expect(connections.kafka?.sasl?.username, name).toBe(secret['kafka-sasl-username']);
+      expect(connections.schemaRegistry?.auth?.username, name).toBe(secret['schema-registry-username']);
+      if (name === 'flywheel-worker') {
+        expect(connections.clickhouse?.auth?.username).toBe(shared.CLICKHOUSE_USER);
+        const port = containerOf(name).ports!.find((p) => p.name === 'http')!.containerPort;
+        expect(opsHttpSettings(pipeline.ops.http, env)).toEqual({ host: '0.0.0.0', port });
+      }
+    }
+  });
+
   it('the Secret holds placeholders only, and every pod runs non-root without privilege escalation', () => {
     const secret = named('Secret', 'flywheel-secrets').stringData!;
     for (const [key, value] of Object.entries(secret)) if (/password/.test(key)) expect(value, key).toBe('REPLACE-ME');
@@ -348,6 +387,29 @@ describe('compose stack (deploy/compose.yaml)', () => {
     expect(trainer.deploy!.replicas).toBe(1);
     expect(trainer.command).toEqual(['train', '--config', trainer.configs![0]!.target]);
     expect(compose.configs[trainer.configs![0]!.source]!.file).toBe('./trainer.json');
+  });
+  it("the workers' and trainer's environment passes the worker's own connection and ops settings, and matches the broker, registry and ClickHouse", () => {
+    const services = compose.services;
+    const broker = services.kafka!.entrypoint!.join('\n');
+    const [, protocol, address] = /^advertised\.listeners=(\w+):\/\/(\S+)$/m.exec(broker)!;
+    const mechanism = /^sasl\.enabled\.mechanisms=(\S+)$/m.exec(broker)![1]!;
+    const pipeline = loadConfig(join(DEPLOY, 'pipeline.json'));
+    for (const name of ['worker', 'trainer']) {
+      const s = services[name]!;
+      const env = asProcessEnv(s.environment!);
+      const connections = connectionsFromEnv(env);
+      expect(connections.kafkaBrokers, name).toEqual([address]);
+      expect(connections.kafka?.protocol, name).toBe(protocol);
+      expect(connections.kafka?.sasl?.mechanism.toUpperCase(), name).toBe(mechanism);
+      // The broker makes its SCRAM user from the same name and the same secret file.
+      expect(connections.kafka?.sasl?.username).toBe(asProcessEnv(services.kafka!.environment!).KAFKA_SASL_USERNAME);
+      expect(services.kafka!.secrets).toContain(s.environment!.KAFKA_SASL_PASSWORD_FILE!.replace('/run/secrets/', ''));
+      expect(broker).toContain('/run/secrets/kafka_sasl_password');
+      expect(connections.schemaRegistryUrl, name).toBe(`http://registry:${services.registry!.environment!.QUARKUS_HTTP_PORT}/apis/ccompat/v7`);
+      expect(connections.clickhouse?.auth?.username, name).toBe(services.clickhouse!.environment!.CLICKHOUSE_USER);
+      expect(s.environment!.CLICKHOUSE_PASSWORD_FILE).toBe(services.clickhouse!.environment!.CLICKHOUSE_PASSWORD_FILE);
+    }
+    expect(opsHttpSettings(pipeline.ops.http, asProcessEnv(services.worker!.environment!))).toEqual({ host: '0.0.0.0', port: services.worker!.ports![0]!.target });
   });
 });
 
