@@ -8,7 +8,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import type { Readiness } from './health.ts';
-import type { PipelineMetrics } from './metrics.ts';
+import type { Instrumentation } from '../contracts/events.ts';
+import { pipelineMetrics, type PipelineMetrics } from './metrics.ts';
 
 /**
  * One route's handler. It answers `res` itself (status, headers, body); a throw or rejection
@@ -157,4 +158,18 @@ export function opsRoutes(parts: { metrics?: PipelineMetrics; readiness?: Readin
     });
   }
   return routes;
+}
+
+/**
+ * An ops server with /metrics (from `events`) and /healthz only, for a process that is not a
+ * pipeline worker (the trainer); undefined when `http` is (no server configured). The caller
+ * closes it.
+ *
+ * @example
+ * // Only when FLYWHEEL_HTTP_PORT is set: a worker on the same machine holds the default port.
+ * const ops = await serveMetrics(events, opsHttpSettings({ host: '127.0.0.1', port: null }), { trainer: 'reference' });
+ */
+export async function serveMetrics(events: Instrumentation, http: OpsHttpSettings | undefined, labels: Record<string, string>): Promise<OpsServer | undefined> {
+  if (http === undefined) return undefined;
+  return startOpsServer({ ...http, routes: opsRoutes({ metrics: pipelineMetrics(events, { labels }) }) });
 }

@@ -7,7 +7,7 @@ import { syntheticRollouts } from '../cli/synthetic.ts';
 import { Instrumentation } from '../contracts/events.ts';
 import { trackReadiness } from '../ops/health.ts';
 import { pipelineMetrics } from '../ops/metrics.ts';
-import { opsHttpSettings, opsRoutes, startOpsServer } from '../ops/server.ts';
+import { opsHttpSettings, opsRoutes, serveMetrics, startOpsServer } from '../ops/server.ts';
 import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
@@ -310,5 +310,25 @@ describe('metrics and readiness from instrumentation events', () => {
     events.emit('group.rebalance', { groupId: 'g', memberId: 'm', generationId: 2, partitions: [] });
     expect((await readiness.check()).missing).toEqual(['the consumer group assigned this worker no partitions']);
     readiness.detach();
+  });
+});
+
+describe('serveMetrics (a trainer process)', () => {
+  it('serves the trainer.progress gauges from its events, and nothing without HTTP settings', async () => {
+    const events = new Instrumentation();
+    expect(await serveMetrics(events, opsHttpSettings({ host: '127.0.0.1', port: null }, {}), { trainer: 't' })).toBeUndefined();
+    const server = (await serveMetrics(events, opsHttpSettings({ host: '127.0.0.1', port: null }, { FLYWHEEL_HTTP_PORT: '0' }), { trainer: 't' }))!;
+    try {
+      events.emit('trainer.progress', { trainer: 't', modelVersion: 'v3', step: 7, examples: 700, loss: 0.25 });
+      const { samples } = parseExposition(await (await fetch(new URL('metrics', server.url))).text());
+      expect(samples.filter((s) => s.name.startsWith('flywheel_trainer_')).map((s) => [s.name, s.value])).toEqual([
+        ['flywheel_trainer_step', 7],
+        ['flywheel_trainer_examples', 700],
+        ['flywheel_trainer_loss', 0.25],
+      ]);
+      expect((await fetch(new URL('readyz', server.url))).status).toBe(404);
+    } finally {
+      await server.close();
+    }
   });
 });
