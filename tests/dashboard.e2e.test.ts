@@ -19,7 +19,7 @@ import { mountDashboard } from '../ops/dashboard.ts';
 import { startOpsServer, type OpsServer } from '../ops/server.ts';
 import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
 import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
-import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
+import { LazyStore, openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { registryClient, rolloutSerde } from '../streams/serde.ts';
 import { expectedOutcome } from './helpers/expected.ts';
@@ -200,6 +200,28 @@ describe('dashboard in headless Chromium', () => {
     const png = await page.screenshot({ path: file, fullPage: true });
     expect(png.subarray(1, 4).toString()).toBe('PNG');
     expect(existsSync(file)).toBe(true);
+  });
+
+  it('says so when ClickHouse cannot answer, instead of showing figures', async () => {
+    // A store (opened on first use, as a worker's is) at a port nothing listens on: every query
+    // fails as in a real outage.
+    const down = new LazyStore({ url: 'http://127.0.0.1:9' });
+    const other = await startOpsServer({ host: '127.0.0.1', port: 0 });
+    mountDashboard(other, { store: down, run: prefix, pollMs: 500 });
+    const tab = await browser.newPage();
+    try {
+      const res = await fetch(new URL('api/dashboard', other.url));
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as { error: string }).error).toMatch(/127\.0\.0\.1:9|ECONNREFUSED/);
+      await tab.goto(other.url);
+      await tab.waitForFunction(() => document.body.dataset.state === 'error');
+      expect(await tab.textContent('#error')).toMatch(/^cannot read the figures: /);
+      expect(await tab.getAttribute('#decided', 'data-value')).toBe('');
+    } finally {
+      await tab.close();
+      await other.close();
+      await down.close();
+    }
   });
 
   it("runs every ClickHouse query of the Grafana dashboard against the run's views", async () => {

@@ -1,4 +1,5 @@
-// The dashboard page: polls /api/dashboard (ops/dashboard.ts) every `pollMs` and redraws. Plain
+// The dashboard page: polls api/dashboard (ops/dashboard.ts; relative, so a path prefix in front
+// of the worker, e.g. an ingress, keeps working) every `pollMs` and redraws. Plain
 // browser JavaScript, no build step; charts are Chart.js (served at /dashboard/chart.umd.min.js).
 // Every chart is created once and updated in place, so a poll costs a redraw, not a rebuild.
 /* global Chart */
@@ -265,7 +266,7 @@ let pollMs = 2000;
 
 async function poll() {
   try {
-    const res = await fetch('/api/dashboard', { cache: 'no-store' });
+    const res = await fetch('api/dashboard', { cache: 'no-store' });
     const body = await res.json();
     if (!res.ok) throw new Error(body.error ?? `HTTP ${res.status}`);
     pollMs = body.pollMs ?? pollMs;
