@@ -193,6 +193,17 @@ export const pipelineConfigSchema = z.strictObject({
       url: z.url().optional(),
       /** The server's database for Flywheel's tables (created when missing). */
       database: name.optional(),
+      /**
+       * The HTTP endpoint a worker serves its embedded store on (sinks/clickhouse/http-endpoint.ts):
+       * 127.0.0.1 and read-only (SELECT-like statements only) unless these say otherwise. It has
+       * no authentication: another host or writes are for a trusted network only.
+       */
+      endpoint: z
+        .strictObject({
+          host: z.string().min(1).default('127.0.0.1'),
+          allowWrites: z.boolean().default(false),
+        })
+        .optional(),
     })
     .default({ path: '.flywheel/clickhouse' }),
   /**

@@ -269,7 +269,7 @@ export async function startTopology(topology: Topology, connections: Connections
     },
     serve: async () => {
       if (clickhouse.kind !== 'embedded') return undefined;
-      endpoint ??= await serveStore(clickhouse, { dataDir: config.clickhouse.path });
+      endpoint ??= await serveStore(clickhouse, { dataDir: config.clickhouse.path, ...config.clickhouse.endpoint });
       return endpoint.url;
     },
   };

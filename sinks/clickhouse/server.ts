@@ -205,7 +205,7 @@ export async function openServerStore(opts: ServerStoreOptions): Promise<ServerS
 
 function unreachable(url: string, err: unknown, security: HttpSecurity | undefined): Error {
   const msg = redactText(err instanceof Error ? err.message : String(err), [security?.auth?.password]);
-  if (/Authentication failed|password is incorrect|Unknown user|REQUIRED_PASSWORD|\b(516|192|193)\b/i.test(msg)) {
+  if (/Authentication failed|Wrong password|password is incorrect|Unknown user|REQUIRED_PASSWORD|\b(516|192|193)\b/i.test(msg)) {
     return new ClickHouseStoreError(
       'server',
       `connect ${redactUrl(url)}`,
