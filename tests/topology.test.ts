@@ -24,7 +24,7 @@ import {
 import { ConfigError, configHash, EXAMPLE_CONFIG, loadConfig, withOverrides, type PipelineConfig } from '../pipeline/config.ts';
 import type { OperatorResources } from '../pipeline/curators.ts';
 import { describePipeline } from '../pipeline/describe.ts';
-import { defineStore, operator } from '../pipeline/operator.ts';
+import { defineStore, operator, stateless } from '../pipeline/operator.ts';
 import { startPipeline } from '../pipeline/run.ts';
 import { topology, topologyFromConfig, TopologyError, type Topology, type TopologySettingsInput } from '../pipeline/topology.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
@@ -182,6 +182,15 @@ describe('a user operator over its partition stores', () => {
     expect(await run(t, state, [sample()])).toEqual(['2:2']);
     // On the changelog as the codec writes it.
     expect(state.pendingChanges()).toEqual([{ store: 'seen', key: 'p1', value: '{"n":2}' }]);
+  });
+
+  it('takes a plain RxJS operator as a stateless step', async () => {
+    const tagged = map((e: Envelope) => (e.kind === 'sample' ? { ...e, annotations: { ...e.annotations, seen: 'yes' } } : e));
+    const t = topology({ name: 'p' }).source('rollouts').pipe(tagged, stateless(map((e: Envelope) => e), 'noop'));
+    expect(t.describe()).toMatch(/1\. stateless \(stateless\)\n\s+2\. noop \(stateless\)/);
+    expect(t.stores()).toEqual([]);
+    const out = await through(t.chain(0, new PartitionState(0, []), resources), [sampleOf()]);
+    expect(out.map((e) => (e.kind === 'sample' ? e.annotations.seen : e.kind))).toEqual(['yes']);
   });
 
   it('may use only the stores it declared', async () => {

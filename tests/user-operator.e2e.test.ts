@@ -40,7 +40,7 @@ describe("the example's own stateful operator, its worker SIGKILLed mid-stream a
   // One input, sent to two pipelines: one is killed and restarted, the other runs uninterrupted.
   const crashed = { prefix: `${prefix}-crash`, log: [] as string[], worker: undefined as ChildProcess | undefined };
   const reference = { prefix: `${prefix}-ref`, log: [] as string[], worker: undefined as ChildProcess | undefined };
-  const data = syntheticRollouts({ groups: 300, runId: prefix, garbage: 2 });
+  const data = syntheticRollouts({ groups: 200, runId: prefix, garbage: 2 });
 
   afterAll(async () => {
     for (const w of [crashed.worker, reference.worker]) w?.kill('SIGKILL');
