@@ -276,7 +276,8 @@ export interface StarvationStatus {
  * admitted count (and rejections); `check(now)` says when to signal: on entering starvation
  * (kind "starvation"), again every `repeatMs` while it lasts, and once on leaving it
  * ("starvation-cleared"). The rate condition needs a full window of observation first, so a
- * trainer is not declared slow in its first seconds; the idle condition counts from the start.
+ * trainer is not declared slow in its first seconds; the idle condition counts from the start (or the
+ * restartClock call: the client makes it on joining its group).
  */
 export class StarvationMonitor {
   private readonly window: Array<{ t: number; admitted: number; rejected: Record<string, number> }> = [];
@@ -287,8 +288,13 @@ export class StarvationMonitor {
   constructor(
     readonly trainer: string,
     readonly config: StarvationConfig,
-    private readonly start: number,
+    private start: number,
   ) {}
+
+  /** Counts idleness and rate from `now` on, as if the monitor were made then (nothing recorded yet). */
+  restartClock(now: number): void {
+    if (this.window.length === 0 && this.lastAdmittedAt === null) this.start = now;
+  }
 
   record(admitted: number, now: number, rejected: Record<string, number> = {}): void {
     this.window.push({ t: now, admitted, rejected });

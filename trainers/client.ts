@@ -96,6 +96,7 @@ export class TrainerClient {
   private readonly committer: Committer;
   private readonly publisher: Publisher;
   private readonly starvation: StarvationWatch | null;
+  private joined = false;
   private announcements: BroadcastReader | undefined;
 
   private closed = false;
@@ -215,13 +216,19 @@ export class TrainerClient {
         await this.onBatch(batch, resolveOffset, isStale);
       },
     });
-    this.starvation?.start();
   }
 
   // ─── Fetching ─────────────────────────────────────────────────────────────────────────────
 
   /** A new assignment: seek the kept partitions to our position; drop what was fetched for partitions lost. */
   private onAssignment(assignment: Record<string, number[]>): void {
+    // The starvation clock starts with the first assignment: a trainer still joining its group
+    // (which takes seconds on a loaded broker) is not yet starved of data.
+    if (!this.joined) {
+      this.joined = true;
+      this.monitor?.restartClock(Date.now());
+      this.starvation?.start();
+    }
     const seeks = this.positions.assign(assignment, (tp) => this.buffer.pendingEnd(tp));
     this.buffer.retain((tp) => this.positions.isAssigned(tp));
     for (const s of seeks) this.consumer.seek({ topic: s.topic, partition: s.partition, offset: s.offset.toString() });
