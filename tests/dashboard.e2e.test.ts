@@ -21,6 +21,7 @@ import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts
 import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
 import { LazyStore, openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
+import { publishProgress } from '../trainers/progress.ts';
 import { registryClient, rolloutSerde } from '../streams/serde.ts';
 import { expectedOutcome } from './helpers/expected.ts';
 import { connections, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
@@ -72,6 +73,7 @@ describe('dashboard in headless Chromium', () => {
   let browser: Browser;
   let page: Page;
   const snapshotsSeen = new Set<string>();
+  const TRAINER_LOSSES = [0.9, 0.6, 0.45];
 
   beforeAll(async () => {
     // Cached: a no-op once chromium is installed (~30 s cold on CI, as root).
@@ -94,6 +96,19 @@ describe('dashboard in headless Chromium', () => {
     snapshotsSeen.add((await page.getAttribute('body', 'data-updated'))!);
     const serde = await rolloutSerde(registryClient(connections.schemaRegistryUrl), pipeline.catalog.rollouts);
     await produceRollouts(kafka, serde, data.rollouts, { raw: data.garbage });
+    // Progress reports as a trainer publishes them; the pipeline's sink stores them.
+    const producer = kafka.producer();
+    await producer.connect();
+    try {
+      for (const [i, loss] of TRAINER_LOSSES.entries()) {
+        await publishProgress(producer, pipeline.catalog.trainerProgress, {
+          trainer: `${prefix}-trainer`, model_version: 'v2', step: i + 1, examples: 32 * (i + 1), loss,
+          metric_names: [], metric_values: [], committed_topic: pipeline.catalog.accepted, committed_partitions: [], committed_offsets: [], at: Date.now() + i * 1000,
+        });
+      }
+    } finally {
+      await producer.disconnect();
+    }
   }, 600_000);
 
   afterAll(async () => {
@@ -200,6 +215,31 @@ describe('dashboard in headless Chromium', () => {
     const png = await page.screenshot({ path: file, fullPage: true });
     expect(png.subarray(1, 4).toString()).toBe('PNG');
     expect(existsSync(file)).toBe(true);
+  });
+
+  it("shows a trainer's progress as trainer_status holds it", async () => {
+    const trainer = `${prefix}-trainer`;
+    await waitUntil(
+      async () => (await store.query(`SELECT 1 FROM trainer_status WHERE trainer = {t:String} AND last_step = {n:UInt32}`, { t: trainer, n: TRAINER_LOSSES.length })).length === 1,
+      'the sink to store every progress report',
+    );
+    const [status] = await store.query<{ last_step: number; examples_total: number; last_loss: number }>(
+      `SELECT last_step, examples_total, last_loss FROM trainer_status WHERE trainer = {t:String}`,
+      { t: trainer },
+    );
+    await page.waitForFunction(
+      ([t, step]) => document.querySelector(`#trainers tr[data-trainer="${t}"]`)?.getAttribute('data-step') === String(step),
+      [trainer, status!.last_step] as const,
+      { timeout: 60_000, polling: 200 },
+    );
+    const cells = await page.$$eval(`#trainers tr[data-trainer="${trainer}"] td`, (tds) => tds.map((td) => td.textContent));
+    expect(cells.slice(0, 5)).toEqual([trainer, 'v2', String(status!.last_step), String(status!.examples_total), String(status!.last_loss)]);
+    const curve = await page.evaluate((label) => {
+      const canvas = document.getElementById('chart-trainer-loss') as HTMLCanvasElement;
+      const chart = (window as unknown as { Chart: { getChart(c: HTMLCanvasElement): { data: { datasets: { label: string; data: (number | null)[] }[] } } | undefined } }).Chart.getChart(canvas);
+      return chart!.data.datasets.find((d) => d.label === label)?.data.filter((v) => v !== null);
+    }, `${trainer} · v2`);
+    expect(curve).toEqual(TRAINER_LOSSES);
   });
 
   it('says so when ClickHouse cannot answer, instead of showing figures', async () => {
