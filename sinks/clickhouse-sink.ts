@@ -24,7 +24,8 @@ export interface ClickHouseSinkOptions {
   /**
    * Instrumentation (contracts/events.ts): `sink.insert` after each block stored (`ok: true`,
    * `durationMs` including retries) and after each failed attempt (`ok: false`); `dead-letter`
-   * (stage `clickhouse-sink`) for a record whose row ClickHouse rejects.
+   * (stage `clickhouse-sink`) for a record whose row ClickHouse rejects; `consumer.lag` (the
+   * sink's group) after each batch stored.
    */
   events?: Instrumentation;
   /** Called before each retry of a failed INSERT (also logged, lib/log.ts). */
@@ -180,6 +181,11 @@ export class ClickHouseSink {
             try {
               await this.store(source);
               source.settle();
+              // The sink's own lag (kafka_consumergroup_lag of its group): what is left to store.
+              if (this.events.has('consumer.lag')) {
+                const { topic, partition, highWatermark } = source.batch;
+                this.events.emit('consumer.lag', { topic, partition, groupId: this.options.groupId, lag: Math.max(0, Number(BigInt(highWatermark) - BigInt(source.batch.lastOffset()) - 1n)) });
+              }
             } catch (err) {
               // Only a lost partition (or stop) gets here: kafkajs rejoins and re-reads.
               source.settle(new Error(`ClickHouse sink: ${source.batch.topic}[${source.batch.partition}]: ${(err as Error).message}`, { cause: err }));

@@ -201,6 +201,9 @@ describe.skipIf(!serverUrl)('a worker serves Prometheus metrics and health probe
     expect(new Set(series('flywheel_operator_duration_seconds_count').map((s) => s.labels.operator))).toEqual(new Set(config.operators.map((o) => o.type)));
     expect(sum(samples, 'flywheel_rebalances_total', { group: `${prefix}.${config.name}` })).toBeGreaterThanOrEqual(1);
     expect(series('kafka_consumergroup_lag').filter((s) => s.labels.group === `${prefix}.${config.name}`).map((s) => s.labels.partition).sort()).toEqual(['0', '1', '2']);
+    // The ClickHouse sink's lag, under its own group, on every decisions partition it stored.
+    const sinkLag = series('kafka_consumergroup_lag').filter((s) => s.labels.group === `${prefix}.${config.name}.clickhouse-sink` && s.labels.topic === catalog.decisions);
+    expect(sinkLag.map((s) => s.labels.partition).sort()).toEqual(['0', '1', '2']);
     expect(series('flywheel_state_store_entries').filter((s) => s.value > 0).length).toBeGreaterThan(0);
     expect(series('flywheel_state_store_bytes').filter((s) => s.value > 0).length).toBeGreaterThan(0);
     expect(series('nodejs_eventloop_lag_seconds')[0]!.value).toBeGreaterThanOrEqual(0);
