@@ -80,6 +80,11 @@ describe('ruleScore', () => {
     const [out] = samplesOf(await through(ruleScore(config), [s]));
     expect(out!.scores['rule.format']).toBe(1);
   });
+
+  it('reads own rewards only: a reward named like a prototype member counts as missing', async () => {
+    const [out] = samplesOf(await through(ruleScore({ ...config, rewards: { constructor: 1, toString: 1 } }), [sample({ rewards: {} })]));
+    expect(out!.scores['rule.reward']).toBe(0);
+  });
 });
 
 describe('thresholdFilter', () => {
@@ -96,6 +101,12 @@ describe('thresholdFilter', () => {
     const filter = thresholdFilter({ min: { rule: 0.5 }, max: {}, onMissing: 'pass' });
     const [out] = samplesOf(await through(filter, [sample()]));
     expect(out!.reasons).toEqual([]);
+  });
+
+  it('reads own scores only: a bound on a prototype member name is a missing score', async () => {
+    const filter = thresholdFilter({ min: { constructor: 0.5 }, max: { toString: 1 }, onMissing: 'reject' });
+    const [out] = samplesOf(await through(filter, [sample()]));
+    expect(out!.reasons).toEqual(['missing:constructor', 'missing:toString']);
   });
 });
 

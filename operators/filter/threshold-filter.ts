@@ -28,7 +28,8 @@ export function thresholdFilter(config: ThresholdFilterConfig): Curator {
   return mapSamples('threshold-filter', (sample) => {
     const reasons: string[] = [];
     for (const [score, side, bound] of bounds) {
-      const value = sample.scores[score];
+      // Own properties only: a score named `constructor` must not read Object.prototype's.
+      const value = Object.hasOwn(sample.scores, score) ? sample.scores[score] : undefined;
       if (value === undefined) {
         if (config.onMissing === 'reject') reasons.push(`missing:${score}`);
       } else if (side === 'min' ? value < bound : value > bound) {

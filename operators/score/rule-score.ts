@@ -28,7 +28,7 @@ export function ruleScore(config: RuleScoreConfig): Curator {
   const weights = Object.entries(config.rewards);
   const totalWeight = weights.reduce((sum, [, w]) => sum + w, 0);
   return mapSamples(config.name, (sample) => {
-    const reward = totalWeight === 0 ? 0 : weights.reduce((sum, [k, w]) => sum + w * (sample.rollout.rewards[k] ?? 0), 0) / totalWeight;
+    const reward = totalWeight === 0 ? 0 : weights.reduce((sum, [k, w]) => sum + w * (Object.hasOwn(sample.rollout.rewards, k) ? sample.rollout.rewards[k]! : 0), 0) / totalWeight;
     const format = formatPasses(sample.rollout, config.format, pattern) ? 1 : 0;
     return {
       ...sample,
