@@ -1,10 +1,11 @@
 import { execFile } from 'node:child_process';
-import { readFileSync, readdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import ts from 'typescript';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { opsHttpSettings } from '../ops/server.ts';
 import { loadConfig } from '../pipeline/config.ts';
@@ -451,6 +452,38 @@ describe('Dockerfile', () => {
     expect(arg('COPY').some((a) => /^\.\s/.test(a) || a.startsWith('. '))).toBe(false);
     expect(text).toMatch(/npm install --omit=dev/);
     expect(text).toMatch(/npm run build/);
+  });
+
+  it("the production install (the prod-deps stage's own command, run here on package.json) provides every package the built code imports", async () => {
+    // The stage's package.json rewrite, exactly as the Dockerfile has it.
+    const prodDeps = text.slice(text.indexOf('AS prod-deps'), text.indexOf('AS build'));
+    const script = /node -e "((?:[^"\\]|\\.)*)"/.exec(prodDeps)![1]!;
+    const dir = mkdtempSync(join(tmpdir(), 'flywheel-prod-deps-'));
+    writeFileSync(join(dir, 'package.json'), readFileSync(join(ROOT, 'package.json')));
+    await promisify(execFile)(process.execPath, ['-e', script], { cwd: dir });
+    const installed = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name: string; dependencies: Record<string, string>; devDependencies?: Record<string, string> };
+    expect(prodDeps).toMatch(/npm install --omit=dev/);
+    // Every bare import of the sources `npm run build` compiles (tsconfig.build.json), by package.
+    const build = ts.parseConfigFileTextToJson('tsconfig.build.json', readFileSync(join(ROOT, 'tsconfig.build.json'), 'utf8')).config as { include: string[] };
+    const sources = (path: string): string[] => {
+      const full = join(ROOT, path);
+      const stat = statSync(full, { throwIfNoEntry: false });
+      if (stat === undefined || path.endsWith('.test.ts') || path.endsWith('node_modules')) return [];
+      if (stat.isFile()) return path.endsWith('.ts') ? [full] : [];
+      return readdirSync(full).flatMap((name) => sources(join(path, name)));
+    };
+    const packages = new Set<string>();
+    for (const file of build.include.flatMap(sources)) {
+      const code = readFileSync(file, 'utf8');
+      const specifiers = [
+        ...[...code.matchAll(/^\s*(?:import|export)\s+(?!type\b)(?:[^'";]*?\sfrom\s+)?'([^'./][^']*)'/gm)].map((m) => m[1]!),
+        ...[...code.matchAll(/(?:import|require|resolve)\(\s*'([^'./][^']*)'\s*\)/g)].map((m) => m[1]!),
+      ];
+      for (const s of specifiers) if (!s.startsWith('node:') && s !== installed.name) packages.add(s.split('/').slice(0, s.startsWith('@') ? 2 : 1).join('/'));
+    }
+    expect([...packages]).toContain('rxjs');
+    for (const name of packages) expect(installed.dependencies, `${name} is imported by the built code`).toHaveProperty([name]);
+    for (const name of Object.keys(installed.devDependencies ?? {})) expect(packages.has(name), `${name} is a dev dependency`).toBe(false);
   });
 
   it('.dockerignore keeps out node_modules, state and secrets, and nothing the Dockerfile copies', () => {
