@@ -400,6 +400,31 @@ describe('secrets are never echoed', () => {
   });
 });
 
+describe('connection settings are checked once, at the edge, naming the variable', () => {
+  const fails = (env: Record<string, string>) => {
+    try {
+      connectionsFromEnv(env);
+    } catch (err) {
+      return (err as Error).message;
+    }
+    return 'no error';
+  };
+
+  it('rejects a secret given twice, a missing password, an unknown protocol or mechanism, a CA file that is no PEM, credentials given two ways', () => {
+    const pw = writeFile('pw', 'x');
+    expect(fails({ KAFKA_SASL_USERNAME: 'u', KAFKA_SASL_PASSWORD: 'x', KAFKA_SASL_PASSWORD_FILE: pw })).toMatch(/^KAFKA_SASL_PASSWORD and KAFKA_SASL_PASSWORD_FILE are both set/);
+    expect(fails({ KAFKA_SECURITY_PROTOCOL: 'SASL_SSL', KAFKA_SASL_USERNAME: 'u' })).toMatch(/needs KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE/);
+    expect(fails({ KAFKA_SECURITY_PROTOCOL: 'TLS' })).toMatch(/^KAFKA_SECURITY_PROTOCOL=TLS: expected one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL/);
+    expect(fails({ KAFKA_SASL_MECHANISM: 'GSSAPI', KAFKA_SASL_USERNAME: 'u', KAFKA_SASL_PASSWORD: 'x' })).toMatch(/^KAFKA_SASL_MECHANISM=GSSAPI/);
+    expect(fails({ KAFKA_SSL_CA_FILE: pw })).toBe(`KAFKA_SSL_CA_FILE=${pw}: no PEM certificate in it (expected a "-----BEGIN …CERTIFICATE-----" block)`);
+    expect(fails({ KAFKA_SASL_USERNAME: 'u', KAFKA_SASL_PASSWORD_FILE: join(dir, 'absent') })).toMatch(/^KAFKA_SASL_PASSWORD_FILE=.*absent: cannot read it \(ENOENT\)/);
+    expect(fails({ SCHEMA_REGISTRY_URL: 'https://a:b@r:1/x', SCHEMA_REGISTRY_USERNAME: 'a' })).toMatch(/^SCHEMA_REGISTRY_URL carries a user and SCHEMA_REGISTRY_USERNAME/);
+    expect(fails({ CLICKHOUSE_URL: 'http://c:1', CLICKHOUSE_CA_FILE: join(tlsDir, 'ca.pem') })).toMatch(/^CLICKHOUSE_CA_FILE is set but CLICKHOUSE_URL is not an https:\/\/ URL/);
+    // Unset protocol with credentials: TLS, never SASL in the clear by default.
+    expect(connectionsFromEnv({ KAFKA_SASL_USERNAME: 'u', KAFKA_SASL_PASSWORD_FILE: pw }).kafka?.protocol).toBe('SASL_SSL');
+  });
+});
+
 describe("the embedded store's HTTP endpoint", () => {
   it('serves SELECT-like reads and refuses writes with 403, unless allowWrites', async () => {
     // The endpoint in front of the private server's store: the same code serves the embedded one.
