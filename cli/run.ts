@@ -8,6 +8,8 @@ import { ConfigError, type PipelineConfig } from '../pipeline/config.ts';
 import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
 import type { ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import type { Connections } from '../streams/connections.ts';
+import { configureLogging } from '../lib/log.ts';
+import { progressLines } from './progress.ts';
 
 /** Prints what the pipeline has done so far, when it changed, every `everyMs`. */
 export function reportProgress(pipeline: RunningPipeline, everyMs = 2000): () => void {
@@ -51,7 +53,10 @@ async function startOps(config: PipelineConfig, events: Instrumentation, store: 
 
 /** `flywheel run`: one worker until SIGINT/SIGTERM; the embedded store is served to other processes. */
 export async function runCommand(config: PipelineConfig, connections: Connections): Promise<void> {
+  configureLogging(config.log);
   const events = new Instrumentation();
+  // Attached before the start, so the first group join's "partitions [...]" line is not missed.
+  const stopReporting = progressLines(events, { name: config.name });
   let pipeline: RunningPipeline | undefined;
   const ops = await startOps(config, events, () => pipeline?.store);
   try {
@@ -66,7 +71,6 @@ export async function runCommand(config: PipelineConfig, connections: Connection
   const endpoint = await pipeline.serve();
   if (endpoint !== undefined) process.stderr.write(`[flywheel] embedded ClickHouse served at ${endpoint} for \`flywheel sql\`\n`);
   process.stderr.write(`[flywheel] ${config.name}: ${pipeline.catalog.rollouts} → ${pipeline.catalog.accepted}, ${pipeline.catalog.decisions}, ${pipeline.catalog.deadLetter}\n`);
-  const stopReporting = reportProgress(pipeline);
   const running = pipeline;
   const shutdown = () => void running.stop();
   process.once('SIGINT', shutdown);
