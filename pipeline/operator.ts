@@ -17,8 +17,6 @@ export interface StoreCodec<V> {
 export interface StoreDefinition<V> {
   readonly name: string;
   readonly codec: StoreCodec<V>;
-  /** Marks the value type; never set. */
-  readonly __value?: V;
 }
 
 export interface StoreOptions<V> {
@@ -100,6 +98,7 @@ export interface OperatorSpec {
   /** Unique in the topology (letters, digits, ".", "_", "-"): describe lists it, the config hash records it. */
   name: string;
   /** The stores it keeps; each is declared by one operator only. */
+  // any: a store's value type is invariant (its codec reads and writes it), and each may differ.
   stores?: readonly StoreDefinition<any>[];
   /** Recorded in the config hash: change it when the operator's decisions change. */
   version?: string;

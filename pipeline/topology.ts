@@ -1,3 +1,5 @@
+// First: run.ts, which loads kafkajs with the linear producer grouping (streams/kafkajs-producer.ts)
+// before anything else does; index.ts imports this module first.
 import { startTopology, type PipelineOptions, type RunningPipeline } from './run.ts';
 import { createHash } from 'node:crypto';
 import { identity, pipe } from 'rxjs';
