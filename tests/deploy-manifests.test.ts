@@ -170,6 +170,7 @@ beforeAll(async () => {
   const installed = await lint('install');
   expect(installed.code, installed.stderr).toBe(0);
   const listed = await lint('yaml-json', kustomization);
+  expect(listed.code, listed.stderr).toBe(0);
   const kustomize = (JSON.parse(listed.stdout) as Record<string, Array<{ resources: string[] }>>)[kustomization]![0]!;
   manifests = kustomize.resources.map((r) => join(K8S, r));
   const parsed = await lint('yaml-json', COMPOSE, ...manifests);
