@@ -38,6 +38,12 @@ export interface LogisticConfig {
   /** Gaussian prior precision on the feature weights (> 0). */
   lambda: number;
   biasLambda?: number;
+  /**
+   * Exponential forgetting β in (0, 1], as for ridge: before each example the precision is
+   * scaled by β (P ← P/β, the Kalman random-walk step), so an example n steps old weighs βⁿ
+   * (effective window ≈ 1/(1 − β)). 1 (default) never forgets. E.g. 0.995 ≈ the last 200.
+   */
+  forgetting?: number;
 }
 
 export interface LinearWeights {
@@ -204,17 +210,21 @@ const sigmoid = (t: number) => (t >= 0 ? 1 / (1 + Math.exp(-t)) : Math.exp(t) / 
 
 /**
  * Online Newton logistic regression (approximate; see the file comment). With p = σ(w'z),
- * g = r(p − y), h = r·p(1 − p), u = Pz, s = z'u:  w ← w − g·u/(1 + h·s),  P ← P − h·u u'/(1 + h·s).
- * Labels may be soft, in [0, 1].
+ * g = r(p − y), h = r·p(1 − p), u = Pz, s = z'u and forgetting β:
+ * w ← w − g·u/(β + h·s),  P ← (P − h·u u'/(β + h·s))/β — the update with P/β as the prior
+ * covariance, so old examples (and the prior) fade as in RecursiveRidge. Labels may be soft, in [0, 1].
  */
 export class OnlineLogistic extends LinearLearner {
   readonly kind = 'logistic' as const;
+  readonly forgetting: number;
 
   constructor(
     readonly config: LogisticConfig,
     state?: LinearState,
   ) {
     super(config.dim, config.lambda, config.biasLambda ?? config.lambda, state);
+    this.forgetting = config.forgetting ?? 1;
+    if (!(this.forgetting > 0 && this.forgetting <= 1)) throw new Error(`forgetting must be in (0, 1], got ${this.forgetting}`);
   }
 
   predict(x: ArrayLike<number>): number {
@@ -232,9 +242,10 @@ export class OnlineLogistic extends LinearLearner {
     const p = sigmoid(t);
     const g = weight * (p - y);
     const h = weight * p * (1 - p);
-    const denom = 1 + h * s;
+    const beta = this.forgetting;
+    const denom = beta + h * s;
     for (let i = 0; i < n; i++) w[i]! -= (g * u[i]!) / denom;
-    this.rankOneDowndate(h / denom, 1);
+    this.rankOneDowndate(h / denom, beta);
     this.examples++;
     return p;
   }

@@ -18,11 +18,14 @@ import { ReferenceTrainer, type LabelSource } from './reference-trainer.ts';
  *   { "prefix": "flywheel", "group": "flywheel.reference-trainer", "name": "reference",
  *     "checkpoint": ".flywheel/trainer/reference.ckpt", "artifactDir": ".flywheel/models",
  *     "model": "scorer", "features": { …the pipeline's features… },
- *     "learner": { "kind": "ridge", "lambda": 1 },
+ *     "learner": { "kind": "ridge", "lambda": 1, "forgetting": 0.999 },
  *     "labels": { "source": "topic", "ttlMs": 86400000, "maxPending": 100000 },
  *     "decisionsTopic": "decisions", "updateEvery": 1000, "checkpointEvery": 20,
  *     "versionPrefix": "v", "batch": { "maxRecords": 256, "maxWaitMs": 500 },
  *     "sessionTimeout": 10000 }
+ *
+ * `learner.forgetting` (both kinds, (0, 1], default 1 = never forget): an example n labels old
+ * weighs βⁿ, so the model follows a drifting label (window ≈ 1/(1 − β) labels).
  *
  * KAFKA_BROKERS and SCHEMA_REGISTRY_URL select the services. SIGTERM/SIGINT stop it after the
  * current batch, publishing a last version of whatever was trained since the previous one.
