@@ -158,7 +158,9 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     if (err instanceof UsageError) console.error(`flywheel: ${err.message}\n\n${USAGE}`);
-    else if (err instanceof ConfigError || err instanceof ConnectionConfigError || err instanceof KafkaSecurityError) console.error(`flywheel: ${err.message}`);
+    else if (err instanceof ConfigError) console.error(err.message);
+    // Configuration, not a bug: the message says what to fix; a stack trace would bury it.
+    else if (err instanceof ConnectionConfigError || err instanceof KafkaSecurityError) console.error(`flywheel: ${err.message}`);
     else console.error(`flywheel: ${(err as Error).stack ?? String(err)}`);
     process.exit(err instanceof UsageError ? 2 : 1);
   },
