@@ -204,7 +204,7 @@ async function handle(store: ClickHouseStore, req: IncomingMessage, res: ServerR
     if (refusal !== undefined) {
       throw new HttpError(
         403,
-        `Code: 164. DB::Exception: this endpoint is read-only (${refusal}): it serves ${READ_ONLY_STATEMENTS.join(', ')}; serveStore(…, { allowWrites: true }) serves writes. (READONLY)`,
+        `Code: 164. DB::Exception: this endpoint is read-only (${refusal}): it serves ${READ_ONLY_STATEMENTS.join(', ')}; a worker serves writes too with "clickhouse": {"endpoint": {"allowWrites": true}} in its config (serveStore's allowWrites). (READONLY)`,
       );
     }
   }
