@@ -1,9 +1,11 @@
 import { map } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { progressLines } from '../cli/progress.ts';
 import { syntheticRollouts } from '../cli/synthetic.ts';
 import { DLQ_HEADERS } from '../contracts/dead-letter.ts';
 import { Instrumentation, type FlywheelEvent, type FlywheelEventMap, type FlywheelEventType } from '../contracts/events.ts';
 import type { Envelope } from '../lib/envelope.ts';
+import { configureLogging, logger, logSettings, type Logger } from '../lib/log.ts';
 import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
 import { stateless } from '../pipeline/operator.ts';
 import { startTopology, type RunningPipeline } from '../pipeline/run.ts';
@@ -40,6 +42,10 @@ describe('instrumentation events of a pipeline run', () => {
   const database = `events_${prefix.replace(/[^A-Za-z0-9]/g, '_')}`;
   let store: ClickHouseStore;
   let pipeline: RunningPipeline;
+  // The CLI's progress lines, fed by the same events.
+  const lines: string[] = [];
+  const capture: Logger = { debug: () => undefined, info: (m) => void lines.push(m), warn: (m) => void lines.push(`WARN ${m}`), error: (m) => void lines.push(`ERROR ${m}`), enabled: () => true, child: () => capture };
+  let detach: (() => void) | undefined;
 
   beforeAll(async () => {
     if (!serverUrl) throw new Error('FLYWHEEL_TEST_CLICKHOUSE_URL is not set: run the tests with `npm test`, which starts a ClickHouse server');
@@ -48,6 +54,7 @@ describe('instrumentation events of a pipeline run', () => {
     events.on('batch.commit', () => {
       throw new Error('a broken listener');
     });
+    detach = progressLines(events, { name: 'events', everyMs: 100, log: capture });
     store = await openStore({ url: serverUrl, database });
     const config = withOverrides(loadConfig(EXAMPLE_CONFIG), { name: 'events', run: prefix, topics: { prefix, partitions: 3 } });
     const pill = map((e: Envelope) => {
@@ -62,6 +69,7 @@ describe('instrumentation events of a pipeline run', () => {
   }, 180_000);
 
   afterAll(async () => {
+    detach?.();
     await pipeline?.stop();
     await store?.command(`DROP DATABASE IF EXISTS ${database}`);
     await store?.close();
@@ -134,7 +142,6 @@ describe('instrumentation events of a pipeline run', () => {
     await waitUntil(() => inserted('samples') >= decided && inserted('dead_letters') >= dead, 'the sink.insert events of the last blocks');
     expect(inserted('samples')).toBe(await stored('samples'));
     expect(inserted('dead_letters')).toBe(await stored('dead_letters'));
-    expect(of('sink.insert').every((e) => e.payload.ok)).toBe(true);
   });
 
   it('reports the dedupe store size, operator timings and a lag of 0 once everything is read', async () => {
@@ -157,9 +164,37 @@ describe('instrumentation events of a pipeline run', () => {
     expect(lag).toEqual(new Map([[0, 0], [1, 0], [2, 0]]));
   });
 
+  it('gives the CLI its progress lines: the assignment, then the totals', async () => {
+    expect(lines).toContain(`events: partitions [0, 1, 2] of ${pipeline.catalog.rollouts}`);
+    await waitUntil(() => lines.some((l) => l.startsWith(`processed ${inputs} rollouts · stored ${expected.decided - 1} samples, ${expected.dead + 1} dead letters`)), () => `the totals line (last: ${lines.at(-1)})`);
+    expect(lines).toContain('WARN an instrumentation listener of batch.commit failed: a broken listener');
+  });
+
   it('reports a throwing listener once, and the run goes on', () => {
     expect(of('listener.error').map((e) => e.payload)).toEqual([{ type: 'batch.commit', message: 'a broken listener' }]);
     // The listeners after it kept receiving: every commit was counted above.
     expect(of('batch.commit').length).toBeGreaterThan(1);
+  });
+});
+
+describe('structured logs (lib/log.ts)', () => {
+  it('writes text or JSON lines at or above the level, with fields', () => {
+    const before = logSettings();
+    const out: string[] = [];
+    try {
+      configureLogging({ level: 'info', format: 'text', write: (l) => void out.push(l) }, { force: true });
+      const log = logger({ component: 'flywheel', sink: 'clickhouse' });
+      log.debug('not shown');
+      log.warn('store unavailable', { attempt: 3, error: new Error('ECONNREFUSED') });
+      configureLogging({ level: 'debug', format: 'json' }, { force: true });
+      log.debug('shown', { offset: 10n });
+      expect(out[0]).toBe('[flywheel] WARN store unavailable sink=clickhouse attempt=3 error="ECONNREFUSED"\n');
+      const json = JSON.parse(out[1]!) as Record<string, unknown>;
+      expect(json).toMatchObject({ level: 'debug', msg: 'shown', component: 'flywheel', sink: 'clickhouse', offset: '10' });
+      expect(Number.isNaN(Date.parse(json.t as string))).toBe(false);
+      expect(out).toHaveLength(2);
+    } finally {
+      configureLogging(before, { force: true });
+    }
   });
 });
