@@ -36,25 +36,25 @@ die() { log "$*"; exit 1; }
 # Certificates and passwords, once per data directory (a restarted broker keeps its identity).
 make_secrets() {
   [[ -f "$TLS/.complete" ]] && return 0
-  command -v openssl >/dev/null || die "openssl not found (it makes the test CA and the broker certificate)"
+  # openssl makes the test CA and the broker certificate (Debian's base images usually carry it).
+  command -v openssl >/dev/null || bash "$REPO/deploy/debian-packages.sh" openssl
   rm -rf "$TLS"
   mkdir -p "$TLS"
   chmod 700 "$TLS"
-  local ossl=(openssl)
   # P-256 keys: quick to make, and every TLS stack here (Java 17, Node) speaks them.
-  "${ossl[@]}" req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
     -keyout "$TLS/ca.key" -out "$TLS/ca.pem" -subj "/CN=Flywheel test CA" 2>/dev/null
-  "${ossl[@]}" req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -keyout "$TLS/broker.key" -out "$TLS/broker.csr" -subj "/CN=localhost" 2>/dev/null
   printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$TLS/broker.ext"
-  "${ossl[@]}" x509 -req -in "$TLS/broker.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -CAcreateserial \
+  openssl x509 -req -in "$TLS/broker.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -CAcreateserial \
     -days 3650 -extfile "$TLS/broker.ext" -out "$TLS/broker.pem" 2>/dev/null
   # The keystore password guards a file only this user can read; it need not be strong.
-  "${ossl[@]}" rand -hex 16 >"$TLS/keystore.password"
-  "${ossl[@]}" pkcs12 -export -in "$TLS/broker.pem" -inkey "$TLS/broker.key" -certfile "$TLS/ca.pem" \
+  openssl rand -hex 16 >"$TLS/keystore.password"
+  openssl pkcs12 -export -in "$TLS/broker.pem" -inkey "$TLS/broker.key" -certfile "$TLS/ca.pem" \
     -name broker -out "$TLS/broker.p12" -passout "file:$TLS/keystore.password"
   # No trailing newline: the file is the password (KAFKA_SASL_PASSWORD_FILE strips one anyway).
-  printf '%s' "$("${ossl[@]}" rand -hex 24)" >"$TLS/$USER_NAME.password"
+  printf '%s' "$(openssl rand -hex 24)" >"$TLS/$USER_NAME.password"
   chmod 600 "$TLS"/*
   touch "$TLS/.complete"
 }
