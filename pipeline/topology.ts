@@ -9,7 +9,7 @@ import type { Curator } from '../lib/envelope.ts';
 import { labelJoinStores } from '../operators/signals/label-join.ts';
 import type { Connections } from '../streams/connections.ts';
 import type { PartitionState } from '../streams/state-store.ts';
-import { topicCatalog } from '../streams/topics.ts';
+import { changelogTopic, topicCatalog } from '../streams/topics.ts';
 import { buildBuiltin, storeOf } from './builtins.ts';
 import { builtinStep } from './builtin-steps.ts';
 import { ConfigError, operatorOrderProblems, pipelineConfigSchema, type OperatorConfig, type PipelineConfig } from './config.ts';
@@ -32,6 +32,8 @@ const SOURCES = ['rollouts'] as const;
 const RESERVED_STORES: ReadonlySet<string> = new Set(Object.values(labelJoinStores).map((s) => s.name));
 
 const NAME = /^[A-Za-z0-9._-]+$/;
+/** Kafka refuses longer topic names. */
+const MAX_TOPIC = 249;
 
 /** A topology that does not hold together; `problems` lists every reason, each naming the step. */
 export class TopologyError extends ConfigError {
@@ -145,6 +147,10 @@ export class Topology {
         if (first === undefined) owners.set(name, i);
       });
     });
+    for (const { name, owner } of this.stores()) {
+      const topic = changelogTopic(this.settings.topics.prefix, this.name, name);
+      if (topic.length > MAX_TOPIC) problems.push(`store "${name}" of ${owner}: its changelog topic ${topic} is longer than Kafka's ${MAX_TOPIC} characters`);
+    }
     const types = this.steps.map((s) => (s.kind === 'builtin' ? s.config.type : `${s.kind}:${s.name}`));
     for (const { index, message } of operatorOrderProblems(types)) problems.push(`${at(index)}: ${message}`);
     return problems;

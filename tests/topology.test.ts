@@ -125,6 +125,8 @@ describe('topology validation names the problem', () => {
     const twice = operator({ name: 'twice', stores: [counts, counts] }, pass);
     expect(curate().pipe(twice).problems()).toEqual(['step 5 (twice): declares store "counts" twice']);
     expect(curate().pipe(operator({ name: 'j', stores: [defineStore('label-join-scored')] }, pass)).problems()[0]).toMatch(/"label-join-scored" is the pipeline's own/);
+    const long = operator({ name: 'long', stores: [defineStore('s'.repeat(240))] }, pass);
+    expect(curate().pipe(long).problems()).toEqual([`store "${'s'.repeat(240)}" of long: its changelog topic flywheel.curate.${'s'.repeat(240)}-changelog is longer than Kafka's 249 characters`]);
     // Two stateful built-ins of one type: the JSON config's own message.
     expect(curate().pipe(exactDedupe({ scope: 'group' })).problems()).toEqual(['step 5 (exact-dedupe): exact-dedupe appears twice; its state store would be shared']);
   });
