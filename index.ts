@@ -57,7 +57,7 @@ export type { BuiltinConfig, BuiltinType } from './pipeline/builtins.ts';
 
 // What operators see: envelopes (samples, dead letters, ticks, side outputs) and their state.
 export type { Curator, DeadLetter, Emit, Envelope, Sample, SideOutput, Tick } from './lib/envelope.ts';
-export { deadLetter, eventTimeOf, isRejected, mapSamples } from './lib/envelope.ts';
+export { deadLetter, deserializeSample, eventTimeOf, isRejected, mapSamples, serializeSample } from './lib/envelope.ts';
 export type { KeyValueStore, StoreSpec } from './streams/state-store.ts';
 
 // Running a pipeline.
