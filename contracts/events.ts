@@ -38,6 +38,8 @@ export interface FlywheelEventMap {
   decisions: TopicPartitionRef & { counts: { decision: string; reason: string; count: number }[] };
   /** A record went to the dead-letter topic. */
   'dead-letter': TopicPartitionRef & { offset: string; stage: string; reason: string };
+  /** A scorer's model at start-up, before any announcement is applied (then `model.swap`). */
+  'model.loaded': { operator: string; version: string };
   /** A scorer loaded a new model (or refused one: `refused` says why). */
   'model.swap': { operator: string; from: string | null; to: string; refused?: string };
   /** The ClickHouse sink inserted one block (or failed to). */

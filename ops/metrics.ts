@@ -76,7 +76,7 @@ export function pipelineMetrics(events: Instrumentation, options: PipelineMetric
   const stateEntries = new Gauge({ name: 'flywheel_state_store_entries', help: "Entries of a state store or dedupe index on one partition (state.size).", labelNames: ['store', 'topic', 'partition'], registers });
   const stateBytes = new Gauge({ name: 'flywheel_state_store_bytes', help: 'Approximate bytes of a state store or dedupe index on one partition (state.size).', labelNames: ['store', 'topic', 'partition'], registers });
   // model.swap
-  const modelInfo = new Gauge({ name: 'flywheel_model_info', help: 'The model version an operator scores with: 1 on the version in use (model.swap).', labelNames: ['operator', 'version'], registers });
+  const modelInfo = new Gauge({ name: 'flywheel_model_info', help: 'The model version an operator scores with: 1 on the version in use (model.loaded, model.swap).', labelNames: ['operator', 'version'], registers });
   const swaps = new Counter({ name: 'flywheel_model_swaps_total', help: 'Model swaps, by outcome swapped or refused (model.swap).', labelNames: ['operator', 'outcome'], registers });
   // dead-letter
   const deadLetters = new Counter({ name: 'flywheel_dead_letters_total', help: 'Records sent to the dead-letter topic, by stage (dead-letter).', labelNames: ['stage'], registers });
@@ -98,6 +98,13 @@ export function pipelineMetrics(events: Instrumentation, options: PipelineMetric
   const storeSeries = new Map<string, Map<string, { store: string; topic: string; partition: string }>>();
   const versions = new Map<string, string>();
   const restoringNow = new Set<string>();
+
+  const useVersion = (operator: string, version: string) => {
+    const before = versions.get(operator);
+    if (before !== undefined && before !== version) modelInfo.remove({ operator, version: before });
+    versions.set(operator, version);
+    modelInfo.set({ operator, version }, 1);
+  };
 
   const on = <K extends keyof FlywheelEventMap>(type: K, listener: (payload: FlywheelEventMap[K]) => void) => events.on(type, (e) => listener(e.payload));
   const offs = [
@@ -160,17 +167,15 @@ export function pipelineMetrics(events: Instrumentation, options: PipelineMetric
       stateEntries.set(labels, p.entries);
       stateBytes.set(labels, p.bytes);
     }),
+    on('model.loaded', (p) => useVersion(p.operator, p.version)),
     on('model.swap', (p) => {
       if (p.refused !== undefined) {
         swaps.inc({ operator: p.operator, outcome: 'refused' });
         return;
       }
-      // The first load (from null) sets the version without counting a swap.
+      // A first load reported as a swap from nothing sets the version without counting a swap.
       if (p.from !== null) swaps.inc({ operator: p.operator, outcome: 'swapped' });
-      const before = versions.get(p.operator);
-      if (before !== undefined && before !== p.to) modelInfo.remove({ operator: p.operator, version: before });
-      versions.set(p.operator, p.to);
-      modelInfo.set({ operator: p.operator, version: p.to }, 1);
+      useVersion(p.operator, p.to);
     }),
     on('dead-letter', (p) => deadLetters.inc({ stage: p.stage })),
     on('sink.insert', (p) => {

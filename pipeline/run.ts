@@ -149,6 +149,11 @@ export async function startTopology(topology: Topology, connections: Connections
   await Promise.all(feeds.map((f) => f.caughtUp));
   step('schemas registered; model updates and scorer errors read');
   files = await loadOperatorFiles(config.operators, config.features, (model) => latest.get(model));
+  // The versions the scorers start with (the metrics' model info; later changes are model.swap).
+  for (const [i, holder] of files.models) {
+    const op = config.operators[i];
+    if (op?.type === 'onnx-score') events.emit('model.loaded', { operator: op.name, version: holder.current().version });
+  }
   const resources: OperatorResources = { versions, files, errorMemory, features: config.features, remoteIndex: signatures };
   const compensated = config.operators.find((o) => o.type === 'error-compensate');
   const scoredTopic = internalTopic(config.topics.prefix, config.name, 'scored-by-id');

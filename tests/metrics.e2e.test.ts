@@ -1,20 +1,24 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { syntheticRollouts } from '../cli/synthetic.ts';
 import { Instrumentation } from '../contracts/events.ts';
+import { featureDefaults } from '../contracts/features.ts';
 import { trackReadiness } from '../ops/health.ts';
 import { pipelineMetrics } from '../ops/metrics.ts';
 import { opsHttpSettings, opsRoutes, serveMetrics, startOpsServer } from '../ops/server.ts';
-import { EXAMPLE_CONFIG, loadConfig, withOverrides } from '../pipeline/config.ts';
+import { EXAMPLE_CONFIG, loadConfig, parseConfig, withOverrides } from '../pipeline/config.ts';
+import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
-import { registryClient, rolloutSerde } from '../streams/serde.ts';
+import { modelUpdateSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 import { topicCatalog } from '../streams/topics.ts';
 import { expectedOutcome } from './helpers/expected.ts';
 import { connections, createCatalogTopics, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
+import { writeScorer } from './helpers/models.ts';
 import { exited, opsUrl, startWorker } from './helpers/workers.ts';
 
 const serverUrl = process.env.FLYWHEEL_TEST_CLICKHOUSE_URL;
@@ -276,7 +280,7 @@ describe('metrics and readiness from instrumentation events', () => {
     const events = new Instrumentation();
     const metrics = pipelineMetrics(events, { defaultMetrics: false });
     const tp = (partition: number) => ({ topic: 'in', partition });
-    events.emit('model.swap', { operator: 'onnx-score', from: null, to: 'v1' });
+    events.emit('model.loaded', { operator: 'onnx-score', version: 'v1' });
     events.emit('model.swap', { operator: 'onnx-score', from: 'v1', to: 'v2' });
     events.emit('model.swap', { operator: 'onnx-score', from: 'v2', to: 'v3', refused: 'layout differs' });
     events.emit('group.rebalance', { groupId: 'g', memberId: 'm', generationId: 1, partitions: [tp(0), tp(1)] });
@@ -333,5 +337,53 @@ describe('serveMetrics (a trainer process)', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('model metrics of a worker with an ONNX scorer (in-process, embedded store)', () => {
+  const prefix = uniquePrefix('metrics-model');
+  const dir = mkdtempSync(join(tmpdir(), 'flywheel-metrics-model-'));
+  const features = { ...featureDefaults, dims: 64, rewardNames: ['correct'] };
+  const v1 = writeScorer(dir, features, 'v1', { 'reward:correct': 4 }, 1);
+  const v2 = writeScorer(dir, features, 'v2', { 'reward:correct': 4 }, -2);
+  const events = new Instrumentation();
+  const metrics = pipelineMetrics(events, { defaultMetrics: false });
+  let pipeline: RunningPipeline | undefined;
+
+  afterAll(async () => {
+    await pipeline?.stop();
+    metrics.detach();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('shows the version loaded at start, then the announced one, counting the swap and a refused announcement', async () => {
+    const config = parseConfig({
+      name: 'metrics-model',
+      run: prefix,
+      topics: { prefix, partitions: 1 },
+      features,
+      operators: [{ type: 'validate' }, { type: 'onnx-score', model: { name: 'scorer', path: v1 } }],
+      clickhouse: { path: join(dir, 'clickhouse') },
+    });
+    pipeline = await startPipeline(config, connections, { events });
+    const series = async (name: string) => (await metrics.scrape()).split('\n').filter((l) => l.startsWith(`${name}{`));
+    expect(await series('flywheel_model_info')).toEqual(['flywheel_model_info{operator="model",version="v1"} 1']);
+
+    const updates = await modelUpdateSerde(registryClient(connections.schemaRegistryUrl), pipeline.catalog.modelUpdates);
+    const announce = async (version: string, artifact: string, checksum: string) => {
+      const producer = testKafka('metrics-model').producer();
+      await producer.connect();
+      await producer.send({ topic: pipeline!.catalog.modelUpdates, messages: [{ key: 'scorer', value: await updates.serialize({ model: 'scorer', version, artifact, checksum, metrics: {}, at: Date.now() }) }] });
+      await producer.disconnect();
+    };
+    await announce('v2', v2, createHash('sha256').update(readFileSync(v2)).digest('hex'));
+    await waitUntil(async () => (await series('flywheel_model_info')).join() === 'flywheel_model_info{operator="model",version="v2"} 1', 'model info to show v2');
+    await announce('v3', v2, 'not-the-checksum');
+    await waitUntil(async () => (await series('flywheel_model_swaps_total')).some((l) => l.includes('outcome="refused"')), 'the refused announcement to count');
+    expect((await series('flywheel_model_swaps_total')).sort()).toEqual([
+      'flywheel_model_swaps_total{operator="model",outcome="refused"} 1',
+      'flywheel_model_swaps_total{operator="model",outcome="swapped"} 1',
+    ]);
+    expect(await series('flywheel_model_info')).toEqual(['flywheel_model_info{operator="model",version="v2"} 1']);
   });
 });
