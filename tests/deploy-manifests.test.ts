@@ -224,8 +224,9 @@ describe('Kubernetes manifests (deploy/k8s)', () => {
 
   it('the ConfigMap carries deploy/pipeline.json and deploy/trainer.json, and the pipeline passes the config loader', () => {
     const config = named('ConfigMap', 'flywheel-config').data!;
-    expect(JSON.parse(config['pipeline.json']!)).toEqual(JSON.parse(readFileSync(join(DEPLOY, 'pipeline.json'), 'utf8')));
-    expect(JSON.parse(config['trainer.json']!)).toEqual(JSON.parse(readFileSync(join(DEPLOY, 'trainer.json'), 'utf8')));
+    const lags = (file: string) => `deploy/k8s/config.yaml lags behind deploy/${file}: run bash deploy/lint-tools.sh k8s-config`;
+    expect(JSON.parse(config['pipeline.json']!), lags('pipeline.json')).toEqual(JSON.parse(readFileSync(join(DEPLOY, 'pipeline.json'), 'utf8')));
+    expect(JSON.parse(config['trainer.json']!), lags('trainer.json')).toEqual(JSON.parse(readFileSync(join(DEPLOY, 'trainer.json'), 'utf8')));
     const file = join(mkdtempSync(join(tmpdir(), 'flywheel-cm-')), 'pipeline.json');
     writeFileSync(file, config['pipeline.json']!);
     const pipeline = loadConfig(file);
