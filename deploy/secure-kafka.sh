@@ -9,29 +9,31 @@
 #   bash deploy/secure-kafka.sh start|stop|status
 #   set -a; source <(bash deploy/secure-kafka.sh start); set +a   # then: flywheel run …
 #
-#   FLYWHEEL_DATA          (default <repo>/.flywheel/secure-kafka) state, certificates, passwords
-#   KAFKA_PORT             (default 19192)  PLAINTEXT on 127.0.0.1
-#   KAFKA_CONTROLLER_PORT  (default 19193)
-#   KAFKA_SASL_SSL_PORT    (default 19194)  SASL_SSL on 127.0.0.1 — what clients use
-#   SECURE_KAFKA_USER      (default flywheel) the SCRAM user; its password is generated once into
-#                          $FLYWHEEL_DATA/tls/<user>.password
+# Its own variables, so a shell set up for the shared broker (FLYWHEEL_DATA, KAFKA_PORT) cannot
+# point it at that broker's directory or ports:
+#   SECURE_KAFKA_DATA             (default <repo>/.flywheel/secure-kafka) state, certificates, passwords
+#   SECURE_KAFKA_PORT             (default 19192)  PLAINTEXT on 127.0.0.1
+#   SECURE_KAFKA_CONTROLLER_PORT  (default 19193)
+#   SECURE_KAFKA_SASL_SSL_PORT    (default 19194)  SASL_SSL on 127.0.0.1 — what clients use
+#   SECURE_KAFKA_USER             (default flywheel) the SCRAM user; its password is generated once
+#                                 into $SECURE_KAFKA_DATA/tls/<user>.password
 # start and status print the client's environment (KAFKA_BROKERS, KAFKA_SECURITY_PROTOCOL,
 # KAFKA_SASL_*, KAFKA_SSL_CA_FILE) as VAR=value lines on stdout; the password as a *_FILE path.
 # Never the shared broker: its own ports and data directory (change both together).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export FLYWHEEL_DATA="${FLYWHEEL_DATA:-$REPO/.flywheel/secure-kafka}"
-export KAFKA_PORT="${KAFKA_PORT:-19192}"
-export KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19193}"
-SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-19194}"
+export FLYWHEEL_DATA="${SECURE_KAFKA_DATA:-$REPO/.flywheel/secure-kafka}"
+export KAFKA_PORT="${SECURE_KAFKA_PORT:-19192}"
+export KAFKA_CONTROLLER_PORT="${SECURE_KAFKA_CONTROLLER_PORT:-19193}"
+SASL_SSL_PORT="${SECURE_KAFKA_SASL_SSL_PORT:-19194}"
 USER_NAME="${SECURE_KAFKA_USER:-flywheel}"
 TLS="$FLYWHEEL_DATA/tls"
 
 log() { echo "secure-kafka.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
-[[ "$FLYWHEEL_DATA" != "$REPO/.flywheel" ]] || die "FLYWHEEL_DATA is the shared broker's; give this broker its own"
+[[ "$FLYWHEEL_DATA" != "$REPO/.flywheel" ]] || die "SECURE_KAFKA_DATA is the shared broker's data root; give this broker its own"
 
 # Certificates and passwords, once per data directory (a restarted broker keeps its identity).
 make_secrets() {

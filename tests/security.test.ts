@@ -50,7 +50,7 @@ const childEnv = (vars: Record<string, string | undefined>) => Object.fromEntrie
 
 const secureKafka = (action: string) =>
   run('bash', [join(REPO, 'deploy/secure-kafka.sh'), action], {
-    env: { ...process.env, FLYWHEEL_DATA: kafkaData, KAFKA_PORT: String(PORTS.kafka), KAFKA_CONTROLLER_PORT: String(PORTS.controller), KAFKA_SASL_SSL_PORT: String(PORTS.saslSsl) },
+    env: { ...process.env, SECURE_KAFKA_DATA: kafkaData, SECURE_KAFKA_PORT: String(PORTS.kafka), SECURE_KAFKA_CONTROLLER_PORT: String(PORTS.controller), SECURE_KAFKA_SASL_SSL_PORT: String(PORTS.saslSsl) },
   });
 
 function writeFile(name: string, text: string): string {
