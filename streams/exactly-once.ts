@@ -61,8 +61,9 @@ export interface ExactlyOnceOptions<L> {
   log?: (line: string) => void;
   /**
    * Instrumentation (contracts/events.ts): batch.start / commit / abort, group.rebalance,
-   * consumer.lag, state.restoring / restored, state.size and dead-letter (stage `process`). Without it the processor emits
-   * into a bus of its own that nobody listens to (a map lookup per event).
+   * consumer.lag, state.restoring / restored, state.size and dead-letter (stage `process`).
+   * Without it the processor emits into a bus of its own that nobody listens to (a map lookup
+   * per event).
    */
   events?: Instrumentation;
   /** Every `tickMs`, each owned partition gets a tick (punctuation), in its own transaction. */
