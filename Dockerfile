@@ -20,12 +20,8 @@ WORKDIR /src
 COPY package.json package-lock.json .npmrc ./
 
 FROM base AS prod-deps
-# The library leaves its peer dependencies (rxjs) to the application that uses it; this image is
-# that application, so they become dependencies here (package.json lists them as dev ones too,
-# which --omit=dev would drop) and resolve to the versions in the lock file.
-RUN node -e "const fs = require('node:fs'); const p = JSON.parse(fs.readFileSync('package.json', 'utf8')); for (const [name, range] of Object.entries(p.peerDependencies ?? {})) { (p.dependencies ??= {})[name] = range; delete p.devDependencies?.[name]; } fs.writeFileSync('package.json', JSON.stringify(p, null, 2));" \
- && npm install --omit=dev --no-audit --no-fund \
- && npm cache clean --force
+# Only `dependencies`: the test checks that they cover every package the built code imports.
+RUN npm install --omit=dev --no-audit --no-fund && npm cache clean --force
 
 FROM base AS build
 RUN npm install --no-audit --no-fund
