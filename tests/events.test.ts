@@ -13,6 +13,7 @@ import { topologyFromConfig } from '../pipeline/topology.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
+import { publishProgress } from '../trainers/progress.ts';
 import { expectedOutcome } from './helpers/expected.ts';
 import { connections, consumeTopic, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
 
@@ -162,6 +163,23 @@ describe('instrumentation events of a pipeline run', () => {
     for (const e of of('consumer.lag')) if (e.payload.groupId === `${prefix}.events`) lag.set(e.payload.partition, e.payload.lag);
     expect(of('consumer.lag').filter((e) => e.payload.groupId === `${prefix}.events`).every((e) => e.payload.topic === pipeline.catalog.rollouts)).toBe(true);
     expect(lag).toEqual(new Map([[0, 0], [1, 0], [2, 0]]));
+  });
+
+  it('reports a trainer step as trainer.progress, and its row as a sink.insert into trainer_progress', async () => {
+    const producer = kafka.producer();
+    await producer.connect();
+    try {
+      await publishProgress(producer, pipeline.catalog.trainerProgress, {
+        trainer: `${prefix}-trainer`, model_version: 'v3', step: 7, examples: 420, loss: 0.25, metric_names: [], metric_values: [],
+        committed_topic: pipeline.catalog.decisions, committed_partitions: [0], committed_offsets: [10], at: Date.now(),
+      }, events);
+    } finally {
+      await producer.disconnect();
+    }
+    expect(of('trainer.progress').map((e) => e.payload)).toEqual([{ trainer: `${prefix}-trainer`, modelVersion: 'v3', step: 7, examples: 420, loss: 0.25 }]);
+    await waitUntil(() => sum('sink.insert', (p) => (p.ok && p.table === 'trainer_progress' ? p.rows : 0)) >= 1, 'the sink to store the progress report');
+    const [row] = await store.query<{ n: number }>('SELECT count() AS n FROM trainer_progress WHERE trainer = {t:String}', { t: `${prefix}-trainer` });
+    expect(Number(row!.n)).toBe(sum('sink.insert', (p) => (p.ok && p.table === 'trainer_progress' ? p.rows : 0)));
   });
 
   it('gives the CLI its progress lines: the assignment, then the totals', async () => {
