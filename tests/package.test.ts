@@ -4,17 +4,17 @@
  * tests/package-smoke.ts) against the shipped declarations with its own tsc and runs it with
  * plain node — no tsx, no sources — on the real services.
  *
- * Installing is the slow part: chdb and onnxruntime-node are most of a 1.1 GB node_modules.
- * The scratch project's dependencies are installed once per dependency set into
- * ~/.cache/flywheel/package-test-<hash> (FLYWHEEL_PACKAGE_TEST_CACHE overrides the root); each
- * run hard-links a copy of that project and `npm install`s its fresh tarball there, which
- * replaces the one package. First run on a machine: about 3.5 min with npm's cache warm (about
- * 4.5 min without it); later runs: well under a minute for the install.
+ * Installing from nothing is slow: chdb and onnxruntime-node make most of a 1.1 GB node_modules
+ * (about 3.5 min with npm's cache warm, 4.5 min cold, on a busy 2-core machine). So the scratch
+ * project starts from a hard-linked copy of this repo's node_modules (seconds): `npm install`
+ * there then installs the tarball, keeps the dependencies it declares (same versions as this
+ * repo's) and removes every other package (vitest, tsx, …), as for a project that already had
+ * them — a dependency the package uses but does not declare is removed, and fails the run.
  */
 import { execFile, type ExecFileOptions } from 'node:child_process';
-import { createHash, randomUUID } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, type Dirent } from 'node:fs';
-import { homedir } from 'node:os';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync, type Dirent } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -36,13 +36,7 @@ async function run(cmd: string, args: string[], options: ExecFileOptions = {}): 
 }
 const REPO = new URL('..', import.meta.url).pathname;
 const EXAMPLE = 'examples/capped-prompts';
-const repoPackage = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as {
-  name: string;
-  version: string;
-  dependencies: Record<string, string>;
-  peerDependencies: Record<string, string>;
-  devDependencies: Record<string, string>;
-};
+const repoPackage = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> };
 const examplePackage = JSON.parse(readFileSync(join(REPO, EXAMPLE, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
 
 /** npm in the scratch project, with none of the npm_* settings of an enclosing `npm test`. */
@@ -59,35 +53,6 @@ function scratchPackage() {
     dependencies: { ...examplePackage.dependencies, flywheel: 'file:flywheel.tgz' },
     devDependencies: { typescript, '@types/node': nodeTypes },
   };
-}
-
-/**
- * The installed scratch project for this dependency set (made once: a full npm install of a
- * tarball), to copy from. Made in a temporary directory and renamed into place, so a run
- * interrupted half-way or racing another leaves no half-installed project behind.
- */
-async function installedProject(root: string, tarball: string): Promise<string> {
-  const key = createHash('sha256')
-    .update(JSON.stringify([scratchPackage(), repoPackage.dependencies, repoPackage.peerDependencies, process.version]))
-    .digest('hex')
-    .slice(0, 16);
-  const dir = join(root, `package-test-${key}`);
-  if (existsSync(join(dir, 'node_modules', '.package-lock.json'))) return dir;
-  const tmp = `${dir}.tmp-${randomUUID().slice(0, 8)}`;
-  mkdirSync(tmp, { recursive: true });
-  writeFileSync(join(tmp, 'package.json'), JSON.stringify(scratchPackage(), null, 2));
-  // onnxruntime-node's postinstall would fetch GPU libraries from NuGet (see the repo's .npmrc).
-  copyFileSync(join(REPO, '.npmrc'), join(tmp, '.npmrc'));
-  copyFileSync(tarball, join(tmp, 'flywheel.tgz'));
-  await npm(['install', '--prefer-offline'], tmp);
-  try {
-    renameSync(tmp, dir);
-  } catch (err) {
-    // Another run got there first: use its project.
-    rmSync(tmp, { recursive: true, force: true });
-    if (!existsSync(dir)) throw err;
-  }
-  return dir;
 }
 
 /** SHA-256 over a directory's files, by path and content. */
@@ -119,32 +84,31 @@ const TSCONFIG = {
 };
 
 describe('the packed package, installed in another project', () => {
-  const cacheRoot = process.env.FLYWHEEL_PACKAGE_TEST_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'flywheel');
-  // Beside the cached project: hard links need one file system.
-  const work = join(cacheRoot, 'package-test-runs', randomUUID().slice(0, 8));
+  // Outside the repo: Node and tsc must not find the repo's node_modules above the project.
+  const work = mkdtempSync(join(tmpdir(), 'flywheel-package-'));
   const app = join(work, 'app');
   let packed: string[] = [];
 
   beforeAll(async () => {
-    mkdirSync(work, { recursive: true });
     await run('npm', ['run', 'build'], { cwd: REPO });
     const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: REPO });
     const [info] = JSON.parse(stdout) as [{ filename: string; files: { path: string }[] }];
     packed = info.files.map((f) => f.path);
     const tarball = join(work, info.filename);
 
-    const project = await installedProject(cacheRoot, tarball);
-    // A hard-linked copy (seconds, not a 1 GB copy): npm replaces the packages it changes, writing
-    // new files, never into the old ones, so the cached project stays as it was.
-    await run('cp', ['-al', project, app]);
-    // …except for the files npm rewrites in place: those become copies of their own.
-    for (const file of ['package.json', 'package-lock.json', 'node_modules/.package-lock.json']) {
-      const text = readFileSync(join(app, file));
-      rmSync(join(app, file));
-      writeFileSync(join(app, file), text);
-    }
+    mkdirSync(app);
+    writeFileSync(join(app, 'package.json'), JSON.stringify(scratchPackage(), null, 2));
+    // onnxruntime-node's postinstall would fetch GPU libraries from NuGet (see the repo's .npmrc).
+    copyFileSync(join(REPO, '.npmrc'), join(app, '.npmrc'));
     copyFileSync(tarball, join(app, 'flywheel.tgz'));
-    await npm(['install', '--prefer-offline', './flywheel.tgz'], app);
+    // Hard links, not copies: npm replaces the packages it changes and writes new files, never
+    // into old ones. The exception, npm's record of the tree, is left out: npm reads the tree.
+    // Another file system (no hard links): a plain install.
+    await run('cp', ['-al', realpathSync(join(REPO, 'node_modules')), join(app, 'node_modules')]).then(
+      () => rmSync(join(app, 'node_modules', '.package-lock.json'), { force: true }),
+      () => rmSync(join(app, 'node_modules'), { recursive: true, force: true }),
+    );
+    await npm(['install', '--prefer-offline'], app);
     mkdirSync(join(app, EXAMPLE), { recursive: true });
     mkdirSync(join(app, 'tests'));
     for (const file of ['cap-per-prompt.ts', 'topology.ts', 'main.ts']) copyFileSync(join(REPO, EXAMPLE, file), join(app, EXAMPLE, file));
@@ -166,8 +130,9 @@ describe('the packed package, installed in another project', () => {
   });
 
   it('has declarations that import only its own files, Node built-ins and its dependencies', () => {
-    const allowed = new Set([...Object.keys(repoPackage.dependencies), ...Object.keys(repoPackage.peerDependencies)]);
     const root = join(app, 'node_modules', 'flywheel');
+    const installed = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; peerDependencies?: Record<string, string> };
+    const allowed = new Set([...Object.keys(installed.dependencies), ...Object.keys(installed.peerDependencies ?? {})]);
     const foreign = packed
       .filter((f) => f.endsWith('.d.ts'))
       .flatMap((f) => [...readFileSync(join(root, f), 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').matchAll(/(?:from\s+|import\()['"]([^'"]+)['"]/g)].map((m) => ({ file: f, specifier: m[1]! })))
@@ -178,7 +143,7 @@ describe('the packed package, installed in another project', () => {
 
   it('installs without tsx, and its flywheel command runs from dist/', async () => {
     expect(existsSync(join(app, 'node_modules', 'tsx'))).toBe(false);
-    // This run's build, not the cached project's older one.
+    // This run's build, as packed.
     expect(treeHash(join(app, 'node_modules', 'flywheel', 'dist'))).toBe(treeHash(join(REPO, 'dist')));
     const config = join(REPO, 'deploy', 'pipeline.json');
     const { stdout } = await run(join(app, 'node_modules', '.bin', 'flywheel'), ['describe', '--config', config], { cwd: app });
