@@ -9,9 +9,9 @@
  *   describes, validates and starts a pipeline; steps are the built-in operators, your own
  *   operators (plain RxJS `OperatorFunction<Envelope, Envelope>`s, stateful ones with named
  *   stores) and plain RxJS operators.
- * - Running: `startPipeline` runs a JSON-config pipeline; both return a `RunningPipeline` whose
- *   `events` (an `Instrumentation`) carries batch, rebalance, state, operator, decision, model,
- *   dead-letter and sink events.
+ * - Running: `Topology.start` (and `startPipeline`, for a JSON config) returns a
+ *   `RunningPipeline` whose `events` (an `Instrumentation`, events listed in `FlywheelEventMap`)
+ *   carry batch, rebalance, state, operator, decision, model, dead-letter and sink events.
  * - Edges: `connectionsFromEnv` reads the services' addresses and credentials from the
  *   environment; the registry serdes and `produceRollouts` write rollouts in the pipeline's wire
  *   format; errors are typed (`retriable` says whether a retry can help).
