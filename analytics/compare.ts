@@ -4,6 +4,10 @@
 // Rollouts are matched by id. Within one run an id may have several rows (a rollout re-sent is a
 // second record, normally rejected as a duplicate); it counts as accepted by the run when any of
 // its rows was accepted. Reason, score and precision tables count rows (decided samples).
+//
+// Precision and recall use a rollout's late label when `labels` holds one (its latest row,
+// joined by rollout id, as the views do), else the verified reward at decision time;
+// `from_labels` says how many labelled rows took theirs from `labels`.
 
 import { formatTable } from '../lib/table.ts';
 import type { ClickHouseStore } from '../sinks/clickhouse/store.ts';
@@ -17,6 +21,8 @@ export interface CompareOptions {
   verifiedMin?: number;
   /** The samples table, possibly db-qualified (default `samples`). */
   table?: string;
+  /** The late-labels table (default: `labels` in the samples table's database). */
+  labelsTable?: string;
 }
 
 /** Overlap of the two runs' accepted rollout-id sets. */
@@ -63,8 +69,10 @@ export interface RunPrecision {
   run: string;
   samples: number;
   accepted: number;
-  /** Rows carrying the verified reward. */
+  /** Rows with a label: a stored late label, or the verified reward. */
   labelled: number;
+  /** Labelled rows whose label came from the `labels` table (the others: the reward at decision time). */
+  from_labels: number;
   /** Labelled rows verified right. */
   verified_right: number;
   accepted_labelled: number;
@@ -97,6 +105,8 @@ export async function compareRuns(store: ClickHouseStore, runA: string, runB: st
   quoteTable(table);
   const reward = opts.verifiedReward ?? VERIFIED_REWARD;
   const min = opts.verifiedMin ?? VERIFIED_MIN;
+  const labelsTable = opts.labelsTable ?? (table.includes('.') ? `${table.slice(0, table.lastIndexOf('.'))}.labels` : 'labels');
+  quoteTable(labelsTable);
   const params = { t: table, a: runA, b: runB };
   const inRuns = 'pipeline_run IN ({a:String}, {b:String})';
 
@@ -105,16 +115,20 @@ export async function compareRuns(store: ClickHouseStore, runA: string, runB: st
             count() AS samples,
             countIf(decision = 'accepted') AS accepted,
             countIf(is_labelled) AS labelled,
+            countIf(has_stored = 1) AS from_labels,
             countIf(is_labelled AND is_right) AS verified_right,
             countIf(decision = 'accepted' AND is_labelled) AS accepted_labelled,
             countIf(decision = 'accepted' AND is_labelled AND is_right) AS accepted_right,
             if(accepted_labelled = 0, NULL, accepted_right / accepted_labelled) AS precision,
             if(verified_right = 0, NULL, accepted_right / verified_right) AS recall
-     FROM (SELECT pipeline_run, decision, has(reward_names, {reward:String}) AS is_labelled,
-                  reward_values[indexOf(reward_names, {reward:String})] >= {min:Float64} AS is_right
-           FROM {t:Identifier} WHERE ${inRuns})
+     FROM (SELECT pipeline_run, decision, has_stored, has_stored = 1 OR has(reward_names, {reward:String}) AS is_labelled,
+                  if(has_stored = 1, stored_label, reward_values[indexOf(reward_names, {reward:String})]) >= {min:Float64} AS is_right
+           FROM (SELECT id, pipeline_run, decision, reward_names, reward_values FROM {t:Identifier} WHERE ${inRuns}) AS decided
+           ALL LEFT JOIN (SELECT rollout_id AS id, argMax(value, sink_offset) AS stored_label, toUInt8(1) AS has_stored
+                          FROM {l:Identifier} GROUP BY rollout_id) AS stored
+           USING id)
      GROUP BY pipeline_run`,
-    { ...params, reward, min },
+    { ...params, l: labelsTable, reward, min },
   );
   const precisionOf = (run: string): RunPrecision => {
     const row = precisionRows.find((r) => r.pipeline_run === run);
@@ -235,6 +249,7 @@ export function formatComparison(c: RunComparison): string {
         samples: p.samples,
         accepted: p.accepted,
         labelled: p.labelled,
+        from_labels: p.from_labels,
         verified_right: p.verified_right,
         accepted_labelled: p.accepted_labelled,
         accepted_right: p.accepted_right,

@@ -16,6 +16,11 @@
 //
 // Verified outcome, wherever a view needs one: the reward `correct` (VERIFIED_REWARD), right when
 // >= 0.5 (VERIFIED_MIN). Samples without that reward are unlabelled and left out of label metrics.
+// `exploitation` and `error_compensation` (and compare.ts) prefer a late label: the latest row of
+// the `labels` table for the rollout id (what arrived on `<prefix>.labels` after the decision),
+// falling back to the reward at decision time; their `from_labels` / `label_source` columns say
+// which was used. The join is `ALL LEFT JOIN … USING id` on a GROUP BY of `labels`: an unmatched
+// row gets the column defaults (0) on both engines, so a constant `has_stored` = 1 marks a match.
 
 import { createHash } from 'node:crypto';
 import type { ClickHouseStore } from '../sinks/clickhouse/store.ts';
@@ -111,6 +116,22 @@ export function viewOptionsFrom(operators: readonly { type: string; correctRewar
   };
 }
 
+/**
+ * `samples` (the listed columns, `id` among them) with the latest stored label of each rollout:
+ * `has_stored` (1 when `labels` has one, else 0) and `stored_label` (its value, else 0).
+ */
+function samplesWithLabels(t: TableRef, columns: readonly string[]): string {
+  return `(SELECT ${columns.join(', ')}, has_stored, stored_label
+      FROM ${t('samples')}
+      ALL LEFT JOIN (SELECT rollout_id AS id, argMax(value, sink_offset) AS stored_label, toUInt8(1) AS has_stored
+                     FROM ${t('labels')} GROUP BY rollout_id) AS stored
+      USING id)`;
+}
+
+/** 'labels' | 'rewards.<reward>' | 'mixed': where a row's `labelled` samples took their label (`from_labels` of them from `labels`). */
+const labelSourceSql = (reward: string) =>
+  `multiIf(labelled = 0, '', from_labels = labelled, 'labels', from_labels = 0, ${quoteString(`rewards.${reward}`)}, 'mixed')`;
+
 /** The views for `opts` (column names and bodies follow the verified reward and k). */
 export function viewSpecs(opts: ViewOptions = DEFAULT_VIEW_OPTIONS): readonly ViewSpec[] {
   if (!Number.isInteger(opts.passAtK) || opts.passAtK < 1) throw new Error(`views: passAtK must be a positive integer, got ${opts.passAtK}`);
@@ -122,6 +143,9 @@ export function viewSpecs(opts: ViewOptions = DEFAULT_VIEW_OPTIONS): readonly Vi
   const labelled = `has(reward_names, ${quoteString(VERIFIED_REWARD)})`;
   const labelValue = `reward_values[indexOf(reward_names, ${quoteString(VERIFIED_REWARD)})]`;
   const verifiedRight = `${labelValue} >= ${VERIFIED_MIN}`;
+  // A stored late label first, else the reward at decision time (see the file comment).
+  const lateLabelled = `(has_stored = 1 OR ${labelled})`;
+  const lateLabel = `if(has_stored = 1, stored_label, ${labelValue})`;
   return [
   {
     name: 'acceptance_hourly',
@@ -347,13 +371,17 @@ GROUP BY pipeline_run, model_version`,
       ['pipeline_run', 'the curating run'],
       ['model_version', 'the generating model'],
       ['score_name', 'a name in score_names'],
-      ['labelled', `labelled samples with a finite value of the score`],
-      ['verified_right', `${VERIFIED_REWARD} >= ${VERIFIED_MIN}`],
+      ['labelled', `labelled samples (a stored label, or the reward '${VERIFIED_REWARD}') with a finite value of the score`],
+      ['from_labels', 'labelled samples whose label is the latest row of `labels` for the rollout (the others used the reward at decision time)'],
+      ['label_source', `'labels', 'rewards.${VERIFIED_REWARD}' or 'mixed': where the labels came from`],
+      ['verified_right', `label >= ${VERIFIED_MIN}`],
       ['verified_wrong', 'the others'],
       ['mean_right', 'mean score of the right ones'],
       ['mean_wrong', 'mean score of the wrong ones'],
       ['mean_gap', 'mean_right − mean_wrong'],
       ['auc', 'P(score of a right sample > score of a wrong one), ties half; NULL without both kinds'],
+      ['accepted_labelled', 'accepted labelled samples'],
+      ['precision', 'verified right among accepted_labelled (NULL/nan when none)'],
     ],
     // Mann–Whitney without pairs or window functions: group the labelled samples by distinct score
     // value (n samples, r right), sort the values, and give each value its midrank
@@ -364,6 +392,8 @@ GROUP BY pipeline_run, model_version`,
     model_version,
     score_name,
     sum(n) AS labelled,
+    sum(l) AS from_labels,
+    ${labelSourceSql(VERIFIED_REWARD)} AS label_source,
     sum(r) AS verified_right,
     labelled - verified_right AS verified_wrong,
     sum(score_value * r) / verified_right AS mean_right,
@@ -374,11 +404,16 @@ GROUP BY pipeline_run, model_version`,
                           arraySort((x, v) -> v, groupArray(r), groupArray(score_value)),
                           arraySort((x, v) -> v, groupArray(n), groupArray(score_value)),
                           arrayCumSum(arraySort((x, v) -> v, groupArray(n), groupArray(score_value)))))
-        - verified_right * (verified_right + 1) / 2) / (verified_right * verified_wrong)) AS auc
-FROM (SELECT pipeline_run, model_version, score_name, score_value, count() AS n, countIf(is_right) AS r
-      FROM (SELECT pipeline_run, model_version, score_name, score_value, ${verifiedRight} AS is_right
-            FROM ${t('samples')} ARRAY JOIN score_names AS score_name, score_values AS score_value
-            WHERE ${labelled} AND isFinite(score_value))
+        - verified_right * (verified_right + 1) / 2) / (verified_right * verified_wrong)) AS auc,
+    sum(a) AS accepted_labelled,
+    sum(ar) / accepted_labelled AS precision
+FROM (SELECT pipeline_run, model_version, score_name, score_value, count() AS n, countIf(is_right) AS r, countIf(has_stored = 1) AS l,
+             countIf(is_accepted) AS a, countIf(is_accepted AND is_right) AS ar
+      FROM (SELECT pipeline_run, model_version, score_name, score_value, ${lateLabel} >= ${VERIFIED_MIN} AS is_right, has_stored,
+                   decision = 'accepted' AS is_accepted
+            FROM ${samplesWithLabels(t, ['id', 'pipeline_run', 'model_version', 'decision', 'score_names', 'score_values', 'reward_names', 'reward_values'])}
+            ARRAY JOIN score_names AS score_name, score_values AS score_value
+            WHERE ${lateLabelled} AND isFinite(score_value))
       GROUP BY pipeline_run, model_version, score_name, score_value)
 GROUP BY pipeline_run, model_version, score_name`,
     example: `SELECT model_version, score_name, labelled, round(auc, 3) AS auc, round(mean_gap, 3) AS gap FROM exploitation WHERE pipeline_run = 'live' ORDER BY model_version, score_name`,
@@ -394,7 +429,9 @@ GROUP BY pipeline_run, model_version, score_name`,
       ['samples', 'samples carrying x.raw, x.correction and x'],
       ['corrected', 'samples with a non-zero correction'],
       ['mean_abs_correction', 'mean abs(x.correction)'],
-      ['labelled', `samples with the reward '${VERIFIED_REWARD}' (its value is the label)`],
+      ['labelled', `samples with a label: the latest row of \`labels\` for the rollout, else the reward '${VERIFIED_REWARD}'`],
+      ['from_labels', 'labelled samples whose label came from `labels`'],
+      ['label_source', `'labels', 'rewards.${VERIFIED_REWARD}' or 'mixed'`],
       ['mae_raw', 'mean abs(label − x.raw) over labelled samples'],
       ['mae_compensated', 'mean abs(label − x) over labelled samples'],
       ['mae_reduction', 'mae_raw − mae_compensated (> 0: the memory helps)'],
@@ -407,17 +444,21 @@ GROUP BY pipeline_run, model_version, score_name`,
     countIf(correction != 0) AS corrected,
     avg(abs(correction)) AS mean_abs_correction,
     countIf(is_labelled) AS labelled,
+    countIf(is_labelled AND has_stored = 1) AS from_labels,
+    ${labelSourceSql(VERIFIED_REWARD)} AS label_source,
     avgIf(abs(label - raw), is_labelled) AS mae_raw,
     avgIf(abs(label - compensated), is_labelled) AS mae_compensated,
     mae_raw - mae_compensated AS mae_reduction
 FROM (SELECT pipeline_run, model_version, score, correction,
              score_values[indexOf(score_names, concat(score, '.raw'))] AS raw,
              score_values[indexOf(score_names, score)] AS compensated,
-             ${labelled} AS is_labelled,
-             ${labelValue} AS label
-      FROM (SELECT pipeline_run, model_version, score_names, score_values, reward_names, reward_values,
+             ${lateLabelled} AS is_labelled,
+             ${lateLabel} AS label,
+             has_stored
+      FROM (SELECT pipeline_run, model_version, score_names, score_values, reward_names, reward_values, has_stored, stored_label,
                    substring(correction_name, 1, length(correction_name) - 11) AS score, correction_value AS correction
-            FROM ${t('samples')} ARRAY JOIN score_names AS correction_name, score_values AS correction_value
+            FROM ${samplesWithLabels(t, ['id', 'pipeline_run', 'model_version', 'score_names', 'score_values', 'reward_names', 'reward_values'])}
+            ARRAY JOIN score_names AS correction_name, score_values AS correction_value
             WHERE endsWith(correction_name, '.correction'))
       WHERE has(score_names, concat(score, '.raw')) AND has(score_names, score))
 GROUP BY pipeline_run, model_version, score`,

@@ -12,6 +12,10 @@ import { produceFile } from './produce.ts';
 import { runCommand } from './run.ts';
 import { services } from './services.ts';
 import { openQueryStore, sqlCommand } from './sql.ts';
+import { labelCommand, readLabelInput } from './label.ts';
+import { requestExport } from '../trainers/reference-trainer.ts';
+import { createKafka } from '../streams/kafka.ts';
+import { topicCatalog } from '../streams/topics.ts';
 import { compareCommand } from './compare.ts';
 import { formatReplay, replay } from './replay.ts';
 
@@ -22,8 +26,14 @@ const USAGE = `flywheel — the data plane between rollout generators and traine
   flywheel describe --config <file>    the dataflow the config makes: topics, operators, stores, sinks
   flywheel produce --topic <t> --file <jsonl>
                                        encode JSON lines as rollouts and send them
-  flywheel sql "<query>" [--config <file> | --path <dir>]
-                                       query the pipeline's ClickHouse store
+  flywheel sql "<query>" [--config <file> | --path <dir>] [--format <f>]
+                                       query the pipeline's ClickHouse store; --format: a ClickHouse output
+                                       format (PrettyCompact default, JSONEachRow, CSV, TabSeparated, …)
+  flywheel label (--config <file> | --topic <t>) [--file <jsonl>]
+                                       send verified outcomes (JSON lines {"rollout_id","value","verifier","at"},
+                                       stdin without --file) as Avro labels; bad lines are reported, exit 1
+  flywheel trainer export --config <trainer.json>
+                                       ask the running reference trainer to export and announce a model now
   flywheel replay --config <file> --run <name> [--from <pos>] [--to <pos>] [--source-prefix <p>]
                                        rerun a range of a rollouts topic through a config as a named run;
                                        <pos>: earliest | latest | an offset | p:offset,… | an ISO time
@@ -55,6 +65,7 @@ async function main(argv: string[]): Promise<number> {
       from: { type: 'string' },
       to: { type: 'string' },
       'source-prefix': { type: 'string' },
+      format: { type: 'string' },
     },
   });
   const need = (name: keyof typeof values): string => {
@@ -79,7 +90,29 @@ async function main(argv: string[]): Promise<number> {
       const query = positionals.join(' ').trim();
       if (query === '') throw new UsageError('sql needs a query, e.g. flywheel sql "SELECT count() FROM samples"');
       const path = values.path ?? (values.config === undefined ? undefined : loadConfig(values.config).clickhouse.path);
-      process.stdout.write(await sqlCommand(query, connectionsFromEnv(), path));
+      process.stdout.write(await sqlCommand(query, connectionsFromEnv(), path, values.format));
+      return 0;
+    }
+    case 'label': {
+      const topic = values.topic ?? (values.config === undefined ? undefined : topicCatalog(loadConfig(values.config).topics.prefix).labels);
+      if (topic === undefined) throw new UsageError('label needs --config <pipeline.json> or --topic <prefix>.labels');
+      const { text, source } = readLabelInput(values.file);
+      const { sent, errors } = await labelCommand(connectionsFromEnv(), topic, text, source);
+      console.log(`sent ${sent} labels to ${topic}${errors.length > 0 ? `; ${errors.length} lines rejected (see above)` : ''}`);
+      return errors.length > 0 ? 1 : 0;
+    }
+    case 'trainer': {
+      if (positionals[0] !== 'export') throw new UsageError('trainer takes a subcommand: flywheel trainer export --config <trainer.json>');
+      const file = need('config');
+      let config: TrainerProcessConfig;
+      try {
+        config = JSON.parse(readFileSync(file, 'utf8')) as TrainerProcessConfig;
+      } catch (err) {
+        throw new ConfigError(`trainer config ${file}: ${(err as Error).message}`);
+      }
+      if (typeof config.prefix !== 'string' || typeof config.name !== 'string') throw new ConfigError(`trainer config ${file}: "prefix" and "name" are required`);
+      await requestExport(createKafka(connectionsFromEnv(), 'flywheel-trainer-export'), topicCatalog(config.prefix), config.name);
+      console.log(`asked trainer ${config.name} (${config.prefix}.control) to export now`);
       return 0;
     }
     case 'replay': {

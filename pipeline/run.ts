@@ -217,6 +217,7 @@ export async function startTopology(topology: Topology, connections: Connections
     decisions,
     deadLetterTopic: catalog.deadLetter,
     trainerProgressTopic: catalog.trainerProgress,
+    labels,
     events,
   });
   events.on('sink.insert', ({ payload: { table, rows, ok } }) => {

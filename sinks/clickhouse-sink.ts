@@ -1,11 +1,11 @@
 import type { Admin, Consumer, IHeaders, Kafka, KafkaMessage } from 'kafkajs';
 import { Instrumentation } from '../contracts/events.ts';
 import { logger } from '../lib/log.ts';
-import type { Decision } from '../contracts/records.ts';
+import type { Decision, Label } from '../contracts/records.ts';
 import type { TopicSerde } from '../streams/serde.ts';
 import { FlywheelError, RecordError } from '../streams/errors.ts';
 import { kafkaBatches, type SourceBatch } from '../streams/source.ts';
-import { sinkHighWater } from './clickhouse/schema.ts';
+import { LABELS_TABLE, sinkHighWater } from './clickhouse/schema.ts';
 import { TRAINER_PROGRESS_TABLE } from '../contracts/trainer-progress.ts';
 import type { ClickHouseStore } from './clickhouse/store.ts';
 import { ClickHouseStoreError } from './clickhouse/sql.ts';
@@ -21,6 +21,11 @@ export interface ClickHouseSinkOptions {
   deadLetterTopic: string;
   /** Trainers' progress reports (JSON TrainerProgressRow), stored in `trainer_progress`. */
   trainerProgressTopic: string;
+  /**
+   * Late labels (Avro `Label`, `<prefix>.labels`), stored in `labels` exactly once like the
+   * decisions (one block per offset range); the analytics views join them by rollout id.
+   */
+  labels?: TopicSerde<Label>;
   /**
    * Instrumentation (contracts/events.ts): `sink.insert` after each block stored (`ok: true`,
    * `durationMs` including retries) and after each failed attempt (`ok: false`); `dead-letter`
@@ -94,7 +99,7 @@ class RowError extends RecordError {
 }
 
 /**
- * Copies the decisions and dead-letter topics (read_committed) into ClickHouse, exactly once
+ * Copies the decisions, dead-letter and (when given) labels topics (read_committed) into ClickHouse, exactly once
  * whatever the timing: a stalled INSERT that lands after another sink took the partition over
  * adds nothing.
  *
@@ -170,7 +175,7 @@ export class ClickHouseSink {
     });
     const stopped = new Promise<void>((resolve, reject) => {
       this.subscription = kafkaBatches(this.consumer, {
-        topics: [this.options.decisions.topic, this.options.deadLetterTopic, this.options.trainerProgressTopic],
+        topics: [this.options.decisions.topic, this.options.deadLetterTopic, this.options.trainerProgressTopic, ...(this.options.labels ? [this.options.labels.topic] : [])],
         fromBeginning: true,
         // One partition's rows are built while another's INSERT is in the store: the sink then
         // keeps both this process and the store busy. Each partition still has one range in flight.
@@ -211,7 +216,7 @@ export class ClickHouseSink {
   private async store(source: SourceBatch): Promise<void> {
     const { topic, partition, messages } = source.batch;
     if (topic === this.options.trainerProgressTopic) return this.storeProgress(source);
-    const table = topic === this.options.deadLetterTopic ? 'dead_letters' : 'samples';
+    const table = topic === this.options.deadLetterTopic ? 'dead_letters' : topic === this.options.labels?.topic ? LABELS_TABLE : 'samples';
     const key = `${topic}:${partition}`;
     const generation = this.generation;
     let state = this.partitions.get(key);
@@ -268,6 +273,7 @@ export class ClickHouseSink {
     if (!announced) await this.announce(topic, partition, generation, range);
     // Writer schemas fetched once per id; the registry being down is retried like the store.
     if (table === 'samples') await this.withRetry(table, `${label} schemas`, source, () => this.options.decisions.prepare(range.messages.map((m) => m.value)));
+    if (table === LABELS_TABLE) await this.withRetry(table, `${label} schemas`, source, () => this.options.labels!.prepare(range.messages.map((m) => m.value)));
     let body: string;
     try {
       body = this.encode(table, topic, partition, range.messages);
@@ -282,7 +288,7 @@ export class ClickHouseSink {
         label,
         source,
         () =>
-          this.options.store.insertFormatted(table, table === 'samples' ? SAMPLE_COLUMNS : DEAD_LETTER_COLUMNS, table === 'samples' ? 'TabSeparated' : 'JSONEachRow', body, {
+          this.options.store.insertFormatted(table, table === 'samples' ? SAMPLE_COLUMNS : table === LABELS_TABLE ? LABEL_COLUMNS : DEAD_LETTER_COLUMNS, table === 'samples' ? 'TabSeparated' : 'JSONEachRow', body, {
             dedupToken: label,
             timeoutMs: this.insertTimeoutMs,
           }),
@@ -418,6 +424,18 @@ export class ClickHouseSink {
       return lines.join('');
     }
     let body = '';
+    if (table === LABELS_TABLE) {
+      for (const m of messages) {
+        let l: Label;
+        try {
+          l = this.options.labels!.decode(m.value!);
+        } catch (err) {
+          throw new RowError(`record ${m.offset} does not decode: ${(err as Error).message}`);
+        }
+        body += `${JSON.stringify(labelRow(l, topic, partition, m.offset, m.timestamp))}\n`;
+      }
+      return body;
+    }
     for (const m of messages) body += `${JSON.stringify(deadLetterRow(m, topic, partition))}\n`;
     return body;
   }
@@ -479,6 +497,32 @@ export const DEAD_LETTER_COLUMNS: readonly string[] = [
   'pipeline_run', 'source_topic', 'source_partition', 'source_offset', 'stage', 'reason', 'payload_base64',
   'sink_topic', 'sink_partition', 'sink_offset', 'inserted_at',
 ];
+
+/** The columns of the sink's `labels` blocks (JSONEachRow), in labelRow's order. */
+export const LABEL_COLUMNS: readonly string[] = ['rollout_id', 'value', 'verifier', 'at', 'sink_topic', 'sink_partition', 'sink_offset', 'inserted_at'];
+
+/**
+ * The `labels` row of the label at `sinkOffset`: deterministic (times from the record), so a
+ * re-sent range is byte-identical. A value that is not finite is the record's fault (RowError).
+ *
+ *   labelRow({ rollout_id: 'r-1', value: 1, verifier: 'tests', at: 1700000000000 }, 'p.labels', 0, '7', '1700000000500')
+ *   // { rollout_id: 'r-1', value: 1, verifier: 'tests', at: 1700000000, sink_topic: 'p.labels', …, inserted_at: 1700000000 }
+ */
+export function labelRow(l: Label, sinkTopic: string, sinkPartition: number, sinkOffset: string, timestamp: string): Record<string, unknown> {
+  if (!Number.isFinite(l.value)) throw new RowError(`record ${sinkOffset}: label value ${l.value} is not finite`);
+  const at = seconds(l.at);
+  if (!Number.isFinite(at) || at < 0) throw new RowError(`record ${sinkOffset}: label time ${l.at} is not a time`);
+  return {
+    rollout_id: l.rollout_id,
+    value: l.value,
+    verifier: l.verifier,
+    at,
+    sink_topic: sinkTopic,
+    sink_partition: sinkPartition,
+    sink_offset: Number(sinkOffset),
+    inserted_at: seconds(Number(timestamp)),
+  };
+}
 
 function finite(values: number[], what: string, offset: string): number[] {
   for (const v of values) if (!Number.isFinite(v)) throw new RowError(`record ${offset}: ${what} holds ${v}, which ClickHouse cannot store`);

@@ -9,6 +9,9 @@ import { writeFileAtomic } from './checkpoint.ts';
 import type { TrainerProgress } from '../contracts/trainer-progress.ts';
 import { TrainerClient, type BatchOptions, type TrainerClientOptions, type TrainingBatch } from './client.ts';
 import { createLearner, exampleLoss, type IncrementalLearner, type LearnerConfig } from './incremental.ts';
+import type { Kafka } from 'kafkajs';
+import { BroadcastReader } from '../streams/broadcast.ts';
+import type { TopicCatalog } from '../streams/topics.ts';
 
 /**
  * The reference incremental trainer: closes the loop from verified labels back to the
@@ -68,6 +71,40 @@ export interface ReferenceTrainerOptions {
   progress?: boolean;
   /** Instrumentation (contracts/events.ts): a `trainer.progress` event per checkpoint, topic or not. */
   events?: Instrumentation;
+  /**
+   * Follow `<prefix>.control` for export requests addressed to this trainer (exportRequestKey;
+   * `flywheel trainer export` sends one). Default: when the topic exists.
+   */
+  control?: boolean;
+}
+
+/** The control-topic key of an export request for `trainer`. */
+export const exportRequestKey = (trainer: string) => `export.${trainer}`;
+
+/** An export request on the control topic (JSON, key exportRequestKey(trainer)). */
+export interface ExportRequest {
+  command: 'export';
+  trainer: string;
+  /** Epoch ms when it was asked: a trainer acts only on requests made after it started. */
+  at: number;
+}
+
+/**
+ * Asks the running trainer `trainer` to export now (after its current batch) rather than after
+ * `updateEvery` examples: one JSON message on `<prefix>.control`.
+ *
+ *   await requestExport(kafka, topicCatalog('flywheel'), 'reference')
+ */
+export async function requestExport(kafka: Kafka, catalog: TopicCatalog, trainer: string, at = Date.now()): Promise<ExportRequest> {
+  const request: ExportRequest = { command: 'export', trainer, at };
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  try {
+    await producer.send({ topic: catalog.control, acks: -1, messages: [{ key: exportRequestKey(trainer), value: JSON.stringify(request) }] });
+  } finally {
+    await producer.disconnect();
+  }
+  return request;
 }
 
 interface PendingDecision {
@@ -124,6 +161,9 @@ export class ReferenceTrainer {
   private steps = 0;
   private reports: Promise<void> = Promise.resolve();
   private running: Promise<void> | undefined;
+  private exportRequested = false;
+  private control: BroadcastReader | undefined;
+  private readonly startedAt = Date.now();
 
   private constructor(
     private readonly options: ReferenceTrainerOptions,
@@ -163,13 +203,16 @@ export class ReferenceTrainer {
       decisions: options.decisionsTopic ?? 'decisions',
       labels: options.labels.source === 'topic',
     });
-    let trainer: ReferenceTrainer;
+    let trainer: ReferenceTrainer | undefined;
     try {
       trainer = new ReferenceTrainer(options, client);
       const topic = options.client.catalog.trainerProgress;
       if (options.progress !== false && (await client.topicExists(topic))) trainer.progressTopic = topic;
       if (trainer.lastUpdate !== null) await trainer.announce(trainer.lastUpdate);
+      const control = options.client.catalog.control;
+      if (options.control ?? (await client.topicExists(control))) await trainer.followControl(control);
     } catch (err) {
+      await trainer?.control?.stop();
       await client.close();
       throw err;
     }
@@ -187,6 +230,30 @@ export class ReferenceTrainer {
     };
   }
 
+  /**
+   * Export (and announce) after the current batch, whatever `updateEvery` says; with nothing
+   * trained since the last version, the last version is announced again. What the control
+   * topic's export requests call; idempotent until the export happens.
+   */
+  requestExport(): void {
+    this.exportRequested = true;
+  }
+
+  /** Export requests made after this trainer started (older ones on the topic were served or are moot). */
+  private async followControl(topic: string): Promise<void> {
+    const key = exportRequestKey(this.options.client.trainer);
+    this.control = new BroadcastReader(this.options.client.kafka, topic, (message) => {
+      if (message.key?.toString() !== key) return;
+      try {
+        const request = JSON.parse(message.value?.toString() ?? '') as Partial<ExportRequest>;
+        if (request.command === 'export' && typeof request.at === 'number' && request.at >= this.startedAt) this.requestExport();
+      } catch (err) {
+        logger({ component: `trainer ${this.options.client.trainer}` }).warn(`skipping a control message that is not JSON: ${(err as Error).message}`);
+      }
+    });
+    await this.control.start();
+  }
+
   /** Trains until `stop()` (resolves) or the client fails (rejects). */
   run(): Promise<void> {
     this.running ??= this.loop();
@@ -194,11 +261,20 @@ export class ReferenceTrainer {
   }
 
   private async loop(): Promise<void> {
-    const batchOptions = { maxRecords: 256, maxWaitMs: 500, ...this.options.batch };
+    // Empty batches too, every maxWaitMs: an export request must not wait for the next record.
+    const batchOptions = { maxRecords: 256, maxWaitMs: 500, ...this.options.batch, emptyBatches: true };
     for await (const batch of this.client.batches(batchOptions)) {
+      if (batch.records.length === 0 && !this.exportRequested) {
+        if (this.stopping) break;
+        continue;
+      }
       this.trainBatch(batch);
-      this.batchesSinceCheckpoint++;
-      if (this.sinceExport >= this.options.updateEvery) await this.exportAndAnnounce(batch);
+      if (batch.records.length > 0) this.batchesSinceCheckpoint++;
+      if (this.exportRequested) {
+        this.exportRequested = false;
+        if (this.sinceExport > 0) await this.exportAndAnnounce(batch);
+        else if (this.lastUpdate !== null) await this.announce(this.lastUpdate);
+      } else if (this.sinceExport >= this.options.updateEvery) await this.exportAndAnnounce(batch);
       else if (this.batchesSinceCheckpoint >= (this.options.checkpointEvery ?? 20)) await this.checkpoint(batch);
       if (this.stopping) break;
     }
@@ -217,6 +293,7 @@ export class ReferenceTrainer {
       // Everything handed out is trained once the loop is over: the current position is covered.
       if (options.publish && this.sinceExport > 0) await this.exportAndAnnounce(this.client.emptyBatch());
     } finally {
+      await this.control?.stop();
       await this.reports;
       await this.client.close();
     }

@@ -20,6 +20,8 @@ import { ClickHouseStoreError, quoteIdent, quoteString, quoteTable } from './sql
 
 export const SAMPLES_TABLE = 'samples';
 export const DEAD_LETTERS_TABLE = 'dead_letters';
+/** Late labels (Avro `Label` from `<prefix>.labels`), one row per label record. */
+export const LABELS_TABLE = 'labels';
 
 /** A row of `samples` as query() returns it (and insert() takes it; created_at may be a Date). */
 export interface SampleRow {
@@ -123,6 +125,30 @@ const DEAD_LETTERS_COLUMNS: [string, string][] = [
   ['inserted_at', 'DateTime'],
 ];
 
+/** A row of `labels`: the verified outcome of a rollout, as the labels topic carried it. */
+export interface LabelRow {
+  rollout_id: string;
+  value: number;
+  verifier: string;
+  /** When the label was made (the Label's `at`, to the second). */
+  at: string;
+  sink_topic: string;
+  sink_partition: number;
+  sink_offset: number;
+  inserted_at: string;
+}
+
+const LABELS_COLUMNS: [string, string][] = [
+  ['rollout_id', 'String'],
+  ['value', 'Float64'],
+  ['verifier', 'String'],
+  ['at', 'DateTime'],
+  ['sink_topic', 'String'],
+  ['sink_partition', 'UInt32'],
+  ['sink_offset', 'UInt64'],
+  ['inserted_at', 'DateTime'],
+];
+
 interface TableSpec {
   name: string;
   columns: [string, string][];
@@ -151,6 +177,15 @@ export const TABLES: readonly TableSpec[] = [
     columns: DEAD_LETTERS_COLUMNS,
     version: 'sink_offset',
     orderBy: ['pipeline_run', 'source_topic', 'source_partition', 'source_offset'],
+  },
+  {
+    name: LABELS_TABLE,
+    columns: LABELS_COLUMNS,
+    // A rollout labelled again (a re-verification) collapses to the label that arrived last
+    // (labels are keyed by rollout id, so one rollout's labels share a partition and offsets
+    // order them); readers take argMax(value, sink_offset) and need no FINAL.
+    version: 'sink_offset',
+    orderBy: ['rollout_id'],
   },
 ];
 
