@@ -27,6 +27,7 @@ import { errorFeed, labelJoinProcessor, scoredMessages } from './feedback.ts';
 import { hotSwap } from './hot-swap.ts';
 import { SignatureCache, takeSignatures, type PublishedSignature } from './near-dup-broadcast.ts';
 import { seedPartition } from './seed.ts';
+import { log } from '../lib/log.ts';
 
 export interface PipelineProgress {
   processed: number;
@@ -132,7 +133,7 @@ export async function startTopology(topology: Topology, connections: Connections
     try {
       update = await modelUpdates.deserialize(m.value!);
     } catch (err) {
-      process.stderr.write(`[flywheel] skipping a model update that does not decode: ${(err as Error).message}\n`);
+      log.warn(`skipping a model update that does not decode: ${(err as Error).message}`);
       return;
     }
     versions.announce({ model: update.model, version: update.version, announcedAt: update.at });
@@ -169,7 +170,7 @@ export async function startTopology(topology: Topology, connections: Connections
   if (clickhouse instanceof LazyStore) {
     void clickhouse.ready().then(
       () => step(`ClickHouse ready (${clickhouse.kind})`),
-      (err: unknown) => process.stderr.write(`[flywheel] ClickHouse at ${clickhouse.location} is not available yet; the sink retries: ${(err as Error).message}\n`),
+      (err: unknown) => log.warn(`ClickHouse at ${clickhouse.location} is not available yet; the sink retries: ${(err as Error).message}`),
     );
   } else {
     step(`ClickHouse ready (${clickhouse.kind})`);

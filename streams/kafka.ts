@@ -4,6 +4,7 @@ import { isIP } from 'node:net';
 import { connect as connectTls, type ConnectionOptions } from 'node:tls';
 import { Kafka, logLevel, type Admin, type AdminConfig, type Consumer, type ConsumerConfig, type KafkaConfig, type logCreator, type Producer, type ProducerConfig } from 'kafkajs';
 import type { Connections, KafkaSecurity, TlsFiles } from './connections.ts';
+import { logger, type LogLevel } from '../lib/log.ts';
 import { redactText, type Secret } from './secrets.ts';
 
 /**
@@ -13,7 +14,8 @@ import { redactText, type Secret } from './secrets.ts';
  */
 const RETRIED = /concurrent operation on the same transaction|coordinator is (loading|not available)|not the correct coordinator|leadership election|There is no leader/i;
 
-const LEVEL_NAMES: Record<number, string> = { [logLevel.ERROR]: 'error', [logLevel.WARN]: 'warn', [logLevel.INFO]: 'info', [logLevel.DEBUG]: 'debug' };
+const LEVEL_NAMES: Record<number, LogLevel> = { [logLevel.ERROR]: 'error', [logLevel.WARN]: 'warn', [logLevel.INFO]: 'info', [logLevel.DEBUG]: 'debug' };
+const kafkajsLog = logger({ component: 'kafkajs' });
 
 const quietLog =
   (secrets: readonly (Secret | undefined)[]): logCreator =>
@@ -25,9 +27,8 @@ const quietLog =
     // Said of every idempotent producer once retries are bounded (below). Flywheel's transactional
     // producers abort on a send that runs out of retries, and the processor retries the batch.
     if (level === logLevel.WARN && log.message.startsWith('Limiting retries for the idempotent producer')) return;
-    const name = LEVEL_NAMES[level] ?? String(level);
     // kafkajs does not log credentials; the redaction is for a debug log quoting a request.
-    process.stderr.write(redactText(`[kafkajs ${name}] ${log.message}${error ? `: ${error}` : ''}\n`, secrets));
+    kafkajsLog[LEVEL_NAMES[level] ?? 'error'](redactText(`${log.message}${error ? `: ${error}` : ''}`, secrets));
   };
 
 /**
