@@ -489,13 +489,14 @@ describe('reference trainer process killed with SIGKILL at random points', () =>
     const t0 = Date.now();
     const phase = (what: string) => log.push(`[test +${Date.now() - t0} ms] ${what}\n`);
     onTestFailed(() => console.error(`--- trainer log ---\n${log.join('').split('\n').filter((l) => !l.startsWith('{"examples"')).join('\n')}`));
-    const start = () => {
-      const child = spawn(process.execPath, ['--import', 'tsx', 'trainers/main.ts', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-      const progress = { examples: -1, restored: -1 };
+    const start = (env: NodeJS.ProcessEnv = {}) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'trainers/main.ts', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+      const progress = { examples: -1, restored: -1, metrics: '' };
       child.stdout!.on('data', (d: Buffer) => {
         log.push(d.toString());
         for (const line of d.toString().split('\n').filter((l) => l.startsWith('{'))) {
-          const event = JSON.parse(line) as { examples?: number; started?: boolean };
+          const event = JSON.parse(line) as { examples?: number; started?: boolean; metrics?: string };
+          if (event.metrics !== undefined) progress.metrics = event.metrics;
           if (event.started) progress.restored = event.examples!;
           if (typeof event.examples === 'number') progress.examples = Math.max(progress.examples, event.examples);
         }
@@ -519,9 +520,18 @@ describe('reference trainer process killed with SIGKILL at random points', () =>
       restoredCounts.push(run.progress.restored);
       previous = run.progress.examples;
     }
-    const last = start();
+    // The last run serves /metrics (FLYWHEEL_HTTP_PORT=0: a free port): its progress gauge reaches every example.
+    const last = start({ FLYWHEEL_HTTP_PORT: '0' });
     phase('start 3');
     await waitUntil(() => last.progress.examples >= labelled.length, 'every labelled example', 60_000);
+    expect(last.progress.metrics).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+    const examplesGauge = async () => {
+      const text = await (await fetch(last.progress.metrics)).text();
+      return Number(/^flywheel_trainer_examples\{[^}]*trainer="reference-kill"[^}]*\} (\S+)$/m.exec(text)?.[1] ?? NaN);
+    };
+    let gauge = NaN;
+    await waitUntil(async () => (gauge = await examplesGauge()) === labelled.length, 'the trainer-examples gauge to reach every example', 20_000);
+    expect(gauge).toBe(labelled.length);
     phase('SIGTERM');
     last.child.kill('SIGTERM');
     expect(await Promise.race([last.exit, new Promise((r) => setTimeout(() => r('still running 30 s after SIGTERM'), 30_000))])).toBe(0);

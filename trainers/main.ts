@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { Instrumentation } from '../contracts/events.ts';
 import { featureDefaults, type FeatureConfig } from '../contracts/features.ts';
+import { opsHttpSettings, serveMetrics } from '../ops/server.ts';
 import { connectionsFromEnv } from '../streams/connections.ts';
 import { createKafka } from '../streams/kafka.ts';
 import { registryClient } from '../streams/serde.ts';
@@ -58,6 +60,11 @@ function required<T>(value: T | undefined, name: string): T {
 export async function runTrainerProcess(config: TrainerProcessConfig): Promise<void> {
   const connections = connectionsFromEnv();
   const kafka = createKafka(connections, `flywheel-trainer-${required(config.name, 'name')}`);
+  // /metrics and /healthz only when FLYWHEEL_HTTP_PORT asks for them: a worker on the same
+  // machine already holds the default port.
+  const events = new Instrumentation();
+  const ops = await serveMetrics(events, opsHttpSettings({ host: '127.0.0.1', port: null }), { trainer: config.name });
+  if (ops !== undefined) process.stdout.write(`${JSON.stringify({ metrics: new URL('metrics', ops.url).href })}\n`);
   const trainer = await ReferenceTrainer.open({
     client: {
       kafka,
@@ -78,6 +85,7 @@ export async function runTrainerProcess(config: TrainerProcessConfig): Promise<v
     artifactDir: required(config.artifactDir, 'artifactDir'),
     versionPrefix: config.versionPrefix,
     batch: config.batch,
+    events,
     onUpdate: (u) => process.stdout.write(`${JSON.stringify({ announced: u.version, examples: u.metrics.examples, artifact: u.artifact })}\n`),
   });
   process.stdout.write(`${JSON.stringify({ started: true, examples: trainer.stats.examples, version: trainer.stats.version })}\n`);
@@ -97,6 +105,7 @@ export async function runTrainerProcess(config: TrainerProcessConfig): Promise<v
     await stop();
   } finally {
     clearInterval(progress);
+    await ops?.close();
     process.stdout.write(`${JSON.stringify({ stopped: true, ...trainer.stats, lastUpdate: undefined })}\n`);
   }
 }
