@@ -21,7 +21,7 @@ const serverUrl = process.env.FLYWHEEL_TEST_CLICKHOUSE_URL;
 
 const ALL_TYPES: FlywheelEventType[] = [
   'batch.start', 'batch.commit', 'batch.abort', 'group.rebalance', 'state.restoring', 'state.restored', 'state.size',
-  'consumer.lag', 'operator.timing', 'decisions', 'dead-letter', 'model.swap', 'sink.insert', 'trainer.progress', 'listener.error',
+  'consumer.lag', 'operator.timing', 'decisions', 'dead-letter', 'model.swap', 'sink.insert', 'trainer.progress', 'model.loaded', 'listener.error',
 ];
 
 /**
