@@ -12,6 +12,7 @@ import { quotaBalance, quotaBalanceStore } from '../operators/balance/quota-bala
 import type { Curator } from '../lib/envelope.ts';
 import { exactDedupe, exactDedupeStore } from '../operators/dedupe/exact-dedupe.ts';
 import { groupFilter, groupFilterStore } from '../operators/filter/group-filter.ts';
+import { acceptanceControl, acceptanceControlStore } from '../operators/filter/acceptance-control.ts';
 import { nearDedupe, nearDedupeStore } from '../operators/dedupe/near-dedupe.ts';
 import { preferencePairs } from '../operators/signals/preference-pairs.ts';
 import { ruleFilter } from '../operators/filter/rule-filter.ts';
@@ -54,6 +55,7 @@ export const builtins: { [T in BuiltinType]: Builtin<T> } = {
   'threshold-filter': { build: (op) => thresholdFilter(op) },
   'near-dedupe': { store: nearDedupeStore, build: (op, ctx) => nearDedupe(op, ctx.store(), op.scope === 'global' ? ctx.resources.remoteIndex : undefined) },
   'group-filter': { store: groupFilterStore, build: (op, ctx) => groupFilter(op, ctx.store()) },
+  'acceptance-control': { store: acceptanceControlStore, build: (op, ctx) => acceptanceControl(op, ctx.store()) },
   'staleness-filter': { build: (op, ctx) => stalenessFilter(op, ctx.resources.versions) },
   'contamination-filter': { build: (op, ctx) => contaminationFilter(op, ctx.resources.files.evalIndexes.get(ctx.index)!) },
   'rule-filter': { build: (op) => ruleFilter(op) },

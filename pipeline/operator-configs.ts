@@ -10,6 +10,7 @@ import { exploreExploitDefaults } from '../operators/balance/explore-exploit.ts'
 import { qdArchiveDefaults } from '../operators/balance/qd-archive.ts';
 import { quotaBalanceDefaults } from '../operators/balance/quota-balance.ts';
 import { groupFilterDefaults } from '../operators/filter/group-filter.ts';
+import { acceptanceControlDefaults } from '../operators/filter/acceptance-control.ts';
 import { minHashDefaults } from '../lib/minhash.ts';
 import { checkNearDedupeConfig, nearDedupeDefaults, type NearDedupeConfig } from '../operators/dedupe/near-dedupe.ts';
 import { preferencePairsDefaults } from '../operators/signals/preference-pairs.ts';
@@ -83,6 +84,24 @@ export const groupFilterConfig = withDefaults(
     maxGroupSize: count.optional(),
   },
   groupFilterDefaults,
+);
+
+/** acceptance-control (operators/filter/acceptance-control.ts): `score` is required; `target` strictly between 0 and 1. */
+export const acceptanceControlConfig = withDefaults(
+  'acceptance-control',
+  {
+    score: name,
+    mode: z.enum(['rate', 'top-k']).optional(),
+    target: z.number().gt(0).lt(1).optional(),
+    initial: z.number().nullable().optional(),
+    gain: positiveNumber.optional(),
+    window: count.optional(),
+    min: z.number().nullable().optional(),
+    max: z.number().nullable().optional(),
+    k: count.optional(),
+    onMissing: z.enum(['reject', 'pass']).optional(),
+  },
+  acceptanceControlDefaults,
 );
 
 export const stalenessFilterConfig = withDefaults(

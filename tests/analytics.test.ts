@@ -534,7 +534,7 @@ function analyticsContract(name: 'embedded' | 'server', open: () => Promise<{ st
       expect(text).toContain('Accepted rollouts (matched by id)');
       expect(lines).toContain('accepted_a  accepted_b  both  only_a  only_b  jaccard');
       expect(lines).toContain('         6           7     5       1       2    0.625');
-      expect(lines).toContain('run-a       15         6        14               7                  6               4     0.6667  0.5714');
+      expect(lines).toContain('run-a       15         6        14            0               7                  6               4     0.6667  0.5714');
       expect(lines).toContain('below_min:rule           6  0   -6');
       expect(text).toMatch(/^model\s+0\s+-\s+-\s+-\s+13\s+0\.6577\s+0\.7\s+0\.98$/m);
     });
