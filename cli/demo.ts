@@ -17,9 +17,10 @@ import { labelSerde, modelUpdateSerde, registryClient, rolloutSerde } from '../s
 import { catalogTopicConfigs, ensureTopics, topicCatalog } from '../streams/topics.ts';
 import { linearModelOnnx } from '../contracts/onnx-codec.ts';
 import { ReferenceTrainer } from '../trainers/reference-trainer.ts';
-import { reportProgress } from './run.ts';
+import { progressLines } from './progress.ts';
 import { syntheticRollouts } from './synthetic.ts';
 import { formatTable } from '../lib/table.ts';
+import { Instrumentation } from '../contracts/events.ts';
 
 export const DEMO_CONFIG = new URL('../deploy/flywheel-demo.json', import.meta.url).pathname;
 export const GRPO_CONFIG = new URL('../deploy/grpo.json', import.meta.url).pathname;
@@ -69,8 +70,9 @@ export async function demo(connections: Connections, options: DemoOptions): Prom
   console.log(`Flywheel demo ${run}: ${options.rounds} rounds of ${options.groups * 4} synthetic rollouts`);
   // One store for the live run and the replay below, so `compare` can put them side by side.
   const store = await openStore({ path: config.clickhouse.path });
-  const pipeline = await startPipeline(config, connections, { store });
-  const stopReporting = reportProgress(pipeline, 2000);
+  const events = new Instrumentation();
+  const stopReporting = progressLines(events, { name: config.name });
+  const pipeline = await startPipeline(config, connections, { store, events });
   let announced = 'v0';
   const trainer = await ReferenceTrainer.open({
     client: { kafka, registry, catalog, groupId: `${run}.trainer`, trainer: 'reference', checkpointPath: join(dataDir, run, 'trainer.checkpoint') },

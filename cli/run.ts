@@ -11,18 +11,6 @@ import type { Connections } from '../streams/connections.ts';
 import { configureLogging } from '../lib/log.ts';
 import { progressLines } from './progress.ts';
 
-/** Prints what the pipeline has done so far, when it changed, every `everyMs`. */
-export function reportProgress(pipeline: RunningPipeline, everyMs = 2000): () => void {
-  let last = '';
-  const timer = setInterval(() => {
-    const { processed, stored } = pipeline.progress;
-    const line = `processed ${processed} rollouts · stored ${stored.samples} samples, ${stored.dead_letters} dead letters`;
-    if (line !== last) process.stderr.write(`[flywheel] ${line}\n`);
-    last = line;
-  }, everyMs);
-  return () => clearInterval(timer);
-}
-
 /**
  * The worker's ops server, started before the pipeline so that /healthz answers and /readyz
  * says 503 through a long start-up (topics, schemas, restore). Its metrics and readiness follow
