@@ -1,11 +1,25 @@
-/** A sample's key sketch: a feature vector compared by cosine similarity. */
+/** A sample's key sketch: its feature vector (`featurize`), compared by a `Similarity`. */
 export type Vector = Float32Array;
+
+/**
+ * How two keys are compared in a lookup:
+ * - `{ kind: 'cosine', dims }`: cosine over the first `dims` values only, e.g. the hashed-text
+ *   block of a feature vector (`FeatureConfig.dims`). Over the whole vector the unnormalised
+ *   numeric tail (log lengths ≈ 4–6, log-prob statistics) dominates and every pair of rollouts
+ *   is ≥ 0.8 similar; the text block tells neighbours apart. Omit `dims` for the whole vector.
+ * - `{ kind: 'standardized' }`: cosine of the keys z-scored per dimension by the running mean
+ *   and variance of every key the memory was given (constant dimensions are left out), so no
+ *   feature dominates by its scale.
+ */
+export type Similarity = { kind: 'cosine'; dims?: number } | { kind: 'standardized' };
 
 /** One observed scorer error: a label arrived for a sample the scorer had scored. */
 export interface ErrorEntry {
   key: Vector;
   /** label − predicted score. */
   error: number;
+  /** The label itself, so a new model can be asked whether it still makes the error (`reassess`). */
+  label?: number;
   /** The scorer version that made the prediction. */
   modelVersion: string;
   /** When the label arrived (epoch ms). */
@@ -22,7 +36,7 @@ export interface Compensation {
 export interface ErrorMemoryJSON {
   capacity: number;
   retiredBelow: string | null;
-  entries: Array<{ key: string; error: number; modelVersion: string; at: number }>;
+  entries: Array<{ key: string; error: number; label?: number; modelVersion: string; at: number }>;
 }
 
 /** Orders model versions; the default compares digit runs numerically ("v10" > "v9"). */
@@ -34,13 +48,21 @@ export type VersionOrder = (a: string, b: string) => number;
  * region of inputs is corrected long before the scorer is retrained.
  *
  * - Bounded: at most `capacity` entries; adding to a full memory evicts the oldest.
- * - `compensation(v, k, minSimilarity)`: among entries with cosine similarity to v of at least
- *   minSimilarity (and above 0), the k most similar (ties: the most recent), and their
+ * - `compensation(v, k, minSimilarity, similarity)`: among entries with similarity to v of at
+ *   least minSimilarity (and above 0), the k most similar (ties: the most recent), and their
  *   similarity-weighted mean error. O(size × dim) per lookup.
- * - `retire(version)`: the scorer was retrained into `version`, which has absorbed the errors
- *   of older versions; those are dropped so they do not correct a bias that is gone, and so are
- *   their labels still in flight (`add` ignores them afterwards). Versions are ordered by
- *   `versionOrder`; retiring a version older than an earlier retire changes nothing.
+ * - `reassess(version, rescore, minResidual)`: the scorer was retrained into `version`. Each
+ *   error of an older version that carries its label is re-scored by the new model: where
+ *   |label − new score| is still at least minResidual the new model still makes it, and it stays
+ *   with that residual as its error, now under `version`; where it is below, the error is fixed
+ *   and retired — the entry stays with error 0, under `version`, as evidence that the model is
+ *   right there (dropping it instead would leave only the still-made errors as neighbours, and
+ *   their corrections would spill onto the inputs the retrain fixed); entries without a label
+ *   are dropped. So a retrain that did not learn a bias does not wipe its corrections.
+ * - `retire(version)`: the same without a model to ask: every error of an older version goes.
+ * After either, labels of older versions still in flight are ignored (`add` refuses them).
+ * Versions are ordered by `versionOrder`; retiring a version older than an earlier retire
+ * changes nothing.
  * - In memory, shared by all partitions of a worker (fed from a broadcast topic by the
  *   pipeline); `toJSON`/`fromJSON` let a worker rebuild it from a snapshot.
  */
@@ -50,6 +72,8 @@ export class ErrorMemory {
   private head = 0;
   private count = 0;
   private retiredBelow: string | null = null;
+  /** Running per-dimension mean and sum of squared deviations (Welford) of every key added. */
+  private stats: { n: number; mean: Float64Array; m2: Float64Array } | null = null;
 
   constructor(
     readonly capacity: number,
@@ -68,7 +92,8 @@ export class ErrorMemory {
     if (!Number.isFinite(entry.error)) throw new Error(`error memory: error must be finite, got ${entry.error}`);
     if (this.isRetired(entry.modelVersion)) return false;
     // A copy: the caller may reuse its buffer.
-    const stored = { ...entry, key: Float32Array.from(entry.key), norm: norm(entry.key) };
+    const stored = { ...entry, key: Float32Array.from(entry.key) };
+    this.observe(stored.key);
     if (this.count < this.capacity) {
       this.slots[(this.head + this.count) % this.capacity] = stored;
       this.count += 1;
@@ -79,15 +104,15 @@ export class ErrorMemory {
     return true;
   }
 
-  compensation(vector: Vector, k: number, minSimilarity: number): Compensation {
-    const queryNorm = norm(vector);
-    if (queryNorm === 0 || k < 1) return { correction: 0, neighbours: 0 };
+  compensation(vector: Vector, k: number, minSimilarity: number, similarity: Similarity = { kind: 'cosine' }): Compensation {
+    if (k < 1 || this.count === 0) return { correction: 0, neighbours: 0 };
+    const measure = this.measure(vector, similarity);
+    if (measure === null) return { correction: 0, neighbours: 0 };
     const near: Array<{ similarity: number; error: number }> = [];
     for (const entry of this.newestFirst()) {
       if (entry.key.length !== vector.length) throw new Error(`error memory: vector has ${vector.length} dimensions, stored keys ${entry.key.length}`);
-      if (entry.norm === 0) continue;
-      const similarity = dot(entry.key, vector) / (entry.norm * queryNorm);
-      if (similarity > 0 && similarity >= minSimilarity) near.push({ similarity, error: entry.error });
+      const s = measure(entry.key);
+      if (s > 0 && s >= minSimilarity) near.push({ similarity: s, error: entry.error });
     }
     // Stable sort over newest-first input: equally similar errors favour the recent.
     const neighbours = near.sort((a, b) => b.similarity - a.similarity).slice(0, k);
@@ -97,32 +122,138 @@ export class ErrorMemory {
     return { correction, neighbours: neighbours.length };
   }
 
+  /**
+   * Re-scores the errors of versions older than `modelVersion`, as the class comment says;
+   * `rescore` gives the new model's scores of the keys, in order. Returns how many the new model
+   * still makes (`kept`), how many it fixed (`fixed`, now error 0) and how many had no label
+   * (`dropped`). A failing `rescore` drops them all (as `retire`) and rethrows. Errors added
+   * while it runs are kept as they are.
+   *
+   *   await memory.reassess('v3', (keys) => model.score(keys), 0.25)  // → { kept: 12, fixed: 340, dropped: 0 }
+   */
+  async reassess(modelVersion: string, rescore: (keys: Vector[]) => Promise<ArrayLike<number>>, minResidual: number): Promise<{ kept: number; fixed: number; dropped: number }> {
+    if (this.isRetired(modelVersion)) return { kept: 0, fixed: 0, dropped: 0 };
+    this.retiredBelow = modelVersion;
+    const old = [...this.oldestFirst()].filter((e) => this.isRetired(e.modelVersion));
+    const scorable = old.filter((e) => e.label !== undefined);
+    const residuals = new Map<StoredEntry, number>();
+    let failure: unknown = null;
+    try {
+      const scores = scorable.length === 0 ? [] : await rescore(scorable.map((e) => e.key));
+      if (scores.length !== scorable.length) throw new Error(`error memory: rescore gave ${scores.length} scores for ${scorable.length} keys`);
+      scorable.forEach((e, i) => {
+        const residual = e.label! - scores[i]!;
+        if (Number.isFinite(residual)) residuals.set(e, Math.abs(residual) >= minResidual ? residual : 0);
+      });
+    } catch (err) {
+      failure = err;
+    }
+    // Entries may have been added (and old ones evicted) while the model scored: match by identity.
+    const doomed = new Set(old);
+    const counts = { kept: 0, fixed: 0, dropped: 0 };
+    this.rebuild((e) => {
+      if (!doomed.has(e)) return e;
+      const residual = residuals.get(e);
+      if (residual === undefined) {
+        counts.dropped += 1;
+        return null;
+      }
+      if (residual === 0) counts.fixed += 1;
+      else counts.kept += 1;
+      return { ...e, error: residual, modelVersion };
+    });
+    if (failure !== null) throw failure;
+    return counts;
+  }
+
   /** Drops errors recorded against versions older than `modelVersion`; returns how many. */
   retire(modelVersion: string): number {
     if (this.isRetired(modelVersion)) return 0;
     this.retiredBelow = modelVersion;
-    const kept = [...this.oldestFirst()].filter((e) => !this.isRetired(e.modelVersion));
-    const dropped = this.count - kept.length;
-    this.slots = new Array<StoredEntry | undefined>(this.capacity);
-    kept.forEach((e, i) => (this.slots[i] = e));
-    this.head = 0;
-    this.count = kept.length;
-    return dropped;
+    const before = this.count;
+    this.rebuild((e) => (this.isRetired(e.modelVersion) ? null : e));
+    return before - this.count;
   }
 
   toJSON(): ErrorMemoryJSON {
     return {
       capacity: this.capacity,
       retiredBelow: this.retiredBelow,
-      entries: [...this.oldestFirst()].map((e) => ({ key: encodeVector(e.key), error: e.error, modelVersion: e.modelVersion, at: e.at })),
+      entries: [...this.oldestFirst()].map((e) => ({ key: encodeVector(e.key), error: e.error, ...(e.label === undefined ? {} : { label: e.label }), modelVersion: e.modelVersion, at: e.at })),
     };
   }
 
   static fromJSON(json: ErrorMemoryJSON, versionOrder: VersionOrder = naturalOrder): ErrorMemory {
     const memory = new ErrorMemory(json.capacity, versionOrder);
     memory.retiredBelow = json.retiredBelow;
-    for (const e of json.entries) memory.add({ key: decodeVector(e.key), error: e.error, modelVersion: e.modelVersion, at: e.at });
+    // The running statistics restart from the snapshot's keys.
+    for (const e of json.entries) memory.add({ key: decodeVector(e.key), error: e.error, ...(e.label === undefined ? {} : { label: e.label }), modelVersion: e.modelVersion, at: e.at });
     return memory;
+  }
+
+  /** The similarity of stored keys to `query`; null when the query has no direction (norm 0). */
+  private measure(query: Vector, similarity: Similarity): ((key: Vector) => number) | null {
+    if (similarity.kind === 'cosine') {
+      const dims = Math.min(similarity.dims ?? query.length, query.length);
+      const queryNorm = Math.sqrt(dot(query, query, dims));
+      if (queryNorm === 0) return null;
+      return (key) => {
+        let product = 0;
+        let squares = 0;
+        for (let i = 0; i < dims; i++) {
+          const x = key[i]!;
+          product += x * query[i]!;
+          squares += x * x;
+        }
+        return squares === 0 ? 0 : product / (Math.sqrt(squares) * queryNorm);
+      };
+    }
+    const stats = this.stats;
+    if (stats === null || stats.n < 2 || stats.mean.length !== query.length) return null;
+    // 1/sd per dimension, 0 for constant ones; the query z-scored once.
+    const scale = new Float64Array(query.length);
+    const z = new Float64Array(query.length);
+    let queryNorm = 0;
+    for (let i = 0; i < query.length; i++) {
+      const variance = stats.m2[i]! / stats.n;
+      scale[i] = variance > 1e-12 ? 1 / Math.sqrt(variance) : 0;
+      z[i] = (query[i]! - stats.mean[i]!) * scale[i]!;
+      queryNorm += z[i]! * z[i]!;
+    }
+    if (queryNorm === 0) return null;
+    queryNorm = Math.sqrt(queryNorm);
+    const mean = stats.mean;
+    return (key) => {
+      let product = 0;
+      let squares = 0;
+      for (let i = 0; i < z.length; i++) {
+        const x = (key[i]! - mean[i]!) * scale[i]!;
+        product += x * z[i]!;
+        squares += x * x;
+      }
+      return squares === 0 ? 0 : product / (Math.sqrt(squares) * queryNorm);
+    };
+  }
+
+  private observe(key: Vector): void {
+    if (this.stats === null || this.stats.mean.length !== key.length) this.stats = { n: 0, mean: new Float64Array(key.length), m2: new Float64Array(key.length) };
+    const stats = this.stats;
+    stats.n += 1;
+    for (let i = 0; i < key.length; i++) {
+      const delta = key[i]! - stats.mean[i]!;
+      const mean = stats.mean[i]! + delta / stats.n;
+      stats.mean[i] = mean;
+      stats.m2[i] = stats.m2[i]! + delta * (key[i]! - mean);
+    }
+  }
+
+  /** Rewrites the ring oldest first through `map` (null drops the entry). */
+  private rebuild(map: (e: StoredEntry) => StoredEntry | null): void {
+    const kept = [...this.oldestFirst()].flatMap((e) => map(e) ?? []);
+    this.slots = new Array<StoredEntry | undefined>(this.capacity);
+    kept.forEach((e, i) => (this.slots[i] = e));
+    this.head = 0;
+    this.count = kept.length;
   }
 
   private isRetired(modelVersion: string): boolean {
@@ -138,9 +269,7 @@ export class ErrorMemory {
   }
 }
 
-interface StoredEntry extends ErrorEntry {
-  norm: number;
-}
+type StoredEntry = ErrorEntry;
 
 /** Compares runs of digits as numbers and everything else as text: v2 < v10 < v10b. */
 export function naturalOrder(a: string, b: string): number {
@@ -156,14 +285,10 @@ export function naturalOrder(a: string, b: string): number {
   return pa.length - pb.length;
 }
 
-function dot(a: Vector, b: Vector): number {
+function dot(a: Vector, b: Vector, dims = a.length): number {
   let sum = 0;
-  for (let i = 0; i < a.length; i++) sum += a[i]! * b[i]!;
+  for (let i = 0; i < dims; i++) sum += a[i]! * b[i]!;
   return sum;
-}
-
-function norm(v: Vector): number {
-  return Math.sqrt(dot(v, v));
 }
 
 /** A vector as little-endian float32 bytes in base64: the form keys travel in on topics and snapshots. */

@@ -64,7 +64,7 @@ export const builtins: { [T in BuiltinType]: Builtin<T> } = {
   'quota-balance': { store: quotaBalanceStore, build: (op, ctx) => quotaBalance(op, ctx.store()) },
   'qd-archive': { store: qdArchiveStore, build: (op, ctx) => qdArchive(op, ctx.store()) },
   'explore-exploit': { store: exploreExploitStore, build: (op, ctx) => exploreExploit(op, ctx.store()) },
-  'error-compensate': { build: (op, ctx) => errorCompensate(op, ctx.resources.errorMemory, (s) => featurize(s.rollout, ctx.resources.features)) },
+  'error-compensate': { build: (op, ctx) => errorCompensate(op, ctx.resources.errorMemory, (s) => featurize(s.rollout, ctx.resources.features), ctx.resources.features.dims) },
   'onnx-score': { build: (op, ctx) => onnxScore({ ...op, features: ctx.resources.features }, ctx.resources.files.models.get(ctx.index)!) },
   'semantic-dedupe': { store: semanticDedupeStore, build: (op, ctx) => semanticDedupe(op, ctx.resources.files.encoders.get(ctx.index)!, ctx.store()) },
   'self-certainty': { build: (op) => selfCertainty(op) },

@@ -8,6 +8,8 @@ import { BroadcastReader } from '../streams/broadcast.ts';
 import { ExactlyOnceProcessor } from '../streams/exactly-once.ts';
 import type { Label } from '../contracts/records.ts';
 import type { TopicSerde } from '../streams/serde.ts';
+import { log } from '../lib/log.ts';
+import type { OperatorConfig } from './config.ts';
 import { deadLetterMessage } from '../sinks/kafka-outputs.ts';
 
 /**
@@ -101,10 +103,39 @@ export function labelJoinProcessor(o: LabelJoinOptions): ExactlyOnceProcessor<Re
   });
 }
 
-/** Every worker's error memory reads all scorer errors. */
+/**
+ * Every worker's error memory reads all scorer errors. A model swap re-scores them
+ * (`ErrorMemory.reassess`, from `hotSwap`): the ones the new model still makes stay.
+ */
 export function errorFeed(kafka: Kafka, topic: string, memory: ErrorMemory): BroadcastReader {
   return new BroadcastReader(kafka, topic, (m) => {
     const e = JSON.parse(m.value!.toString()) as ScorerError;
-    memory.add({ key: decodeVector(e.vector), error: e.error, modelVersion: e.model_version, at: e.at });
+    // The label travels along, so a retrained model can be asked whether it still makes the error.
+    memory.add({ key: decodeVector(e.vector), error: e.error, label: e.label, modelVersion: e.model_version, at: e.at });
   });
+}
+
+/**
+ * What a model swap does to the error memory: when an `error-compensate` operator corrects the
+ * score of one of the swapped-in models, the errors of older versions are re-scored by that
+ * model and kept where it still misses the label by `minResidual`, retired to error 0 where it
+ * does not (`ErrorMemory.reassess`); otherwise (no such operator or model) they all go
+ * (`retire`). A re-scoring that fails is
+ * logged and retires them all, so the swap itself stands.
+ *
+ *   await retireErrors(memory, config.operators, 'v3', [{ name: 'model', model: next }])
+ */
+export async function retireErrors(memory: ErrorMemory, operators: readonly OperatorConfig[], version: string, swapped: ReadonlyArray<{ name: string; model: { score(keys: Float32Array[]): Promise<ArrayLike<number>> } }>): Promise<void> {
+  const compensate = operators.find((o) => o.type === 'error-compensate');
+  const target = compensate?.type === 'error-compensate' ? swapped.find((s) => s.name === compensate.score) : undefined;
+  if (compensate?.type !== 'error-compensate' || target === undefined) {
+    memory.retire(version);
+    return;
+  }
+  try {
+    const { kept, fixed, dropped } = await memory.reassess(version, (keys) => target.model.score(keys), compensate.minResidual);
+    log.info(`error memory after the swap to ${version}: ${kept} errors the new model still makes kept, ${fixed} it fixed retired to 0, ${dropped} without a label dropped`);
+  } catch (err) {
+    log.warn(`error memory: re-scoring the stored errors with ${version} failed, all older errors retired: ${(err as Error).message}`);
+  }
 }

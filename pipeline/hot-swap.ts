@@ -8,6 +8,7 @@ import { OnnxScoringModel } from './onnx-models.ts';
 import type { ModelUpdate } from '../contracts/records.ts';
 import type { PipelineConfig } from './config.ts';
 import type { OperatorFiles } from './curators.ts';
+import { retireErrors } from './feedback.ts';
 
 /** What became of one model announcement. */
 export type ModelUpdateOutcome =
@@ -23,8 +24,8 @@ export type ModelUpdateOutcome =
  *    row of `featureSize(config.features)` values);
  * 3. only if every step passed for every operator is it swapped in, between micro-batches
  *    (ModelHolder), so no record is dropped or scored twice and each decision names the version
- *    that scored it; the error memory then retires the errors of older versions, since the new
- *    model was trained on the labels they came from.
+ *    that scored it; the error memory then keeps only the older errors the new model still
+ *    makes (`retireErrors`), since it was trained on the labels they came from.
  * A bad announcement (unreadable artifact, wrong checksum, a model that does not load or does
  * not take the layout's vectors) changes nothing: the current models keep scoring and the
  * memory keeps its errors. Swapping in a model of the wrong width would instead fail every
@@ -63,7 +64,8 @@ export async function hotSwap(
       }
     }
     for (const { holder, next } of loaded) void holder.swap(next);
-    memory.retire(update.version);
+    // Errors the new model still makes stay in the memory; the rest are retired.
+    await retireErrors(memory, config.operators, update.version, loaded.map(({ next }, i) => ({ name: pending[i]!.op.name, model: next })));
     outcome = { kind: 'swapped', model: update.model, version: update.version, operators: loaded.length };
   } catch (err) {
     await Promise.all(loaded.map(({ next }) => next.dispose()));

@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest';
+import { proseCorpus } from '../bench/prose-corpus.ts';
 import { prng } from '../cli/synthetic.ts';
+import { featureDefaults, featurize, type FeatureConfig } from '../contracts/features.ts';
 import type { Envelope, Sample } from '../lib/envelope.ts';
-import { errorCompensate, errorCompensateDefaults, type ErrorCompensateConfig } from '../operators/score/error-compensate.ts';
+import { errorCompensate, errorCompensateDefaults, similarityOf, type ErrorCompensateConfig, type SimilarityKind } from '../operators/score/error-compensate.ts';
 import { decodeVector, encodeVector, ErrorMemory, naturalOrder, type ErrorEntry, type Vector } from '../lib/error-memory.ts';
-import { sample, samplesOf, through } from './helpers/envelopes.ts';
+import { rollout, sample, samplesOf, through } from './helpers/envelopes.ts';
 
 const vec = (...xs: number[]): Vector => Float32Array.from(xs);
 const entry = (key: Vector, error: number, modelVersion = 'v1', at = 0): ErrorEntry => ({ key, error, modelVersion, at });
@@ -97,8 +99,71 @@ describe('ErrorMemory', () => {
   });
 });
 
+describe('ErrorMemory similarity and per-error retirement', () => {
+  it('compares only the first dims values with a sliced cosine, z-scored values with standardized', () => {
+    const memory = new ErrorMemory(8);
+    // Same text block (first two values), very different tails; and the reverse.
+    memory.add(entry(vec(1, 0, 5), 0.5));
+    memory.add(entry(vec(0, 1, 100), -0.5));
+    const query = vec(1, 0, 100);
+    expect(memory.compensation(query, 1, 0.1, { kind: 'cosine', dims: 2 }).correction).toBeCloseTo(0.5, 6);
+    // Over the whole vector the tail decides: (0, 1, 100) is the nearer one.
+    expect(memory.compensation(query, 1, 0.1, { kind: 'cosine' }).correction).toBeCloseTo(-0.5, 6);
+    expect(similarityOf('text', 2)).toEqual({ kind: 'cosine', dims: 2 });
+
+    // Standardized: the tail's scale no longer dominates; constant dimensions are left out.
+    const z = new ErrorMemory(8);
+    z.add(entry(vec(1, 0, 7, 1000), 0.4));
+    z.add(entry(vec(0, 1, 7, 1001), -0.4));
+    z.add(entry(vec(1, 0, 7, 1001), 0.2));
+    z.add(entry(vec(0, 1, 7, 1000), -0.2));
+    const near = z.compensation(vec(1, 0, 7, 1000), 1, 0.1, { kind: 'standardized' });
+    expect(near).toEqual({ correction: expect.closeTo(0.4, 6), neighbours: 1 });
+    expect(new ErrorMemory(2).compensation(vec(1, 0), 1, 0, { kind: 'standardized' }).neighbours).toBe(0);
+  });
+
+  it('reassess keeps the errors the new model still makes, with their new residual, retires the fixed to 0 and drops the unlabelled', async () => {
+    const memory = new ErrorMemory(8);
+    memory.add({ key: vec(1, 0), error: -0.6, label: 0, modelVersion: 'v1', at: 1 }); // new model: 0.5 → still off by 0.5
+    memory.add({ key: vec(0, 1), error: 0.7, label: 1, modelVersion: 'v1', at: 2 }); // new model: 0.9 → fixed
+    memory.add({ key: vec(1, 1), error: 0.3, modelVersion: 'v1', at: 3 }); // no label: cannot be asked
+    memory.add({ key: vec(2, 0), error: 0.1, label: 1, modelVersion: 'v3', at: 4 }); // newer than the swap: untouched
+    const asked: Vector[][] = [];
+    const outcome = memory.reassess(
+      'v2',
+      async (keys) => {
+        asked.push(keys);
+        memory.add({ key: vec(5, 5), error: 0.2, label: 1, modelVersion: 'v2', at: 5 }); // arrives while scoring
+        return keys.map((k) => (k[0] === 1 ? 0.5 : 0.9));
+      },
+      0.25,
+    );
+    // Labels of older versions still in flight are refused from the start.
+    expect(memory.add({ key: vec(1, 0), error: 1, label: 1, modelVersion: 'v1', at: 6 })).toBe(false);
+    expect(await outcome).toEqual({ kept: 1, fixed: 1, dropped: 1 });
+    expect(asked).toEqual([[vec(1, 0), vec(0, 1)]]);
+    expect(memory.toJSON().entries.map(({ error, modelVersion, at }) => ({ error, modelVersion, at }))).toEqual([
+      { error: -0.5, modelVersion: 'v2', at: 1 },
+      { error: 0, modelVersion: 'v2', at: 2 },
+      { error: 0.1, modelVersion: 'v3', at: 4 },
+      { error: 0.2, modelVersion: 'v2', at: 5 },
+    ]);
+    expect(memory.toJSON().retiredBelow).toBe('v2');
+    // Labels survive the JSON round trip.
+    expect(ErrorMemory.fromJSON(memory.toJSON()).toJSON()).toEqual(memory.toJSON());
+  });
+
+  it('reassess retires them all and rethrows when the model cannot score', async () => {
+    const memory = new ErrorMemory(4);
+    memory.add({ key: vec(1, 0), error: -0.6, label: 0, modelVersion: 'v1', at: 1 });
+    await expect(memory.reassess('v2', () => Promise.reject(new Error('released')), 0.25)).rejects.toThrow('released');
+    expect(memory.size).toBe(0);
+    await expect(memory.reassess('v3', async () => [], 0.25)).resolves.toEqual({ kept: 0, fixed: 0, dropped: 0 });
+  });
+});
+
 describe('errorCompensate', () => {
-  const config: ErrorCompensateConfig = { ...errorCompensateDefaults, score: 'model', k: 4, minSimilarity: 0.5 };
+  const config: ErrorCompensateConfig = { ...errorCompensateDefaults, score: 'model', k: 4, minSimilarity: 0.5, similarity: 'whole' };
   const withVector = (id: string, score: number | undefined, vector: number[] | undefined) =>
     sample({ id, tags: vector === undefined ? {} : { v: vector.join(',') } }, { scores: score === undefined ? {} : { model: score } });
   const vectorOf = (s: Sample): Vector => {
@@ -112,7 +177,7 @@ describe('errorCompensate', () => {
     memory.add(entry(vec(1, 0), -0.3));
     memory.add(entry(vec(0, 1), 0.5));
     const input = [withVector('a', 0.9, [1, 0]), withVector('b', 0.7, [0, 1]), withVector('c', 0.4, [-1, -1])];
-    const out = samplesOf(await through(errorCompensate(config, memory, vectorOf), input));
+    const out = samplesOf(await through(errorCompensate(config, memory, vectorOf, 2), input));
     expect(out[0]!.scores).toEqual({ 'model.raw': 0.9, 'model.correction': -0.3, model: expect.closeTo(0.6, 6) });
     expect(out[1]!.scores).toEqual({ 'model.raw': 0.7, 'model.correction': 0.5, model: 1 });
     expect(out[2]!.scores).toEqual({ 'model.raw': 0.4, 'model.correction': 0, model: 0.4 });
@@ -121,11 +186,11 @@ describe('errorCompensate', () => {
   it('passes samples without the score and other envelopes unchanged; dead-letters a sample it cannot embed', async () => {
     const memory = new ErrorMemory(4);
     const unscored = withVector('u', undefined, undefined);
-    const out = await through(errorCompensate(config, memory, vectorOf), [{ kind: 'tick', now: 1 }, unscored, withVector('x', 0.5, undefined)]);
+    const out = await through(errorCompensate(config, memory, vectorOf, 2), [{ kind: 'tick', now: 1 }, unscored, withVector('x', 0.5, undefined)]);
     expect(out[0]).toEqual({ kind: 'tick', now: 1 });
     expect(out[1]).toBe(unscored);
     expect(out[2]).toMatchObject({ kind: 'dead', stage: 'error-compensate', reason: 'no feature vector' });
-    expect(await through(errorCompensate(config, memory, vectorOf), [])).toEqual([]);
+    expect(await through(errorCompensate(config, memory, vectorOf, 2), [])).toEqual([]);
   });
 });
 
@@ -165,7 +230,7 @@ describe('error compensation under a scorer bias shift', () => {
     const noise = () => Math.sqrt(-2 * Math.log(1 - run())) * Math.cos(2 * Math.PI * run());
     const memory = new ErrorMemory(3 * LABEL_DELAY);
     const vectors = new Map<string, Vector>();
-    const compensate = errorCompensate({ score: 'model', k: 8, minSimilarity: 0.7, min: 0, max: 1 }, memory, (s) => vectors.get(s.rollout.id)!);
+    const compensate = errorCompensate({ ...errorCompensateDefaults, score: 'model', k: 8, minSimilarity: 0.7, similarity: 'whole' }, memory, (s) => vectors.get(s.rollout.id)!, DIM);
     const steps: Step[] = [];
     for (let t = 0; t < STEPS; t++) {
       const labelled = steps[t - LABEL_DELAY];
@@ -225,5 +290,111 @@ describe('error compensation under a scorer bias shift', () => {
     // Without retire(), the stale v1 errors would push the fixed scorer's scores down by the old bias.
     const stale = await simulate({ retire: false });
     expect(mae(stale, UPDATE, UPDATE + LABEL_DELAY, compensated, 0)).toBeGreaterThan(DELTA - 0.05);
+  });
+});
+
+/**
+ * On data not made for it: paragraphs of the prose corpus (license texts, Debian copyright
+ * files, Python docstrings, npm READMEs) as rollouts featurized with the demo's layout (256
+ * buckets of word 1- and 2-grams plus the numeric tail: log lengths and log-prob statistics).
+ * True quality q is random; scorer v1 overrates legal text (+0.3 on paragraphs that mention a
+ * licence, warranty or copyright) and underrates docs that talk about functions and arguments
+ * (−0.3), plus noise. Errors of the first paragraphs go into the memory; on the later ones the
+ * correction should track the true residual q − raw.
+ */
+describe('error compensation on prose, a scorer biased by topic', () => {
+  const features: FeatureConfig = { ...featureDefaults, dims: 256, charNgrams: [] };
+  const legal = /\b(licen[cs]e[sd]?|warrant(y|ies)|copyright)\b/i;
+  const api = /\b(functions?|arguments?|methods?)\b/i;
+  const random = prng(3);
+  const gaussian = () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+  const rows = proseCorpus({ paragraphs: 1600, copyShare: 0, seed: 5 }).map((doc, i) => {
+    const mean = -0.3 - random();
+    const r = rollout({ id: `prose-${i}`, prompt: 'Explain:', response: doc.text, token_count: Math.round(doc.text.split(' ').length * 1.3), logprobs: Array.from({ length: 8 }, () => mean + 0.3 * gaussian()) });
+    const quality = 0.2 + 0.6 * random();
+    const bias = { legal: legal.test(doc.text) ? 0.3 : 0, api: api.test(doc.text) ? -0.3 : 0 };
+    const raw = Math.min(1, Math.max(0, quality + bias.legal + bias.api + 0.05 * gaussian()));
+    return { rollout: r, vector: featurize(r, features), quality, bias, raw };
+  });
+  const MEMORY = 1000;
+  const known = rows.slice(0, MEMORY);
+  const unseen = rows.slice(MEMORY);
+  const pearson = (a: number[], b: number[]) => {
+    const ma = a.reduce((x, y) => x + y, 0) / a.length;
+    const mb = b.reduce((x, y) => x + y, 0) / b.length;
+    let ab = 0, aa = 0, bb = 0;
+    a.forEach((x, i) => ((ab += (x - ma) * (b[i]! - mb)), (aa += (x - ma) ** 2), (bb += (b[i]! - mb) ** 2)));
+    return ab / Math.sqrt(aa * bb);
+  };
+  const fill = () => {
+    const memory = new ErrorMemory(MEMORY);
+    for (const r of known) memory.add({ key: r.vector, error: r.quality - r.raw, label: r.quality, modelVersion: 'v1', at: 0 });
+    return memory;
+  };
+  const corrections = async (memory: ErrorMemory, similarity: SimilarityKind, minSimilarity: number, batch = unseen) => {
+    const compensate = errorCompensate({ ...errorCompensateDefaults, similarity, minSimilarity }, memory, (s) => featurize(s.rollout, features), features.dims);
+    const out = samplesOf(await through(compensate, batch.map((r) => sample(r.rollout, { scores: { model: r.raw }, scorerVersion: 'v1' }))));
+    return out.map((s) => s.scores['model.correction']!);
+  };
+
+  it('the corpus has both biased topics and unbiased text, and the whole vector cannot tell them apart', () => {
+    expect(known.filter((r) => r.bias.legal !== 0).length).toBeGreaterThan(100);
+    expect(known.filter((r) => r.bias.api !== 0).length).toBeGreaterThan(100);
+    expect(known.filter((r) => r.bias.legal === 0 && r.bias.api === 0).length).toBeGreaterThan(300);
+    // The issue's diagnosis: the numeric tail makes every pair of rollouts look alike.
+    const cosine = (a: Vector, b: Vector) => { let ab = 0, aa = 0, bb = 0; a.forEach((x, i) => ((ab += x * b[i]!), (aa += x * x), (bb += b[i]! ** 2))); return ab / Math.sqrt(aa * bb); };
+    const pairs = Array.from({ length: 200 }, (_, i) => cosine(known[i]!.vector, known[i + 200]!.vector));
+    expect(Math.min(...pairs)).toBeGreaterThan(0.8);
+  });
+
+  it('corrections correlate with the true residual: the text block and standardized features beat the whole-vector cosine', async () => {
+    const memory = fill();
+    const truth = unseen.map((r) => r.quality - r.raw);
+    const r = {
+      whole: pearson(await corrections(memory, 'whole', 0.8), truth),
+      text: pearson(await corrections(memory, 'text', 0.2), truth),
+      standardized: pearson(await corrections(memory, 'standardized', errorCompensateDefaults.minSimilarity), truth),
+    };
+    console.log(`error memory on prose: correlation of correction and true residual ${JSON.stringify(r)}`);
+    expect(r.text).toBeGreaterThanOrEqual(0.5);
+    expect(r.standardized).toBeGreaterThanOrEqual(0.5);
+    expect(r.text).toBeGreaterThan(r.whole + 0.1);
+    expect(r.standardized).toBeGreaterThan(r.whole + 0.1);
+  });
+
+  it('after a retrain that fixed the legal bias but not the other, keeps the errors v2 still makes and retires the fixed ones', async () => {
+    const memory = fill();
+    // v2 = the true quality plus the api bias only; it sees what v1 saw (the key), matched by content.
+    const byKey = new Map(known.map((r) => [encodeVector(r.vector), r]));
+    const v2 = (r: (typeof rows)[number]) => Math.min(1, Math.max(0, r.quality + r.bias.api));
+    const { minResidual } = errorCompensateDefaults;
+    const { kept, fixed, dropped } = await memory.reassess('v2', async (keys) => keys.map((k) => v2(byKey.get(encodeVector(k))!)), minResidual);
+    expect(kept).toBe(known.filter((r) => Math.abs(r.quality - v2(r)) >= minResidual).length);
+    expect(kept).toBeGreaterThan(50);
+    expect({ total: kept + fixed, dropped }).toEqual({ total: MEMORY, dropped: 0 });
+    // Every error still made is an api error, now with v2's residual; the legal ones are 0.
+    for (const e of memory.toJSON().entries) {
+      const r = byKey.get(e.key)!;
+      expect(e.modelVersion).toBe('v2');
+      if (e.error === 0) continue;
+      expect(r.bias.api, r.rollout.id).toBe(-0.3);
+      expect(e.error).toBeCloseTo(r.quality - v2(r), 5);
+    }
+    expect(memory.toJSON().entries.filter((e) => byKey.get(e.key)!.bias.legal !== 0 && byKey.get(e.key)!.bias.api === 0).every((e) => e.error === 0)).toBe(true);
+    // On unseen text, the corrections now track v2's residual: api text still corrected up, legal text no longer down.
+    const later = unseen.map((r) => ({ ...r, raw: v2(r) }));
+    const after = await corrections(memory, errorCompensateDefaults.similarity, errorCompensateDefaults.minSimilarity, later);
+    const meanOf = (pick: (r: (typeof rows)[number]) => boolean) => {
+      const picked = after.filter((_, i) => pick(later[i]!));
+      return picked.reduce((a, b) => a + b, 0) / picked.length;
+    };
+    const onApi = meanOf((r) => r.bias.api !== 0 && r.bias.legal === 0);
+    const onLegal = meanOf((r) => r.bias.legal !== 0 && r.bias.api === 0);
+    const r = pearson(after, later.map((x) => x.quality - x.raw));
+    console.log(`after reassess: ${kept} kept, ${fixed} retired to 0; mean correction on api text ${onApi.toFixed(3)}, on legal text ${onLegal.toFixed(3)}; correlation with v2's residual ${r.toFixed(3)}`);
+    // What a wholesale retire would give: no correction anywhere (the api bias is still there).
+    expect(onApi).toBeGreaterThan(0.05);
+    expect(Math.abs(onLegal)).toBeLessThan(onApi / 4);
+    expect(r).toBeGreaterThan(0.3);
   });
 });

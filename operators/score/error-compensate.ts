@@ -1,40 +1,64 @@
 import { mapSamples, type Curator, type Sample } from '../../lib/envelope.ts';
-import type { ErrorMemory, Vector } from '../../lib/error-memory.ts';
+import type { ErrorMemory, Similarity, Vector } from '../../lib/error-memory.ts';
+
+/** How stored errors are matched to a sample: see `similarityOf`. */
+export type SimilarityKind = 'text' | 'standardized' | 'whole';
 
 export interface ErrorCompensateConfig {
   /** The score to correct, e.g. `model`. */
   score: string;
   /** Neighbours averaged per correction. */
   k: number;
-  /** Stored errors less similar than this (cosine) are ignored. */
+  /** Stored errors less similar than this are ignored. */
   minSimilarity: number;
+  /**
+   * `standardized` (default): cosine of the whole vector z-scored by the memory's running
+   * statistics, so text and length/log-prob features all count, none by its scale;
+   * `text`: cosine over the hashed-text block of the feature vector only;
+   * `whole`: cosine of the raw whole vector, whose numeric tail makes every pair look alike.
+   */
+  similarity: SimilarityKind;
+  /**
+   * When the scorer is retrained, an older error stays (with its new residual) only if the new
+   * model still misses its label by at least this much; otherwise it is retired to an error of
+   * 0 (`ErrorMemory.reassess`).
+   */
+  minResidual: number;
   /** The corrected score is clamped to [min, max], the range of the labels. */
   min: number;
   max: number;
 }
 
-export const errorCompensateDefaults: ErrorCompensateConfig = { score: 'model', k: 16, minSimilarity: 0.8, min: 0, max: 1 };
+export const errorCompensateDefaults: ErrorCompensateConfig = { score: 'model', k: 16, minSimilarity: 0.1, similarity: 'standardized', minResidual: 0.25, min: 0, max: 1 };
+
+/** The memory's `Similarity` for a config, given the length of the layout's hashed-text block. */
+export function similarityOf(kind: SimilarityKind, textDims: number): Similarity {
+  if (kind === 'text') return { kind: 'cosine', dims: textDims };
+  return kind === 'standardized' ? { kind: 'standardized' } : { kind: 'cosine' };
+}
 
 /**
  * Corrects a scorer's recent errors before it is retrained (ReLoop2, arXiv 2306.08591). For each
  * sample with `scores[score]`: looks up the errors the scorer recently made on similar samples
- * (`memory.compensation(vectorOf(sample), k, minSimilarity)`) and writes
- * `<score>.raw` = the raw score, `<score>.correction` = the correction and
- * `<score>` = clamp(raw + correction, min, max). Samples without the score pass unchanged; no
- * neighbours means a correction of 0. The memory is shared and fed elsewhere: this operator only
- * reads it, so it has no store. `vectorOf` throwing (e.g. no features) dead-letters the sample.
+ * (`memory.compensation(vectorOf(sample), k, minSimilarity, similarityOf(similarity, textDims))`,
+ * `textDims` = the feature layout's `dims`) and writes `<score>.raw` = the raw score,
+ * `<score>.correction` = the correction and `<score>` = clamp(raw + correction, min, max).
+ * Samples without the score pass unchanged; no neighbours means a correction of 0. The memory
+ * is shared and fed elsewhere: this operator only reads it, so it has no store. `vectorOf`
+ * throwing (e.g. no features) dead-letters the sample.
  *
  * @example
- *   errorCompensate({ ...errorCompensateDefaults, score: 'model' }, memory, (s) => featurize(s.rollout, features))
+ *   errorCompensate({ ...errorCompensateDefaults, score: 'model' }, memory, (s) => featurize(s.rollout, features), features.dims)
  *   // scores.model 0.7, the memory's similar neighbours were scored 0.2 too high
  *   //   → scores { 'model.raw': 0.7, 'model.correction': -0.2, model: 0.5 }
  *   // scores.model 0.95, neighbours 0.2 too low → model = 1 (clamped to max)
  */
-export function errorCompensate(config: ErrorCompensateConfig, memory: ErrorMemory, vectorOf: (s: Sample) => Vector): Curator {
+export function errorCompensate(config: ErrorCompensateConfig, memory: ErrorMemory, vectorOf: (s: Sample) => Vector, textDims: number): Curator {
+  const similarity = similarityOf(config.similarity, textDims);
   return mapSamples('error-compensate', (sample) => {
     const raw = sample.scores[config.score];
     if (raw === undefined) return sample;
-    const { correction } = memory.compensation(vectorOf(sample), config.k, config.minSimilarity);
+    const { correction } = memory.compensation(vectorOf(sample), config.k, config.minSimilarity, similarity);
     const corrected = Math.min(config.max, Math.max(config.min, raw + correction));
     return {
       ...sample,
