@@ -1,13 +1,25 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { lastValueFrom, Subject, tap, toArray } from 'rxjs';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { prng } from '../cli/synthetic.ts';
+import { proseCorpus } from '../bench/prose-corpus.ts';
+import { parseConfig } from '../pipeline/config.ts';
+import { startPipeline } from '../pipeline/run.ts';
+import { openStore } from '../sinks/clickhouse/store.ts';
+import type { Decision, Rollout } from '../contracts/records.ts';
+import { produceRollouts } from '../streams/rollout-producer.ts';
+import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
+import { exactVectorIndex, hnswVectorIndex } from '../lib/vector-index.ts';
+import { connections, consumeTopic, testKafka, uniquePrefix } from './helpers/kafka.ts';
 import type { Envelope, Sample } from '../lib/envelope.ts';
 import { featureDefaults, type FeatureConfig } from '../contracts/features.ts';
 import { OnnxEncoder } from '../pipeline/onnx-models.ts';
 import { semanticDedupe, semanticDedupeDefaults, semanticDedupeStore, type Encoder, type SemanticDedupeConfig } from '../operators/dedupe/semantic-dedupe.ts';
 import { PartitionState } from '../streams/state-store.ts';
 import { projectionEncoderOnnx } from '../contracts/onnx-codec.ts';
-import { sample, samplesOf, through } from './helpers/envelopes.ts';
+import { rollout, sample, samplesOf, through } from './helpers/envelopes.ts';
 
 const features: FeatureConfig = { ...featureDefaults, dims: 1024 };
 
@@ -174,6 +186,139 @@ describe('semanticDedupe', () => {
     await done;
     expect(received.map((s) => s.duplicateOf)).toEqual([null, 'a']);
   });
+});
+
+describe('semanticDedupe on its HNSW index', () => {
+  /** Paragraphs of real prose (files on this machine) and their edited near copies, shuffled by the corpus seed. */
+  const docs = proseCorpus({ paragraphs: 1500, copyShare: 0.3, seed: 11 });
+  const prose = docs.map((d, i) => sample({ id: `d${i}`, prompt: '', response: d.text, group_id: `g${i}` }));
+
+  it('finds the duplicates the exact scan finds (recall >= 0.95 at the threshold), deciding the rest alike', async () => {
+    const run = async (index: SemanticDedupeConfig['index']) =>
+      samplesOf(await through(semanticDedupe(config({ index, maxEntries: 100_000 }), encoder, newStore().store(semanticDedupeStore.name)), prose));
+    const [exact, hnsw] = [await run('exact'), await run('hnsw')];
+    const dupes = (out: Sample[]) => out.map((s) => s.reasons.includes('near_duplicate:semantic'));
+    const [truth, found] = [dupes(exact), dupes(hnsw)];
+    const relevant = truth.filter(Boolean).length;
+    expect(relevant).toBeGreaterThan(100); // the corpus has near copies at this threshold
+    const recalled = truth.filter((t, i) => t && found[i]).length;
+    expect(recalled / relevant).toBeGreaterThanOrEqual(0.95);
+    // Its similarities are exact (re-ranked), so it never calls a duplicate what the scan would not.
+    expect(found.filter((f, i) => f && !truth[i])).toEqual([]);
+  });
+
+  it('forgets embeddings older than ttlMs in event time, and keeps those within it', async () => {
+    const at = (id: string, response: string, created_at: number) => sample({ id, prompt: '', response, group_id: 'g', created_at });
+    const t0 = 1_700_000_000_000;
+    const dedupe = semanticDedupe(config({ ttlMs: 60_000 }), encoder, newStore().store(semanticDedupeStore.name));
+    const out = samplesOf(
+      await through(dedupe, [
+        at('o0', originals[0]!, t0),
+        at('o1', originals[1]!, t0 + 30_000),
+        // 90 s after o0 (expired), 60 s after o1 (not expired: strictly older than the TTL expires).
+        at('n0', nearCopies[0]!, t0 + 90_000),
+        at('n1', nearCopies[1]!, t0 + 90_000),
+        // An old event time does not move the clock back.
+        at('m0', nearCopies[0]!, t0),
+      ]),
+    );
+    expect(out.map((s) => s.duplicateOf)).toEqual([null, null, null, 'o1', 'n0']);
+  });
+
+  it('after a restore from its changelog, rebuilds the index and evicts by count as before', async () => {
+    const state = newStore();
+    const bounded = config({ maxEntries: 3 });
+    await through(semanticDedupe(bounded, encoder, state.store(semanticDedupeStore.name)), originals.map((t, i) => text(`o${i}`, t)));
+    const changelog = new Map<string, string>();
+    for (const c of state.pendingChanges()) c.value === null ? changelog.delete(c.key) : changelog.set(c.key, c.value);
+    expect([...changelog.keys()].filter((k) => k.startsWith('e:'))).toEqual(['e:1', 'e:2', 'e:3']); // o0 evicted (count)
+    const restored = newStore();
+    restored.restore(semanticDedupeStore.name, changelog);
+    const copies = [3, 2, 0, 1].map((i) => text(`n${i}`, nearCopies[i]!));
+    const out = samplesOf(await through(semanticDedupe(bounded, encoder, restored.store(semanticDedupeStore.name)), copies));
+    // n0 finds nothing (o0 was evicted) and is remembered, evicting o1: so n1 finds nothing either.
+    expect(out.map((s) => s.duplicateOf)).toEqual(['o3', 'o2', null, null]);
+  });
+});
+
+describe('VectorIndex', () => {
+  const unitRandom = (next: () => number, d: number) => {
+    const v = Float32Array.from({ length: d }, () => next() - 0.5);
+    const n = Math.hypot(...v);
+    return v.map((x) => x / n);
+  };
+
+  it('HNSW returns the exact index\'s nearest neighbour for nearly every query, with exact similarities, and forgets removed keys', () => {
+    const next = prng(5);
+    const [hnsw, exact] = [hnswVectorIndex(64), exactVectorIndex(64)];
+    const vectors = Array.from({ length: 3000 }, () => unitRandom(next, 64));
+    vectors.forEach((v, key) => (hnsw.add(key, v), exact.add(key, v)));
+    for (let key = 0; key < 3000; key += 3) (hnsw.remove(key), exact.remove(key));
+    expect([hnsw.count, exact.count]).toEqual([2000, 2000]);
+    let same = 0;
+    for (let q = 0; q < 200; q++) {
+      const query = unitRandom(next, 64);
+      const [a] = hnsw.search(query, 1);
+      const [b] = exact.search(query, 1);
+      expect(a!.key % 3).not.toBe(0);
+      if (a!.key === b!.key) (same++, expect(a!.similarity).toBeCloseTo(b!.similarity, 6));
+    }
+    expect(same / 200).toBeGreaterThanOrEqual(0.95);
+    expect(hnsw.search(vectors[1]!, 2, (key) => key !== 1).map((h) => h.key)).not.toContain(1);
+    expect(() => hnsw.add(1, new Float32Array(3))).toThrow('a vector of 3 dimensions given to an index of 64');
+  });
+});
+
+describe('semantic-dedupe in a pipeline restarted from its changelog', () => {
+  const prefix = uniquePrefix('semantic-restart');
+  const dir = mkdtempSync(join(tmpdir(), 'flywheel-semantic-restart-'));
+  const kafka = testKafka('semantic-restart');
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('catches a near copy of a document accepted before the restart', async () => {
+    const path = join(dir, 'encoder.onnx');
+    writeFileSync(path, bytes);
+    const config = parseConfig({
+      name: 'semantic-restart',
+      run: prefix,
+      // One partition: each partition dedupes against its own store, and originals and copies are keyed by different groups.
+      topics: { prefix, partitions: 1 },
+      features,
+      operators: [{ type: 'semantic-dedupe', encoder: { path }, threshold: 0.8, latencyMs: 5 }],
+      clickhouse: { path: join(dir, 'clickhouse') },
+    });
+    const registry = registryClient(connections.schemaRegistryUrl);
+    const decided: Decision[] = [];
+    const decide = async (pipeline: { catalog: { rollouts: string; decisions: string } }, batch: Rollout[]) => {
+      await produceRollouts(kafka, await rolloutSerde(registry, pipeline.catalog.rollouts), batch);
+      const serde = await decisionSerde(registry, pipeline.catalog.decisions);
+      const messages = await consumeTopic(kafka, pipeline.catalog.decisions, (m) => m.length >= decided.length + batch.length, { settleMs: 500 });
+      decided.splice(0, decided.length, ...(await Promise.all(messages.map((m) => serde.deserialize(m.value!)))));
+      return batch.map((r) => decided.find((d) => d.rollout.id === r.id)!);
+    };
+    const doc = (id: string, response: string) => rollout({ id, run_id: prefix, prompt: '', response, group_id: id, created_at: Date.now() });
+
+    const store = await openStore({ path: config.clickhouse.path });
+    const first = await startPipeline(config, connections, { store });
+    try {
+      const before = await decide(first, originals.map((t, i) => doc(`o${i}`, t)));
+      expect(before.map((d) => d.decision)).toEqual(originals.map(() => 'accepted'));
+    } finally {
+      await first.stop();
+    }
+    // A new pipeline (new consumer, new operator instances): only the changelog holds the originals.
+    const second = await startPipeline(config, connections, { store });
+    try {
+      const after = await decide(second, [doc('n2', nearCopies[2]!), doc('u0', unrelated[0]!)]);
+      expect(after.map((d) => [d.reasons, d.duplicate_of])).toEqual([
+        [['near_duplicate:semantic'], 'o2'],
+        [[], null],
+      ]);
+    } finally {
+      await second.stop();
+      await store.close();
+    }
+  }, 180_000);
 });
 
 describe('OnnxEncoder', () => {
