@@ -37,7 +37,7 @@ export function describeTopology(topology: Topology): string {
   if (feedback) {
     lines.push(`  label join (${group}.label-join): ${catalog.labels} ⋈ ${internalTopic(prefix, settings.name, 'scored-by-id')} → ${catalog.scorerErrors}`);
   }
-  lines.push(`  ClickHouse sink (${group}.clickhouse-sink): decisions → samples, dead letters → dead_letters, ${catalog.trainerProgress} → trainer_progress`);
+  lines.push(`  ClickHouse sink (${group}.clickhouse-sink): decisions → samples, dead letters → dead_letters, ${catalog.labels} → labels, ${catalog.trainerProgress} → trainer_progress`);
   lines.push(`  stores: ${topology.stores().map((s) => s.name).join(', ') || 'none'}`);
   return lines.join('\n');
 }
