@@ -188,6 +188,7 @@ async function main(): Promise<void> {
       ['serde.ts', 'benchSerde'],
       ['minhash.ts', 'benchMinHash'],
       ['scoring.ts', 'benchScoring'],
+      ['text-models.ts', 'benchTextModels'],
       ['sink.ts', 'benchSink'],
     ] as const) {
       await section(`bench/${file}`, () => moduleRows(file, fn));

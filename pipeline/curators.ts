@@ -4,6 +4,7 @@ import type { ErrorMemory } from '../lib/error-memory.ts';
 import { featureSize, type FeatureConfig } from '../contracts/features.ts';
 import { ModelHolder } from '../lib/model-holder.ts';
 import { OnnxEncoder, OnnxScoringModel } from './onnx-models.ts';
+import { TextModel } from './text-models.ts';
 import type { Curator } from '../lib/envelope.ts';
 import type { EvalIndex } from '../operators/filter/contamination-filter.ts';
 import type { Encoder } from '../operators/dedupe/semantic-dedupe.ts';
@@ -49,8 +50,16 @@ export async function loadOperatorFiles(
   const files: OperatorFiles = { evalIndexes: new Map(), models: new Map(), encoders: new Map() };
   for (const [i, op] of operators.entries()) {
     if (op.type === 'contamination-filter') files.evalIndexes.set(i, await loadEvalSets(op.evalSets, op));
-    if (op.type === 'semantic-dedupe') files.encoders.set(i, await OnnxEncoder.load(op.encoder.path, { features, executionProviders: op.encoder.executionProviders }));
-    if (op.type === 'onnx-score') {
+    if (op.type === 'semantic-dedupe') {
+      const enc = op.encoder;
+      files.encoders.set(i, enc.kind === 'text' ? await TextModel.load(enc.dir, enc) : await OnnxEncoder.load(enc.path, { features, executionProviders: enc.executionProviders }));
+    }
+    if (op.type === 'onnx-score' && op.model.kind === 'text') {
+      const model = await TextModel.load(op.model.dir, op.model);
+      const mismatch = await model.mismatch();
+      if (mismatch !== null) throw new Error(`onnx-score "${op.name}": the text model at ${op.model.dir} cannot score: ${mismatch}`);
+      files.models.set(i, new ModelHolder(model));
+    } else if (op.type === 'onnx-score' && op.model.kind === 'features') {
       const latest = announced(op.model.name);
       const source = op.model.path ?? latest?.artifact;
       if (source === undefined) {

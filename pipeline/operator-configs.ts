@@ -17,6 +17,7 @@ import { preferencePairsDefaults } from '../operators/signals/preference-pairs.t
 import { compileRule } from '../operators/filter/rule-filter.ts';
 import { stalenessFilterDefaults } from '../operators/filter/staleness-filter.ts';
 import { weaknessTrackerDefaults } from '../operators/signals/weakness-tracker.ts';
+import type { Head } from '../lib/text-model.ts';
 
 /**
  * Config schemas for operators whose defaults live beside the operator (`xxxDefaults`): the file
@@ -259,7 +260,9 @@ const providers = z.array(z.enum(['cpu', 'cuda'])).min(1);
 const microBatch = { maxBatch: count.optional(), latencyMs: ms.optional() };
 
 /** A model the operator loads: a file to start from, and the name it is announced under for hot swaps. */
-const modelRef = z.strictObject({
+const featuresModelRef = z.strictObject({
+  /** 'features' (the default): the model takes the pipeline's feature vectors. */
+  kind: z.literal('features').default('features'),
   /** Announcements on <prefix>.model-updates with this model name replace the model live. */
   name,
   /** The ONNX file to start with; without it, the newest announced artifact of `name`. */
@@ -267,6 +270,35 @@ const modelRef = z.strictObject({
   version: name.optional(),
   executionProviders: providers.default(['cpu']),
 });
+
+/**
+ * A text model: a directory with model.onnx (inputs input_ids, attention_mask, optionally
+ * token_type_ids) and its tokenizer.json — see pipeline/text-models.ts and README "Bring your
+ * own model". E.g. { kind: 'text', dir: 'models/minilm', pooling: 'mean', normalize: true }.
+ */
+const textModelFields = {
+  kind: z.literal('text'),
+  dir: name,
+  /** 'response', 'prompt+response' (a text pair) or a template with {prompt} and {response}. */
+  text: name.default('response'),
+  /** Truncation, special tokens included. */
+  maxTokens: count.default(128),
+  pooling: z.enum(['mean', 'cls']).default('mean'),
+  normalize: z.boolean().default(true),
+  head: z
+    .string()
+    .regex(/^(logit|sigmoid|regression|softmax:\d+)$/, "head must be 'logit', 'sigmoid', 'regression' or 'softmax:<class>'")
+    .default('logit')
+    .transform((h) => h as Head),
+  /** Most tokens (rows × longest sequence) per model run. */
+  batchTokens: count.default(4096),
+  /** The output read (default: "logits" to score, "last_hidden_state" to embed). */
+  outputName: name.optional(),
+  version: name.optional(),
+  executionProviders: providers.default(['cpu']),
+};
+const textModelRef = z.strictObject({ name, ...textModelFields });
+const modelRef = z.union([featuresModelRef, textModelRef]);
 
 export const onnxScoreConfig = z.strictObject({
   type: z.literal('onnx-score'),
@@ -279,7 +311,10 @@ export const onnxScoreConfig = z.strictObject({
 export const semanticDedupeConfig = withDefaults(
   'semantic-dedupe',
   {
-    encoder: z.strictObject({ path: name, executionProviders: providers.default(['cpu']) }),
+    encoder: z.union([
+      z.strictObject({ kind: z.literal('features').default('features'), path: name, executionProviders: providers.default(['cpu']) }),
+      z.strictObject(textModelFields),
+    ]),
     threshold: z.number().min(-1).max(1).optional(),
     maxEntries: count.optional(),
     ttlMs: count.nullable().optional(),

@@ -1,8 +1,9 @@
 import { defer } from 'rxjs';
-import { deadLetter, isRejected, type Curator, type Sample } from '../../lib/envelope.ts';
+import { deadLetter, isRejected, type Curator, type Envelope, type Sample } from '../../lib/envelope.ts';
 import { featureDefaults, featureSize, featurizeInto, type FeatureConfig } from '../../contracts/features.ts';
-import type { ModelHolder } from '../../lib/model-holder.ts';
+import type { ModelHolder, ModelLease } from '../../lib/model-holder.ts';
 import { microBatch, type MicroBatchConfig } from '../../lib/micro-batch.ts';
+import { isTextScoringModel } from '../../lib/text-model.ts';
 
 export interface OnnxScoreConfig extends MicroBatchConfig {
   /** The score written: `scores[name]`. */
@@ -56,6 +57,7 @@ export function onnxScore(config: OnnxScoreConfig, holder: ModelHolder): Curator
       const rowAt: number[] = [];
       return source.pipe(
         microBatch(config, async (batch) => {
+          if (isTextScoringModel(holder.current())) return scoreTextBatch(batch, config, holder.acquire());
           if (input.length < batch.length * width) input = new Float32Array(batch.length * width);
           let rows = 0;
           for (let at = 0; at < batch.length; at++) {
@@ -72,6 +74,8 @@ export function onnxScore(config: OnnxScoreConfig, holder: ModelHolder): Curator
           const lease = holder.acquire();
           try {
             const { model } = lease;
+            // Swapped to a text model since the rows were made: score this batch with it.
+            if (isTextScoringModel(model)) return await scoreTextBatch(batch, config, lease);
             const scores = await model.scoreRows(input, rows, width);
             if (scores.length !== rows) throw new Error(`model ${model.version} returned ${scores.length} scores for ${rows} samples`);
             for (let row = 0; row < rows; row++) {
@@ -88,4 +92,34 @@ export function onnxScore(config: OnnxScoreConfig, holder: ModelHolder): Curator
         }),
       );
     });
+}
+
+/**
+ * A batch scored by a text model (`TextScoringModel`: a tokenizer and a token-id model, which
+ * read the rollouts' text, not the feature vectors): the same lease, version and failure rules
+ * as the feature path above; there is nothing to dead-letter per sample, since any text can be
+ * tokenized.
+ */
+async function scoreTextBatch(batch: Envelope[], config: OnnxScoreConfig, lease: ModelLease): Promise<Envelope[]> {
+  try {
+    const { model } = lease;
+    // Checked and leased in one tick, so a feature model here is a caller's bug.
+    if (!isTextScoringModel(model)) throw new Error(`model ${model.version} is not a text model`);
+    const at: number[] = [];
+    batch.forEach((e, i) => {
+      if (e.kind === 'sample' && !(config.skipRejected && isRejected(e))) at.push(i);
+    });
+    if (at.length === 0) return batch;
+    const scores = await model.scoreRollouts(at.map((i) => (batch[i] as Sample).rollout));
+    if (scores.length !== at.length) throw new Error(`model ${model.version} returned ${scores.length} scores for ${at.length} samples`);
+    at.forEach((i, row) => {
+      const sample = batch[i] as Sample;
+      const score = scores[row]!;
+      if (!Number.isFinite(score)) throw new Error(`model ${model.version} returned a non-finite score (${score}) for ${sample.rollout.id}`);
+      batch[i] = { ...sample, scores: { ...sample.scores, [config.name]: score }, scorerVersion: model.version };
+    });
+    return batch;
+  } finally {
+    lease.release();
+  }
 }

