@@ -187,6 +187,7 @@ async function main(): Promise<void> {
     for (const [file, fn] of [
       ['serde.ts', 'benchSerde'],
       ['minhash.ts', 'benchMinHash'],
+      ['semantic-index.ts', 'benchSemanticIndex'],
       ['scoring.ts', 'benchScoring'],
       ['text-models.ts', 'benchTextModels'],
       ['sink.ts', 'benchSink'],

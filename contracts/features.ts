@@ -8,7 +8,11 @@ export interface FeatureConfig {
   wordNgrams: number[];
   /** Character n-gram sizes, over the lower-cased, whitespace-collapsed text. */
   charNgrams: number[];
-  /** Verifier rewards copied into the numeric tail, in this order (a missing reward is 0). */
+  /**
+   * Verifier rewards copied into the numeric tail, in this order (a missing reward is 0). May
+   * name the group-relative rewards the group filter derives (`groupRewardNames`), e.g.
+   * `["correct", "correct.group_delta", "correct.group_rank"]`.
+   */
   rewardNames: string[];
   /** Only this many leading characters of the text are hashed, so cost per sample is bounded. */
   maxChars: number;
@@ -37,6 +41,19 @@ export function featureLayout(config: FeatureConfig): string[] {
     'logprob_std',
     'logprob_present',
   ];
+}
+
+/**
+ * The names under which the group filter (`relative: [reward]`) writes a sample's place in its
+ * prompt group into `rollout.rewards` when the group is released: `delta` = the reward minus
+ * the group's mean, `rank` = the share of the group's other samples with a lower reward (ties
+ * count half; 0.5 alone). Being rewards, they reach every featurizer (the Python port too) by
+ * `rewardNames`, with no change to the layout's arithmetic.
+ *
+ *   groupRewardNames('correct')  // → { delta: 'correct.group_delta', rank: 'correct.group_rank' }
+ */
+export function groupRewardNames(reward: string): { delta: string; rank: string } {
+  return { delta: `${reward}.group_delta`, rank: `${reward}.group_rank` };
 }
 
 /** Length of the vectors `featurize` returns. */

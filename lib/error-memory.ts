@@ -9,9 +9,13 @@ export type Vector = Float32Array;
  *   is ≥ 0.8 similar; the text block tells neighbours apart. Omit `dims` for the whole vector.
  * - `{ kind: 'standardized' }`: cosine of the keys z-scored per dimension by the running mean
  *   and variance of every key the memory was given (constant dimensions are left out), so no
- *   feature dominates by its scale.
+ *   feature dominates by its scale (but rare text buckets, z-scored, outweigh the few numeric
+ *   features).
+ * - `{ kind: 'blocks', dims }`: the mean of the text block's cosine (first `dims` values) and
+ *   the standardized cosine of the rest (lengths, rewards, log-prob statistics): each block has
+ *   an equal say, whatever its size or scale.
  */
-export type Similarity = { kind: 'cosine'; dims?: number } | { kind: 'standardized' };
+export type Similarity = { kind: 'cosine'; dims?: number } | { kind: 'standardized' } | { kind: 'blocks'; dims: number };
 
 /** One observed scorer error: a label arrived for a sample the scorer had scored. */
 export interface ErrorEntry {
@@ -193,28 +197,24 @@ export class ErrorMemory {
 
   /** The similarity of stored keys to `query`; null when the query has no direction (norm 0). */
   private measure(query: Vector, similarity: Similarity): ((key: Vector) => number) | null {
-    if (similarity.kind === 'cosine') {
-      const dims = Math.min(similarity.dims ?? query.length, query.length);
-      const queryNorm = Math.sqrt(dot(query, query, dims));
-      if (queryNorm === 0) return null;
-      return (key) => {
-        let product = 0;
-        let squares = 0;
-        for (let i = 0; i < dims; i++) {
-          const x = key[i]!;
-          product += x * query[i]!;
-          squares += x * x;
-        }
-        return squares === 0 ? 0 : product / (Math.sqrt(squares) * queryNorm);
-      };
-    }
+    if (similarity.kind === 'cosine') return cosineOver(query, Math.min(similarity.dims ?? query.length, query.length));
+    if (similarity.kind === 'standardized') return this.standardizedOver(query, 0);
+    const dims = Math.min(similarity.dims, query.length);
+    const text = cosineOver(query, dims);
+    const tail = this.standardizedOver(query, dims);
+    if (text === null || tail === null) return text ?? tail;
+    return (key) => (text(key) + tail(key)) / 2;
+  }
+
+  /** Cosine over `[from, length)` of the keys z-scored by the running statistics (constant dimensions left out). */
+  private standardizedOver(query: Vector, from: number): ((key: Vector) => number) | null {
     const stats = this.stats;
     if (stats === null || stats.n < 2 || stats.mean.length !== query.length) return null;
     // 1/sd per dimension, 0 for constant ones; the query z-scored once.
     const scale = new Float64Array(query.length);
     const z = new Float64Array(query.length);
     let queryNorm = 0;
-    for (let i = 0; i < query.length; i++) {
+    for (let i = from; i < query.length; i++) {
       const variance = stats.m2[i]! / stats.n;
       scale[i] = variance > 1e-12 ? 1 / Math.sqrt(variance) : 0;
       z[i] = (query[i]! - stats.mean[i]!) * scale[i]!;
@@ -226,7 +226,7 @@ export class ErrorMemory {
     return (key) => {
       let product = 0;
       let squares = 0;
-      for (let i = 0; i < z.length; i++) {
+      for (let i = from; i < z.length; i++) {
         const x = (key[i]! - mean[i]!) * scale[i]!;
         product += x * z[i]!;
         squares += x * x;
@@ -283,6 +283,22 @@ export function naturalOrder(a: string, b: string): number {
     if (order !== 0) return order;
   }
   return pa.length - pb.length;
+}
+
+/** Cosine over the first `dims` values; null when the query's are all zero. */
+function cosineOver(query: Vector, dims: number): ((key: Vector) => number) | null {
+  const queryNorm = Math.sqrt(dot(query, query, dims));
+  if (queryNorm === 0) return null;
+  return (key) => {
+    let product = 0;
+    let squares = 0;
+    for (let i = 0; i < dims; i++) {
+      const x = key[i]!;
+      product += x * query[i]!;
+      squares += x * x;
+    }
+    return squares === 0 ? 0 : product / (Math.sqrt(squares) * queryNorm);
+  };
 }
 
 function dot(a: Vector, b: Vector, dims = a.length): number {

@@ -83,6 +83,7 @@ export const groupFilterConfig = withDefaults(
     onIncomplete: z.enum(['reject', 'pass']).optional(),
     maxOpenGroups: count.optional(),
     maxGroupSize: count.optional(),
+    relative: z.array(name).optional(),
   },
   groupFilterDefaults,
 );
@@ -252,7 +253,7 @@ export const exploreExploitConfig = withDefaults(
 
 export const errorCompensateConfig = withDefaults(
   'error-compensate',
-  { score: name.optional(), k: count.optional(), minSimilarity: z.number().min(-1).max(1).optional(), similarity: z.enum(['text', 'standardized', 'whole']).optional(), minResidual: z.number().nonnegative().optional(), min: z.number().optional(), max: z.number().optional() },
+  { score: name.optional(), k: count.optional(), minSimilarity: z.number().min(-1).max(1).optional(), similarity: z.enum(['blocks', 'text', 'standardized', 'whole']).optional(), minResidual: z.number().nonnegative().optional(), min: z.number().optional(), max: z.number().optional() },
   errorCompensateDefaults,
 );
 

@@ -347,19 +347,23 @@ describe('error compensation on prose, a scorer biased by topic', () => {
     expect(Math.min(...pairs)).toBeGreaterThan(0.8);
   });
 
-  it('corrections correlate with the true residual: the text block and standardized features beat the whole-vector cosine', async () => {
+  it('corrections correlate with the true residual: text block, standardized and blocks similarity all beat the whole-vector cosine', async () => {
     const memory = fill();
     const truth = unseen.map((r) => r.quality - r.raw);
     const r = {
       whole: pearson(await corrections(memory, 'whole', 0.8), truth),
       text: pearson(await corrections(memory, 'text', 0.2), truth),
-      standardized: pearson(await corrections(memory, 'standardized', errorCompensateDefaults.minSimilarity), truth),
+      standardized: pearson(await corrections(memory, 'standardized', 0.1), truth),
+      blocks: pearson(await corrections(memory, 'blocks', errorCompensateDefaults.minSimilarity), truth),
     };
     console.log(`error memory on prose: correlation of correction and true residual ${JSON.stringify(r)}`);
     expect(r.text).toBeGreaterThanOrEqual(0.5);
     expect(r.standardized).toBeGreaterThanOrEqual(0.5);
     expect(r.text).toBeGreaterThan(r.whole + 0.1);
     expect(r.standardized).toBeGreaterThan(r.whole + 0.1);
+    // The default gives the numeric tail (here lengths and random log-probs) half the say.
+    expect(r.blocks).toBeGreaterThanOrEqual(0.5);
+    expect(r.blocks).toBeGreaterThan(r.whole);
   });
 
   it('after a retrain that fixed the legal bias but not the other, keeps the errors v2 still makes and retires the fixed ones', async () => {
@@ -383,7 +387,7 @@ describe('error compensation on prose, a scorer biased by topic', () => {
     expect(memory.toJSON().entries.filter((e) => byKey.get(e.key)!.bias.legal !== 0 && byKey.get(e.key)!.bias.api === 0).every((e) => e.error === 0)).toBe(true);
     // On unseen text, the corrections now track v2's residual: api text still corrected up, legal text no longer down.
     const later = unseen.map((r) => ({ ...r, raw: v2(r) }));
-    const after = await corrections(memory, errorCompensateDefaults.similarity, errorCompensateDefaults.minSimilarity, later);
+    const after = await corrections(memory, 'standardized', 0.1, later);
     const meanOf = (pick: (r: (typeof rows)[number]) => boolean) => {
       const picked = after.filter((_, i) => pick(later[i]!));
       return picked.reduce((a, b) => a + b, 0) / picked.length;

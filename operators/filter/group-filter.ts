@@ -1,4 +1,5 @@
 import type { Rollout } from '../../contracts/records.ts';
+import { groupRewardNames } from '../../contracts/features.ts';
 import type { KeyValueStore } from '../../streams/state-store.ts';
 import { deadLetter, defaultMaxSkewMs, deserializeSample, eventTimeOf, isRejected, serializeSample, type Curator, type Envelope, type Sample } from '../../lib/envelope.ts';
 import { ratioText, sessionCurator } from '../../lib/filters-internals.ts';
@@ -24,6 +25,12 @@ export interface GroupFilterConfig {
   maxOpenGroups: number;
   /** Bound on one group's held samples: a group reaching it is complete. */
   maxGroupSize: number;
+  /**
+   * Rewards whose group-relative values are written into each released sample's rewards
+   * (`groupRewardNames`: `<reward>.group_delta`, `<reward>.group_rank`), for the feature layout
+   * to name; empty: none.
+   */
+  relative: string[];
 }
 
 export const groupFilterDefaults: GroupFilterConfig = {
@@ -37,6 +44,7 @@ export const groupFilterDefaults: GroupFilterConfig = {
   onIncomplete: 'pass',
   maxOpenGroups: 10_000,
   maxGroupSize: 256,
+  relative: [],
 };
 
 /** Held samples and the open-group index (changelog-backed). */
@@ -84,7 +92,11 @@ const sampleKey = (group: string, i: number) => `s:${group}:${i}`;
  *    `group.release`. If at least `minVarianceSamples` such samples all have the same reward
  *    (all right or all wrong), every sample of the group gets `group:no_variance`; a group
  *    released early with fewer than `minSize` samples gets `group:incomplete` when
- *    `onIncomplete` is "reject".
+ *    `onIncomplete` is "reject". For each reward in `relative`, every sample carrying it gets
+ *    `rewards[<reward>.group_delta]` = its reward − the mean over the group's not-yet-rejected
+ *    samples carrying it, and `rewards[<reward>.group_rank]` = the share of those (itself
+ *    excluded) with a lower reward, ties counting half (0.5 when it has none to compare with);
+ *    a scorer after this operator sees them through `features.rewardNames`.
  * 4. A sample of a group already released opens a new group with the same id; in event time, a
  *    sample older than the newest event time − maxWaitMs is released at once.
  *
@@ -100,6 +112,7 @@ const sampleKey = (group: string, i: number) => `s:${group}:${i}`;
  *   // in:  a1 b1 a2 b2          (a1, a2 of group a; rewards.correct 1 and 0)
  *   // out: a1 a2 b1 b2          annotated { 'group.size': '2', 'group.release': 'complete', 'group.mean_reward': '0.5' }
  *   // a group whose two samples are both correct → each gets reasons ['group:no_variance']
+ *   // with relative: ['correct'], a1 also gets rewards { 'correct.group_delta': 0.5, 'correct.group_rank': 1 }
  */
 export function groupFilter(config: GroupFilterConfig, store: KeyValueStore): Curator {
   const eventTime = config.timeBasis !== 'processing';
@@ -197,5 +210,25 @@ function judgeGroup(samples: Sample[], how: Release, config: GroupFilterConfig):
   if (rewards.length >= config.minVarianceSamples && rewards.every((v) => v === rewards[0])) reasons.push('group:no_variance');
   const annotations: Record<string, string> = { 'group.size': String(samples.length), 'group.release': how };
   if (rewards.length > 0) annotations['group.mean_reward'] = ratioText(rewards.reduce((a, b) => a + b, 0) / rewards.length);
-  return samples.map((s) => ({ ...s, reasons: [...s.reasons, ...reasons], annotations: { ...s.annotations, ...annotations } }));
+  const judged = samples.map((s) => ({ ...s, reasons: [...s.reasons, ...reasons], annotations: { ...s.annotations, ...annotations } }));
+  return config.relative.length === 0 ? judged : judged.map((s, i) => withGroupRewards(s, samples, i, config.relative));
+}
+
+/** `sample` (the i-th of its group) with the group-relative rewards of `relative` added. */
+function withGroupRewards(sample: Sample, group: readonly Sample[], i: number, relative: readonly string[]): Sample {
+  const added: Record<string, number> = {};
+  for (const reward of relative) {
+    const own = sample.rollout.rewards[reward];
+    if (own === undefined) continue;
+    // The reference: the group's samples not yet rejected that carry the reward.
+    const reference = group.flatMap((s, j) => (isRejected(s) || s.rollout.rewards[reward] === undefined ? [] : [{ j, value: s.rollout.rewards[reward]! }]));
+    if (reference.length === 0) continue;
+    const mean = reference.reduce((sum, r) => sum + r.value, 0) / reference.length;
+    const others = reference.filter((r) => r.j !== i);
+    const below = others.reduce((sum, r) => sum + (r.value < own ? 1 : r.value === own ? 0.5 : 0), 0);
+    const names = groupRewardNames(reward);
+    added[names.delta] = own - mean;
+    added[names.rank] = others.length === 0 ? 0.5 : below / others.length;
+  }
+  return { ...sample, rollout: { ...sample.rollout, rewards: { ...sample.rollout.rewards, ...added } } };
 }

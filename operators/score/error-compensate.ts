@@ -2,7 +2,7 @@ import { mapSamples, type Curator, type Sample } from '../../lib/envelope.ts';
 import type { ErrorMemory, Similarity, Vector } from '../../lib/error-memory.ts';
 
 /** How stored errors are matched to a sample: see `similarityOf`. */
-export type SimilarityKind = 'text' | 'standardized' | 'whole';
+export type SimilarityKind = 'blocks' | 'text' | 'standardized' | 'whole';
 
 export interface ErrorCompensateConfig {
   /** The score to correct, e.g. `model`. */
@@ -12,9 +12,11 @@ export interface ErrorCompensateConfig {
   /** Stored errors less similar than this are ignored. */
   minSimilarity: number;
   /**
-   * `standardized` (default): cosine of the whole vector z-scored by the memory's running
-   * statistics, so text and length/log-prob features all count, none by its scale;
+   * `blocks` (default): the mean of the hashed-text block's cosine and the standardized cosine
+   * (z-scored by the memory's running statistics) of the numeric tail, so text and
+   * length/reward/log-prob features both count, neither by its scale;
    * `text`: cosine over the hashed-text block of the feature vector only;
+   * `standardized`: cosine of the whole vector z-scored by the running statistics;
    * `whole`: cosine of the raw whole vector, whose numeric tail makes every pair look alike.
    */
   similarity: SimilarityKind;
@@ -29,10 +31,11 @@ export interface ErrorCompensateConfig {
   max: number;
 }
 
-export const errorCompensateDefaults: ErrorCompensateConfig = { score: 'model', k: 16, minSimilarity: 0.1, similarity: 'standardized', minResidual: 0.25, min: 0, max: 1 };
+export const errorCompensateDefaults: ErrorCompensateConfig = { score: 'model', k: 16, minSimilarity: 0.1, similarity: 'blocks', minResidual: 0.25, min: 0, max: 1 };
 
 /** The memory's `Similarity` for a config, given the length of the layout's hashed-text block. */
 export function similarityOf(kind: SimilarityKind, textDims: number): Similarity {
+  if (kind === 'blocks') return { kind: 'blocks', dims: textDims };
   if (kind === 'text') return { kind: 'cosine', dims: textDims };
   return kind === 'standardized' ? { kind: 'standardized' } : { kind: 'cosine' };
 }
