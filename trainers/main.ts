@@ -29,6 +29,9 @@ import { ReferenceTrainer, type LabelSource } from './reference-trainer.ts';
  * `learner.forgetting` (both kinds, (0, 1], default 1 = never forget): an example n labels old
  * weighs βⁿ, so the model follows a drifting label (window ≈ 1/(1 − β) labels).
  *
+ * `flywheel trainer export --config trainer.json` asks the running process for a model now: an
+ * export request (key `export.<name>`) on `<prefix>.control`, which the trainer follows.
+ *
  * KAFKA_BROKERS and SCHEMA_REGISTRY_URL select the services. SIGTERM/SIGINT stop it after the
  * current batch, publishing a last version of whatever was trained since the previous one.
  * Progress goes to stdout as JSON lines ({"examples":…, "version":…}).

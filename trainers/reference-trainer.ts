@@ -264,12 +264,14 @@ export class ReferenceTrainer {
     // Empty batches too, every maxWaitMs: an export request must not wait for the next record.
     const batchOptions = { maxRecords: 256, maxWaitMs: 500, ...this.options.batch, emptyBatches: true };
     for await (const batch of this.client.batches(batchOptions)) {
-      if (batch.records.length === 0 && !this.exportRequested) {
+      // Nothing consumed at all (a wait timed out): only an export request makes it a batch.
+      const idle = batch.records.length === 0 && batch.rejected.length === 0 && batch.skipped.length === 0;
+      if (idle && !this.exportRequested) {
         if (this.stopping) break;
         continue;
       }
       this.trainBatch(batch);
-      if (batch.records.length > 0) this.batchesSinceCheckpoint++;
+      if (!idle) this.batchesSinceCheckpoint++;
       if (this.exportRequested) {
         this.exportRequested = false;
         if (this.sinceExport > 0) await this.exportAndAnnounce(batch);
