@@ -5,6 +5,9 @@
 request: {"texts": [...], "maxTokens": 128, "pooling": "mean" | "cls", "normalize": true,
           "batch": 32}
 result:  {"ids": [[...], ...], "embeddings": [[...], ...]}
+With "head" ('logit' | 'sigmoid' | 'regression' | 'softmax:<k>') the model's "logits" output is
+scored instead: result {"ids": ..., "types": ..., "scores": [...]}; a text may then be a pair
+[first, second] (the tokenizer's pair template, truncated longest-first).
 The tokenizer is tokenizer.json as Hugging Face's own library reads it, truncated to maxTokens
 (special tokens included) and padded to each batch's longest; pooling as sentence-transformers
 does it (mean over attended tokens, then L2 normalisation). Also the Python anchor of
@@ -34,6 +37,36 @@ def main() -> None:
     names = {i.name for i in session.get_inputs()}
     texts = req['texts']
     batch = req.get('batch', 32)
+
+    def score(chunk):
+        enc = tok.encode_batch([tuple(t) if isinstance(t, list) else t for t in chunk])
+        ids = np.array([e.ids for e in enc], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+        types = np.array([e.type_ids for e in enc], dtype=np.int64)
+        feeds = {'input_ids': ids, 'attention_mask': mask}
+        if 'token_type_ids' in names:
+            feeds['token_type_ids'] = types
+        logits = session.run(['logits'], feeds)[0].astype(np.float64)
+        head = req['head']
+        if head == 'sigmoid':
+            scores = 1 / (1 + np.exp(-logits[:, 0]))
+        elif head.startswith('softmax:'):
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            scores = (e / e.sum(axis=1, keepdims=True))[:, int(head.split(':')[1])]
+        else:
+            scores = logits[:, 0]
+        real = lambda e, xs: [x for x, a in zip(xs, e.attention_mask) if a]
+        return [real(e, e.ids) for e in enc], [real(e, e.type_ids) for e in enc], scores.tolist()
+
+    if req.get('head'):
+        ids, types, scores = [], [], []
+        for i in range(0, len(texts), batch):
+            a, b, c = score(texts[i : i + batch])
+            ids += a
+            types += b
+            scores += c
+        json.dump({'ids': ids, 'types': types, 'scores': scores}, sys.stdout)
+        return
 
     def embed(chunk):
         enc = tok.encode_batch(chunk)

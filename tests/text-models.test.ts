@@ -10,7 +10,12 @@ import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
 import { TextModel } from '../pipeline/text-models.ts';
 import type { Decision } from '../contracts/records.ts';
 import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
-import { rollout } from './helpers/envelopes.ts';
+import { rollout, sample, samplesOf, through } from './helpers/envelopes.ts';
+import { writeScorer } from './helpers/models.ts';
+import { ModelHolder } from '../lib/model-holder.ts';
+import { OnnxScoringModel } from '../pipeline/onnx-models.ts';
+import { onnxScore, onnxScoreDefaults } from '../operators/score/onnx-score.ts';
+import { featureDefaults } from '../contracts/features.ts';
 import { connections, consumeTopic, testKafka, uniquePrefix } from './helpers/kafka.ts';
 
 /**
@@ -121,6 +126,53 @@ describe('text models (all-MiniLM-L6-v2)', () => {
     for (const [a, b] of unrelated) {
       const [x, y] = await model.embed([a, b]);
       expect(cosine(x!, y!), `${a} vs ${b}`).toBeLessThan(0.3);
+    }
+  });
+
+  it('scores with a classifier head as Python onnxruntime does, to 1e-4, for responses and prompt+response pairs', async () => {
+    // The encoder with a seeded 2-class head on its CLS state (models/add_head.py): real graph and
+    // tokenizer, meaningless scores — enough to check tokenizing pairs, truncation and the head.
+    const cls = mkdtempSync(join(tmpdir(), 'flywheel-textcls-'));
+    try {
+      const made = await run(python, ['models/add_head.py', dir, cls, '2', '0']);
+      expect(made.code, made.out).toBe(0);
+      const long = Array.from({ length: 80 }, (_, i) => `token${i}`).join(' ');
+      const inputs: Array<string | [string, string]> = [
+        ...paraphrases.flat(),
+        ['What is the capital of France?', 'Paris, located on the Seine, is the French capital.'],
+        ['Short question?', long], // the response is cut (longest first)
+        [long, 'A short answer.'],
+      ];
+      for (const head of ['softmax:1', 'sigmoid', 'logit'] as const) {
+        const m = await TextModel.load(cls, { head, batchTokens: 300 });
+        const node = await m.scoreTexts(inputs);
+        const encoded = inputs.map((t) => m.encode(t));
+        await m.dispose();
+        const ref = await run(python, ['models/reference.py', cls], JSON.stringify({ texts: inputs, head, maxTokens: 128, batch: 4 }));
+        expect(ref.code, ref.out).toBe(0);
+        const py = JSON.parse(ref.stdout) as { ids: number[][]; types: number[][]; scores: number[] };
+        expect(encoded.map((e) => e.ids)).toEqual(py.ids);
+        expect(encoded.map((e) => e.types)).toEqual(py.types);
+        node.forEach((score, i) => expect(Math.abs(score - py.scores[i]!), `${head} #${i}`).toBeLessThan(1e-4));
+      }
+
+      // In onnx-score, hot-swapped in for a feature model between batches (ModelHolder): later
+      // samples get the text model's score and version.
+      const features = featureDefaults;
+      const featureModel = await OnnxScoringModel.load(writeScorer(cls, features, 'f-1', { 'reward:correct': 1 }));
+      const holder = new ModelHolder(featureModel);
+      const op = onnxScore({ ...onnxScoreDefaults, features }, holder);
+      const first = samplesOf(await through(op, [sample({ id: 'a', response: paraphrases[0]![0] })]));
+      expect(first[0]!.scorerVersion).toBe('f-1');
+      const textModel = await TextModel.load(cls, { head: 'softmax:1', text: 'prompt+response' });
+      await holder.swap(textModel);
+      const later = samplesOf(await through(op, [sample({ id: 'b', prompt: 'What is the capital of France?', response: paraphrases[0]![1] })]));
+      expect(later[0]!.scorerVersion).toBe('all-minilm-l6-v2-0.1.2+head2-seed0');
+      const [expected] = await textModel.scoreTexts([['What is the capital of France?', paraphrases[0]![1]]]);
+      expect(later[0]!.scores.model).toBe(expected);
+      await textModel.dispose();
+    } finally {
+      rmSync(cls, { recursive: true, force: true });
     }
   });
 
