@@ -6,6 +6,10 @@ import type { Envelope, Sample } from '../lib/envelope.ts';
 import { errorCompensate, errorCompensateDefaults, similarityOf, type ErrorCompensateConfig, type SimilarityKind } from '../operators/score/error-compensate.ts';
 import { decodeVector, encodeVector, ErrorMemory, naturalOrder, type ErrorEntry, type Vector } from '../lib/error-memory.ts';
 import { rollout, sample, samplesOf, through } from './helpers/envelopes.ts';
+import { linearModelOnnx } from '../contracts/onnx-codec.ts';
+import { parseConfig } from '../pipeline/config.ts';
+import { retireErrors } from '../pipeline/feedback.ts';
+import { OnnxScoringModel } from '../pipeline/onnx-models.ts';
 
 const vec = (...xs: number[]): Vector => Float32Array.from(xs);
 const entry = (key: Vector, error: number, modelVersion = 'v1', at = 0): ErrorEntry => ({ key, error, modelVersion, at });
@@ -159,6 +163,42 @@ describe('ErrorMemory similarity and per-error retirement', () => {
     await expect(memory.reassess('v2', () => Promise.reject(new Error('released')), 0.25)).rejects.toThrow('released');
     expect(memory.size).toBe(0);
     await expect(memory.reassess('v3', async () => [], 0.25)).resolves.toEqual({ kept: 0, fixed: 0, dropped: 0 });
+  });
+});
+
+describe('retireErrors: what a model swap does to the memory', () => {
+  const operators = (compensate: boolean) =>
+    parseConfig({
+      name: 'retire',
+      topics: { prefix: 'retire' },
+      operators: [{ type: 'onnx-score', name: 'model', model: { name: 'scorer', path: 'unused.onnx' } }, ...(compensate ? [{ type: 'error-compensate', score: 'model' }] : [])],
+    }).operators;
+  const filled = () => {
+    const memory = new ErrorMemory(4);
+    memory.add({ key: vec(0.9, 0, 0), error: -0.95, label: 0, modelVersion: 'v1', at: 1 });
+    memory.add({ key: vec(0.1, 0, 0), error: -0.8, label: 0, modelVersion: 'v1', at: 2 });
+    return memory;
+  };
+
+  it('re-scores the stored errors with the swapped-in ONNX model of the compensated score', async () => {
+    // v2 scores x[0]: still 0.9 off on the first key, only 0.1 on the second.
+    const v2 = await OnnxScoringModel.load(linearModelOnnx({ weights: Float32Array.of(1, 0, 0), bias: 0, inputDim: 3, output: 'linear' }), 'v2');
+    try {
+      const memory = filled();
+      await retireErrors(memory, operators(true), 'v2', [{ name: 'model', model: v2 }]);
+      expect(memory.toJSON().entries.map((e) => [e.error, e.modelVersion])).toEqual([
+        [expect.closeTo(-0.9, 6), 'v2'],
+        [0, 'v2'],
+      ]);
+      // No error-compensate, or the swapped model is not the compensated score's: all retired.
+      for (const [ops, name] of [[operators(false), 'model'], [operators(true), 'other']] as const) {
+        const wholesale = filled();
+        await retireErrors(wholesale, ops, 'v2', [{ name, model: v2 }]);
+        expect(wholesale.size).toBe(0);
+      }
+    } finally {
+      await v2.dispose();
+    }
   });
 });
 
