@@ -10,6 +10,10 @@ import type { Rollout } from '../contracts/records.ts';
 import { parseConfig } from '../pipeline/config.ts';
 import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
+import { labelRow, sampleRow } from '../sinks/clickhouse-sink.ts';
+import { migrate } from '../sinks/clickhouse/schema.ts';
+import { migrateViews } from '../analytics/views.ts';
+import type { Decision } from '../contracts/records.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { registryClient, rolloutSerde } from '../streams/serde.ts';
 import { ReferenceTrainer } from '../trainers/reference-trainer.ts';
@@ -160,4 +164,38 @@ describe('late labels, flywheel label / sql --format / trainer export', () => {
       await running.catch(() => undefined);
     }
   }, 90_000);
+});
+
+describe('late labels in the views on the embedded engine (chdb, 26.x)', () => {
+  it('exploitation and compare take the stored label over rewards.correct, as on the 18.16 server', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flywheel-labels-chdb-'));
+    const store = await openStore({ path: join(dir, 'clickhouse') });
+    try {
+      await migrate(store);
+      await migrateViews(store);
+      // Six decisions scored 0.1 … 0.6, the top three accepted; rewards.correct says all are right.
+      const decisions: Decision[] = Array.from({ length: 6 }, (_, i) => ({
+        rollout: { id: `c${i}`, run_id: 'r', prompt_id: 'p', prompt: 'q', group_id: 'g', response: 'a', steps: [], model_name: 'm', model_version: 'v1', rewards: { correct: 1 }, logprobs: null, token_count: 1, created_at: 1_700_000_000_000, tags: {} },
+        scores: { model: (i + 1) / 10 }, duplicate_of: null, dedupe_method: null, reasons: i >= 3 ? [] : ['below_min:model'], decision: i >= 3 ? 'accepted' : 'rejected',
+        reason: i >= 3 ? 'accepted' : 'below_min:model', config_hash: 'h', scorer_version: null, annotations: {}, pipeline_run: 'chdb', source: { topic: 't', partition: 0, offset: String(i) },
+      }));
+      await store.insert('samples', decisions.map((d, i) => sampleRow(d, 't.decisions', 0, String(i))));
+      const view = async () => (await store.query<{ label_source: string; from_labels: number; precision: number | null; auc: number | null }>(`SELECT label_source, from_labels, precision, auc FROM exploitation WHERE score_name = 'model'`))[0]!;
+      expect(await view()).toMatchObject({ label_source: 'rewards.correct', from_labels: 0, precision: 1, auc: null });
+      // Late labels for four of them: c5 and c1 wrong, c3 relabelled (first wrong, then right: the later one wins).
+      const labels = [['c5', 0], ['c1', 0], ['c3', 0], ['c3', 1], ['c4', 1]] as const;
+      await store.insert('labels', labels.map(([id, value], i) => labelRow({ rollout_id: id, value, verifier: 'v', at: 1_700_000_100_000 }, 't.labels', 0, String(i), '1700000100000')));
+      // Accepted c3 (1), c4 (1), c5 (0): precision 2/3; labels of c0 and c2 from rewards.correct (1).
+      const after = await view();
+      expect(after).toMatchObject({ label_source: 'mixed', from_labels: 4 });
+      expect(after.precision).toBeCloseTo(2 / 3, 12);
+      // Wrong: c1 (0.2), c5 (0.6); right: c0 (0.1), c2, c3, c4 (0.3–0.5): of the 8 pairs, c2, c3 and c4 beat c1.
+      expect(after.auc).toBeCloseTo(3 / 8, 12);
+      const compared = (await compareRuns(store, 'chdb', 'chdb')).precision[0];
+      expect(compared).toMatchObject({ from_labels: 4, accepted_labelled: 3, accepted_right: 2 });
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
