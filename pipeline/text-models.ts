@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { onnxMetadata } from '../contracts/onnx-codec.ts';
+import { log } from '../lib/log.ts';
 import type { Rollout } from '../contracts/records.ts';
 import { applyHead, poolHidden, rolloutText, tokenBudgetBatches, type Head, type Pooling, type TextInput, type TextScoringModel, type TextSource } from '../lib/text-model.ts';
 import type { Encoder } from '../operators/dedupe/semantic-dedupe.ts';
@@ -121,6 +122,7 @@ export class TextModel implements Encoder, TextScoringModel {
     const version =
       opts.version ?? onnxMetadata(model).version ?? manifest?.name ?? `sha256:${createHash('sha256').update(model).digest('hex').slice(0, 16)}`;
     const { session, provider, fallbackReason } = await createSession(model, opts.executionProviders);
+    if (fallbackReason !== null) log.warn(`text model ${version} runs on the CPU: ${fallbackReason}`);
     const missing = ['input_ids', 'attention_mask'].filter((n) => !session.inputNames.includes(n));
     if (missing.length > 0) {
       await session.release();

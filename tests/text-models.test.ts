@@ -176,6 +176,18 @@ describe('text models (all-MiniLM-L6-v2)', () => {
     }
   });
 
+  it('runs on the configured execution provider, or on the CPU saying why', async () => {
+    const m = await TextModel.load(dir, { executionProviders: ['cuda', 'cpu'] });
+    try {
+      if (m.executionProvider === 'cuda') expect(m.fallbackReason).toBeNull();
+      else expect(m.fallbackReason).toMatch(/^cuda,cpu unavailable: ./);
+      const [v] = await m.embed(['still embeds']);
+      expect(v!.length).toBe(384);
+    } finally {
+      await m.dispose();
+    }
+  });
+
   it('validates text model config at the edge, naming the field', async () => {
     const base = { name: 't', run: 't', topics: { prefix: 't' } };
     const bad = () => parseConfig({ ...base, operators: [{ type: 'semantic-dedupe', encoder: { kind: 'text', dir, head: 'softmax' } }] });
