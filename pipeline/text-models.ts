@@ -247,6 +247,25 @@ export class TextModel implements Encoder, TextScoringModel {
   }
 }
 
+/**
+ * A text model announced on the model-updates topic (for pipeline/hot-swap.ts): the
+ * announcement's `artifact` is the model's directory and its `checksum`, when not '', the sha256
+ * of that directory's model.onnx; the announced version is the version recorded with its scores.
+ * Refused (rejects, nothing loaded) on a checksum that differs, as a feature model's file is.
+ *
+ *   const next = await loadAnnouncedTextModel({ artifact: '/models/quality-v2', checksum, version: 'v2' }, op.model)
+ */
+export async function loadAnnouncedTextModel(
+  update: { artifact: string; checksum: string; version: string },
+  options: Partial<TextModelOptions> = {},
+): Promise<TextModel> {
+  if (update.checksum !== '') {
+    const got = createHash('sha256').update(await readFile(join(update.artifact, 'model.onnx'))).digest('hex');
+    if (got !== update.checksum) throw new Error(`checksum ${got} of ${join(update.artifact, 'model.onnx')} does not match the announced ${update.checksum}`);
+  }
+  return TextModel.load(update.artifact, { ...options, version: update.version });
+}
+
 interface Manifest {
   name?: string;
   files?: Record<string, string>;

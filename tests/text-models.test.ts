@@ -7,7 +7,7 @@ import { exactJaccard, estimateJaccard, minHashDefaults, sketchOf } from '../lib
 import { parseConfig } from '../pipeline/config.ts';
 import { loadOperatorFiles } from '../pipeline/curators.ts';
 import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
-import { TextModel } from '../pipeline/text-models.ts';
+import { loadAnnouncedTextModel, TextModel } from '../pipeline/text-models.ts';
 import type { Decision } from '../contracts/records.ts';
 import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 import { rollout, sample, samplesOf, through } from './helpers/envelopes.ts';
@@ -164,10 +164,15 @@ describe('text models (all-MiniLM-L6-v2)', () => {
       const op = onnxScore({ ...onnxScoreDefaults, features }, holder);
       const first = samplesOf(await through(op, [sample({ id: 'a', response: paraphrases[0]![0] })]));
       expect(first[0]!.scorerVersion).toBe('f-1');
-      const textModel = await TextModel.load(cls, { head: 'softmax:1', text: 'prompt+response' });
+      // Loaded as an announcement on model-updates names it: the directory, its model.onnx's sha256.
+      const { createHash } = await import('node:crypto');
+      const { readFile } = await import('node:fs/promises');
+      const checksum = createHash('sha256').update(await readFile(join(cls, 'model.onnx'))).digest('hex');
+      await expect(loadAnnouncedTextModel({ artifact: cls, checksum: checksum.replace(/^./, (c) => (c === '0' ? '1' : '0')), version: 'x' })).rejects.toThrow(/does not match the announced/);
+      const textModel = await loadAnnouncedTextModel({ artifact: cls, checksum, version: 'cls-v2' }, { head: 'softmax:1', text: 'prompt+response' });
       await holder.swap(textModel);
       const later = samplesOf(await through(op, [sample({ id: 'b', prompt: 'What is the capital of France?', response: paraphrases[0]![1] })]));
-      expect(later[0]!.scorerVersion).toBe('all-minilm-l6-v2-0.1.2+head2-seed0');
+      expect(later[0]!.scorerVersion).toBe('cls-v2');
       const [expected] = await textModel.scoreTexts([['What is the capital of France?', paraphrases[0]![1]]]);
       expect(later[0]!.scores.model).toBe(expected);
       await textModel.dispose();
