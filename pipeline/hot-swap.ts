@@ -4,7 +4,9 @@ import type { Instrumentation } from '../contracts/events.ts';
 import type { ErrorMemory } from '../lib/error-memory.ts';
 import { log } from '../lib/log.ts';
 import { featureSize } from '../contracts/features.ts';
+import type { ScoringModel } from '../lib/model-holder.ts';
 import { OnnxScoringModel } from './onnx-models.ts';
+import { loadAnnouncedTextModel } from './text-models.ts';
 import type { ModelUpdate } from '../contracts/records.ts';
 import type { PipelineConfig } from './config.ts';
 import type { OperatorFiles } from './curators.ts';
@@ -18,10 +20,13 @@ export type ModelUpdateOutcome =
 /**
  * A model announced on the model-updates topic replaces the model of every onnx-score operator
  * that follows its name, while the worker runs:
- * 1. the artifact is read and, when the announcement carries one, its sha256 checked;
- * 2. it is loaded once per operator and checked against the pipeline's feature layout
- *    (`OnnxScoringModel.mismatch`: the declared input width, then a dry run on one all-zero
- *    row of `featureSize(config.features)` values);
+ * 1. the artifact is read and, when the announcement carries one, its sha256 checked — for a
+ *    text model (`model.kind: 'text'`) the artifact is a model directory and the checksum that
+ *    of its `model.onnx`;
+ * 2. it is loaded once per operator and checked: a feature model against the pipeline's
+ *    feature layout (`OnnxScoringModel.mismatch`: the declared input width, then a dry run on
+ *    one all-zero row of `featureSize(config.features)` values), a text model by a dry run
+ *    through its tokenizer and head (`TextModel.mismatch`);
  * 3. only if every step passed for every operator is it swapped in, between micro-batches
  *    (ModelHolder), so no record is dropped or scored twice and each decision names the version
  *    that scored it; the error memory then keeps only the older errors the new model still
@@ -48,24 +53,33 @@ export async function hotSwap(
   const pending = targets.filter(({ holder }) => holder.current().version !== update.version);
   // Before the swap: the versions each operator goes from.
   const before = pending.map(({ op, holder }) => ({ operator: op.name, from: holder.current().version ?? null }));
-  const loaded: Array<{ holder: (typeof targets)[number]['holder']; next: OnnxScoringModel }> = [];
+  const loaded: Array<{ name: string; holder: (typeof targets)[number]['holder']; next: ScoringModel & { dispose(): Promise<void> } }> = [];
   let outcome: ModelUpdateOutcome;
   try {
-    if (pending.length > 0) {
+    const textual = pending.filter(({ op }) => op.model.kind === 'text');
+    const featured = pending.filter(({ op }) => op.model.kind !== 'text');
+    for (const { op, holder } of textual) {
+      if (op.model.kind !== 'text') continue;
+      const next = await loadAnnouncedTextModel(update, op.model);
+      loaded.push({ name: op.name, holder, next });
+      const mismatch = await next.mismatch();
+      if (mismatch !== null) throw new Error(mismatch);
+    }
+    if (featured.length > 0) {
       const bytes = new Uint8Array(await readFile(update.artifact));
       const checksum = createHash('sha256').update(bytes).digest('hex');
       if (update.checksum !== '' && checksum !== update.checksum) throw new Error(`checksum ${checksum} does not match the announced ${update.checksum}`);
       const width = featureSize(config.features);
-      for (const { op, holder } of pending) {
+      for (const { op, holder } of featured) {
         const next = await OnnxScoringModel.load(bytes, update.version, { executionProviders: op.model.executionProviders });
-        loaded.push({ holder, next });
+        loaded.push({ name: op.name, holder, next });
         const mismatch = await next.mismatch(width);
         if (mismatch !== null) throw new Error(mismatch);
       }
     }
     for (const { holder, next } of loaded) void holder.swap(next);
     // Errors the new model still makes stay in the memory; the rest are retired.
-    await retireErrors(memory, config.operators, update.version, loaded.map(({ next }, i) => ({ name: pending[i]!.op.name, model: next })));
+    await retireErrors(memory, config.operators, update.version, loaded.map(({ name, next }) => ({ name, model: next })));
     outcome = { kind: 'swapped', model: update.model, version: update.version, operators: loaded.length };
   } catch (err) {
     await Promise.all(loaded.map(({ next }) => next.dispose()));

@@ -8,6 +8,8 @@ import { parseConfig } from '../pipeline/config.ts';
 import { loadOperatorFiles } from '../pipeline/curators.ts';
 import { startPipeline, type RunningPipeline } from '../pipeline/run.ts';
 import { loadAnnouncedTextModel, TextModel } from '../pipeline/text-models.ts';
+import { hotSwap } from '../pipeline/hot-swap.ts';
+import { ErrorMemory } from '../lib/error-memory.ts';
 import type { Decision } from '../contracts/records.ts';
 import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
 import { rollout, sample, samplesOf, through } from './helpers/envelopes.ts';
@@ -176,6 +178,25 @@ describe('text models (all-MiniLM-L6-v2)', () => {
       const [expected] = await textModel.scoreTexts([['What is the capital of France?', paraphrases[0]![1]]]);
       expect(later[0]!.scores.model).toBe(expected);
       await textModel.dispose();
+
+      // Announced on model-updates (the directory, its model.onnx's sha256), a text model hot-swaps
+      // into a pipeline's text onnx-score; a wrong checksum is refused and the model kept.
+      const config = parseConfig({
+        name: 'swap', run: 'swap', topics: { prefix: 'swap' },
+        operators: [{ type: 'onnx-score', name: 'model', model: { kind: 'text', name: 'cls', dir: cls, head: 'softmax:1', text: 'prompt+response', version: 'cls-v1' } }],
+      });
+      const files = await loadOperatorFiles(config.operators, config.features, () => undefined);
+      const memory = new ErrorMemory(10);
+      const announce = (version: string, sum: string) => ({ model: 'cls', version, artifact: cls, checksum: sum, metrics: {}, at: Date.now() });
+      const refused = await hotSwap(announce('cls-bad', checksum.replace(/^./, (c) => (c === '0' ? '1' : '0'))), config, files, memory);
+      expect(refused).toMatchObject({ kind: 'kept', current: ['cls-v1'] });
+      expect(await hotSwap(announce('cls-v3', checksum), config, files, memory)).toEqual({ kind: 'swapped', model: 'cls', version: 'cls-v3', operators: 1 });
+      const swappedHolder = files.models.get(0)!;
+      expect(swappedHolder.current().version).toBe('cls-v3');
+      const scored = samplesOf(await through(onnxScore({ ...onnxScoreDefaults, features }, swappedHolder), [sample({ id: 'c', prompt: 'What is the capital of France?', response: paraphrases[0]![1] })]));
+      expect(scored[0]!.scorerVersion).toBe('cls-v3');
+      expect(scored[0]!.scores.model).toBeCloseTo(expected!, 5);
+      await swappedHolder.current().dispose?.();
     } finally {
       rmSync(cls, { recursive: true, force: true });
     }
