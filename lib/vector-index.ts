@@ -84,8 +84,9 @@ export function hnswVectorIndex(dimensions: number, options: HnswOptions = hnswD
   const vectors = new Map<number, Float32Array>();
   return {
     dimensions,
+    // The graph's own count, so a remove it did not carry out shows (usearch < 2.26 failed some after slot reuse).
     get count() {
-      return vectors.size;
+      return graph.size();
     },
     add(key, vector) {
       checked(vector, dimensions);

@@ -267,6 +267,25 @@ describe('VectorIndex', () => {
     expect(hnsw.search(vectors[1]!, 2, (key) => key !== 1).map((h) => h.key)).not.toContain(1);
     expect(() => hnsw.add(1, new Float32Array(3))).toThrow('a vector of 3 dimensions given to an index of 64');
   });
+
+  it('HNSW stays bounded and accurate under a sliding window of adds and removes (as count eviction does)', () => {
+    const next = prng(6);
+    const [hnsw, exact] = [hnswVectorIndex(64), exactVectorIndex(64)];
+    const vectors: Float32Array[] = [];
+    for (let key = 0; key < 8000; key++) {
+      vectors.push(unitRandom(next, 64));
+      hnsw.add(key, vectors[key]!);
+      exact.add(key, vectors[key]!);
+      if (key >= 1000) (hnsw.remove(key - 1000), exact.remove(key - 1000));
+    }
+    expect([hnsw.count, exact.count]).toEqual([1000, 1000]);
+    let same = 0;
+    for (let q = 0; q < 200; q++) {
+      const query = unitRandom(next, 64);
+      if (hnsw.search(query, 1)[0]!.key === exact.search(query, 1)[0]!.key) same++;
+    }
+    expect(same / 200).toBeGreaterThanOrEqual(0.95);
+  });
 });
 
 describe('semantic-dedupe in a pipeline restarted from its changelog', () => {
