@@ -28,7 +28,7 @@ import { newSample, type Envelope, type Sample } from '../lib/envelope.ts';
 import { exactVectorIndex } from '../lib/vector-index.ts';
 import { semanticDedupe, semanticDedupeDefaults, semanticDedupeStore, type Encoder, type SemanticDedupeConfig } from '../operators/dedupe/semantic-dedupe.ts';
 import { PartitionState } from '../streams/state-store.ts';
-import { rollout } from '../tests/helpers/envelopes.ts';
+import type { Rollout } from '../contracts/records.ts';
 import type { BenchRow } from './row.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -104,6 +104,12 @@ function embeddings(): { vectors: Float32Array[]; copyOf: number[] } {
   return { vectors, copyOf };
 }
 
+/** Document i: its response is its embedding's index (the lookup encoder reads it back). */
+const doc = (i: number): Rollout => ({
+  id: `doc-${i}`, run_id: 'bench', prompt_id: `p${i % 1000}`, prompt: '', group_id: `g${i % 1000}`, response: String(i), steps: [],
+  model_name: 'policy', model_version: 'v1', rewards: {}, logprobs: null, token_count: 1, created_at: 1_700_000_000_000 + i, tags: {},
+});
+
 const cpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
@@ -113,7 +119,7 @@ async function side(): Promise<SideResult> {
   const { vectors } = embeddings();
   // The encoder is a lookup: the text is "\n<index>" (global scope embeds prompt + "\n" + response).
   const encoder: Encoder = { version: 'bench', embed: async (texts) => texts.map((t) => vectors[Number(t.slice(t.lastIndexOf('\n') + 1))]!) };
-  const samples = vectors.map((_, i) => newSample(rollout({ id: `doc-${i}`, prompt: '', response: String(i), group_id: `g${i % 1000}` }), { topic: 't', partition: 0, offset: String(i) }, Buffer.alloc(0), null));
+  const samples = vectors.map((_, i) => newSample(doc(i), { topic: 't', partition: 0, offset: String(i) }, Buffer.alloc(0), null));
   const state = new PartitionState(0, [semanticDedupeStore.name]);
   const store = state.store(semanticDedupeStore.name);
   const dedupe = semanticDedupe(config, encoder, store);
