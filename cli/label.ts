@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { parseJsonLines } from './json-lines.ts';
 import type { Label } from '../contracts/records.ts';
 import type { Connections } from '../streams/connections.ts';
 import { createKafka } from '../streams/kafka.ts';
@@ -32,25 +33,8 @@ export interface ParsedLabels {
 
 /** Parses JSON lines into labels; blank lines are skipped, bad ones reported (never sent half-made). */
 export function parseLabelLines(text: string, now = Date.now()): ParsedLabels {
-  const labels: Label[] = [];
-  const errors: string[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    let json: unknown;
-    try {
-      json = JSON.parse(line);
-    } catch (err) {
-      errors.push(`line ${i + 1}: not JSON (${(err as Error).message})`);
-      return;
-    }
-    const parsed = labelLine.safeParse(json);
-    if (!parsed.success) {
-      errors.push(`line ${i + 1}: ${parsed.error.issues.map((e) => `${e.path.join('.') || '(record)'}: ${e.message}`).join('; ')}`);
-      return;
-    }
-    labels.push({ ...parsed.data, at: parsed.data.at ?? now });
-  });
-  return { labels, errors };
+  const { values, errors } = parseJsonLines(text, labelLine);
+  return { labels: values.map((l) => ({ ...l, at: l.at ?? now })), errors };
 }
 
 /**

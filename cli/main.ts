@@ -104,12 +104,7 @@ async function main(argv: string[]): Promise<number> {
     case 'trainer': {
       if (positionals[0] !== 'export') throw new UsageError('trainer takes a subcommand: flywheel trainer export --config <trainer.json>');
       const file = need('config');
-      let config: TrainerProcessConfig;
-      try {
-        config = JSON.parse(readFileSync(file, 'utf8')) as TrainerProcessConfig;
-      } catch (err) {
-        throw new ConfigError(`trainer config ${file}: ${(err as Error).message}`);
-      }
+      const config = readTrainerConfig(file);
       if (typeof config.prefix !== 'string' || typeof config.name !== 'string') throw new ConfigError(`trainer config ${file}: "prefix" and "name" are required`);
       await requestExport(createKafka(connectionsFromEnv(), 'flywheel-trainer-export'), topicCatalog(config.prefix), config.name);
       console.log(`asked trainer ${config.name} (${config.prefix}.control) to export now`);
@@ -141,12 +136,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case 'train': {
       const file = need('config');
-      let config: TrainerProcessConfig;
-      try {
-        config = JSON.parse(readFileSync(file, 'utf8')) as TrainerProcessConfig;
-      } catch (err) {
-        throw new ConfigError(`trainer config ${file}: ${(err as Error).message}`);
-      }
+      const config = readTrainerConfig(file);
       mkdirSync(dirname(config.checkpoint ?? '.'), { recursive: true });
       await runTrainerProcess(config);
       return 0;
@@ -198,3 +188,12 @@ main(process.argv.slice(2)).then(
     process.exit(err instanceof UsageError ? 2 : 1);
   },
 );
+
+/** A trainer config file as JSON; a file that cannot be read or parsed is a ConfigError naming it. */
+function readTrainerConfig(file: string): TrainerProcessConfig {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as TrainerProcessConfig;
+  } catch (err) {
+    throw new ConfigError(`trainer config ${file}: ${(err as Error).message}`);
+  }
+}

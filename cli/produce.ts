@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { parseJsonLines } from './json-lines.ts';
 import type { Connections } from '../streams/connections.ts';
 import { createKafka } from '../streams/kafka.ts';
 import type { Rollout } from '../contracts/records.ts';
@@ -31,26 +32,8 @@ export interface ParsedLines {
 
 /** Parses JSON lines; a bad line is reported by number and reason, never sent half-made. */
 export function parseRolloutLines(text: string, now = Date.now()): ParsedLines {
-  const rollouts: Rollout[] = [];
-  const errors: string[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    let json: unknown;
-    try {
-      json = JSON.parse(line);
-    } catch (err) {
-      errors.push(`line ${i + 1}: not JSON (${(err as Error).message})`);
-      return;
-    }
-    const parsed = rolloutLine.safeParse(json);
-    if (!parsed.success) {
-      errors.push(`line ${i + 1}: ${parsed.error.issues.map((e) => `${e.path.join('.') || '(record)'}: ${e.message}`).join('; ')}`);
-      return;
-    }
-    const r = parsed.data;
-    rollouts.push({ ...r, group_id: r.group_id ?? r.prompt_id, created_at: r.created_at ?? now });
-  });
-  return { rollouts, errors };
+  const { values, errors } = parseJsonLines(text, rolloutLine);
+  return { rollouts: values.map((r) => ({ ...r, group_id: r.group_id ?? r.prompt_id, created_at: r.created_at ?? now })), errors };
 }
 
 export async function produceFile(connections: Connections, topic: string, file: string): Promise<{ sent: number; errors: string[] }> {
