@@ -15,8 +15,9 @@
 // "Exactly once into ClickHouse"); the ReplacingMergeTree key is only a backstop.
 //
 // Verified outcome, wherever a view needs one: the reward `correct` (VERIFIED_REWARD), right when
-// >= 0.5 (VERIFIED_MIN). Samples without that reward are unlabelled and left out of label metrics.
-// `exploitation` and `error_compensation` (and compare.ts) prefer a late label: the latest row of
+// >= 0.5 (VERIFIED_MIN). Samples with neither that reward nor a stored label are unlabelled and left
+// out of label metrics. `exploitation`, `error_compensation`, `exploration_groups` / `exploration`
+// (and compare.ts) prefer a late label: the latest row of
 // the `labels` table for the rollout id (what arrived on `<prefix>.labels` after the decision),
 // falling back to the reward at decision time; their `from_labels` / `label_source` columns say
 // which was used. The join is `ALL LEFT JOIN … USING id` on a GROUP BY of `labels`: an unmatched
@@ -128,9 +129,9 @@ function samplesWithLabels(t: TableRef, columns: readonly string[]): string {
       USING id)`;
 }
 
-/** 'labels' | 'rewards.<reward>' | 'mixed': where a row's `labelled` samples took their label (`from_labels` of them from `labels`). */
-const labelSourceSql = (reward: string) =>
-  `multiIf(labelled = 0, '', from_labels = labelled, 'labels', from_labels = 0, ${quoteString(`rewards.${reward}`)}, 'mixed')`;
+/** 'labels' | 'rewards.<reward>' | 'mixed': where a row's labelled samples (column `labelled`) took their label (`from_labels` of them from `labels`). */
+const labelSourceSql = (reward: string, labelled = 'labelled') =>
+  `multiIf(${labelled} = 0, '', from_labels = ${labelled}, 'labels', from_labels = 0, ${quoteString(`rewards.${reward}`)}, 'mixed')`;
 
 /** The views for `opts` (column names and bodies follow the verified reward and k). */
 export function viewSpecs(opts: ViewOptions = DEFAULT_VIEW_OPTIONS): readonly ViewSpec[] {
@@ -142,7 +143,6 @@ export function viewSpecs(opts: ViewOptions = DEFAULT_VIEW_OPTIONS): readonly Vi
   const PASS_AT_K = opts.passAtK;
   const labelled = `has(reward_names, ${quoteString(VERIFIED_REWARD)})`;
   const labelValue = `reward_values[indexOf(reward_names, ${quoteString(VERIFIED_REWARD)})]`;
-  const verifiedRight = `${labelValue} >= ${VERIFIED_MIN}`;
   // A stored late label first, else the reward at decision time (see the file comment).
   const lateLabelled = `(has_stored = 1 OR ${labelled})`;
   const lateLabel = `if(has_stored = 1, stored_label, ${labelValue})`;
@@ -317,11 +317,13 @@ GROUP BY pipeline_run`,
       ['pipeline_run', 'the curating run'],
       ['model_version', 'the generating model'],
       ['group_id', 'the prompt group'],
-      ['n', `samples with the reward '${VERIFIED_REWARD}' (labelled), rejected ones included`],
-      ['correct', `labelled samples with ${VERIFIED_REWARD} >= ${VERIFIED_MIN}`],
+      ['n', `labelled samples (a stored label, or the reward '${VERIFIED_REWARD}'), rejected ones included`],
+      ['correct', `labelled samples whose label is >= ${VERIFIED_MIN}`],
       ['distinct_correct', 'distinct correct responses (lower-cased, whitespace folded and trimmed)'],
       ['pass_at_1', 'correct / n'],
       [`pass_at_${PASS_AT_K}`, `unbiased pass@${PASS_AT_K} = 1 − C(n−correct, ${PASS_AT_K}) / C(n, ${PASS_AT_K}); NULL when n < ${PASS_AT_K}`],
+      ['from_labels', 'labelled samples whose label is the latest row of `labels` for the rollout (the others used the reward at decision time)'],
+      ['label_source', `'labels', 'rewards.${VERIFIED_REWARD}' or 'mixed': where the labels came from`],
     ],
     select: (t) => `SELECT
     pipeline_run,
@@ -331,9 +333,12 @@ GROUP BY pipeline_run`,
     countIf(is_right) AS correct,
     uniqExactIf(answer, is_right) AS distinct_correct,
     correct / n AS pass_at_1,
-    ${passAtKSql('n', 'correct', PASS_AT_K)} AS pass_at_${PASS_AT_K}
-FROM (SELECT pipeline_run, model_version, group_id, ${verifiedRight} AS is_right, ${normalizedResponse} AS answer
-      FROM ${t('samples')} WHERE ${labelled})
+    ${passAtKSql('n', 'correct', PASS_AT_K)} AS pass_at_${PASS_AT_K},
+    countIf(has_stored = 1) AS from_labels,
+    ${labelSourceSql(VERIFIED_REWARD, 'n')} AS label_source
+FROM (SELECT pipeline_run, model_version, group_id, ${lateLabel} >= ${VERIFIED_MIN} AS is_right, ${normalizedResponse} AS answer, has_stored
+      FROM ${samplesWithLabels(t, ['id', 'pipeline_run', 'model_version', 'group_id', 'response', 'reward_names', 'reward_values'])}
+      WHERE ${lateLabelled})
 GROUP BY pipeline_run, model_version, group_id`,
     example: `SELECT group_id, n, correct, distinct_correct, pass_at_${PASS_AT_K} FROM exploration_groups WHERE pipeline_run = 'live' AND model_version = 'v1' ORDER BY group_id LIMIT 20`,
   },
@@ -349,6 +354,8 @@ GROUP BY pipeline_run, model_version, group_id`,
       ['mean_distinct_correct', 'mean distinct correct responses per group'],
       ['pass_at_1', 'mean pass@1 over groups'],
       [`pass_at_${PASS_AT_K}`, `mean pass@${PASS_AT_K} over groups with n >= ${PASS_AT_K} (NULL/nan when none)`],
+      ['from_labels', 'labelled samples whose label came from `labels`'],
+      ['label_source', `'labels', 'rewards.${VERIFIED_REWARD}' or 'mixed'`],
     ],
     select: (t) => `SELECT
     pipeline_run,
@@ -358,7 +365,9 @@ GROUP BY pipeline_run, model_version, group_id`,
     sum(n) AS labelled,
     avg(distinct_correct) AS mean_distinct_correct,
     avg(pass_at_1) AS pass_at_1,
-    avgIf(ifNull(pass_at_${PASS_AT_K}, 0), n >= ${PASS_AT_K}) AS pass_at_${PASS_AT_K}
+    avgIf(ifNull(pass_at_${PASS_AT_K}, 0), n >= ${PASS_AT_K}) AS pass_at_${PASS_AT_K},
+    sum(from_labels) AS from_labels,
+    ${labelSourceSql(VERIFIED_REWARD)} AS label_source
 FROM ${t('exploration_groups')}
 GROUP BY pipeline_run, model_version`,
     example: `SELECT model_version, groups, round(mean_distinct_correct, 2) AS distinct, round(pass_at_1, 3) AS p1, round(pass_at_${PASS_AT_K}, 3) AS p${PASS_AT_K} FROM exploration WHERE pipeline_run = 'live' ORDER BY model_version`,

@@ -89,6 +89,12 @@ describe('late labels, flywheel label / sql --format / trainer export', () => {
       { r: run },
     ))[0]!;
 
+  const exploration = async () =>
+    (await store.query<{ labelled: number; from_labels: number; label_source: string; mean_distinct_correct: number; pass_at_1: number }>(
+      `SELECT labelled, from_labels, label_source, mean_distinct_correct, pass_at_1 FROM exploration WHERE pipeline_run = {r:String}`,
+      { r: run },
+    ))[0]!;
+
   it('a label sent after the decision changes precision in the exploitation view and in compare', async () => {
     const accepted = (await store.query<{ id: string }>(`SELECT id FROM samples WHERE pipeline_run = {r:String} AND decision = 'accepted'`, { r: run })).map((r) => r.id);
     expect(accepted.length).toBeGreaterThan(0);
@@ -96,6 +102,8 @@ describe('late labels, flywheel label / sql --format / trainer export', () => {
     const before = await exploitation();
     expect(before).toMatchObject({ labelled: rollouts.length, from_labels: 0, label_source: 'rewards.correct', verified_wrong: 0, precision: 1 });
     expect((await compareRuns(store, run, run)).precision[0]).toMatchObject({ precision: 1, from_labels: 0 });
+    // Exploration too: at decision time every answer of the 10 groups of 4 looks right.
+    expect(await exploration()).toMatchObject({ labelled: rollouts.length, from_labels: 0, label_source: 'rewards.correct', mean_distinct_correct: 4, pass_at_1: 1 });
 
     // flywheel label: every rollout's truth, plus two bad lines that must be reported, not dropped.
     const file = join(dir, 'labels.jsonl');
@@ -118,6 +126,13 @@ describe('late labels, flywheel label / sql --format / trainer export', () => {
     const compared = (await compareRuns(store, run, run)).precision[0];
     expect(compared).toMatchObject({ from_labels: rollouts.length, accepted_labelled: accepted.length, accepted_right: right });
     expect(compared.precision).toBeCloseTo(right / accepted.length, 10);
+    // … and the exploration views count the answers the labels say are right (all answers differ).
+    const rightPerGroup = [...new Set(rollouts.map((r) => r.group_id))].map((g) => rollouts.filter((r) => r.group_id === g && truth.get(r.id) === 1).length);
+    const explored = await exploration();
+    expect(explored).toMatchObject({ labelled: rollouts.length, from_labels: rollouts.length, label_source: 'labels' });
+    expect(explored.mean_distinct_correct).toBeCloseTo(rightPerGroup.reduce((a, b) => a + b, 0) / rightPerGroup.length, 10);
+    expect(explored.pass_at_1).toBeCloseTo(rightPerGroup.reduce((a, b) => a + b / 4, 0) / rightPerGroup.length, 10);
+    expect(explored.pass_at_1).toBeLessThan(1);
 
     // Exactly once: the labels table holds each label record once (sink offsets distinct).
     const [stored] = await store.query<{ n: number; offsets: number }>(`SELECT count() AS n, uniqExact(sink_partition, sink_offset) AS offsets FROM labels`);
@@ -193,6 +208,10 @@ describe('late labels in the views on the embedded engine (chdb, 26.x)', () => {
       expect(after.auc).toBeCloseTo(3 / 8, 12);
       const compared = (await compareRuns(store, 'chdb', 'chdb')).precision[0];
       expect(compared).toMatchObject({ from_labels: 4, accepted_labelled: 3, accepted_right: 2 });
+      // exploration_groups: right are c0, c2 (rewards.correct), c3, c4 (labels), all answering 'a'.
+      const [group] = await store.query<Record<string, unknown>>(`SELECT n, correct, distinct_correct, pass_at_1, from_labels, label_source FROM exploration_groups WHERE group_id = 'g'`);
+      expect(group).toMatchObject({ n: 6, correct: 4, distinct_correct: 1, from_labels: 4, label_source: 'mixed' });
+      expect(group!.pass_at_1).toBeCloseTo(4 / 6, 12);
     } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
