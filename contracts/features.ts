@@ -219,13 +219,16 @@ interface Plan {
   rewardNames: readonly string[];
   wordNs: Int32Array;
   charNs: Int32Array;
-  /** Scratch of one call: the text's word hashes and its chars (code points), grown as needed. */
+  /**
+   * Scratch of one call, grown as needed: the text's word hashes and its chars (code points),
+   * both as pre-mixed blocks (`premix`); the buckets' integer counts (all zero between calls);
+   * the buckets that left zero (a bucket may be listed twice); the scan's state.
+   */
   words: Int32Array;
   chars: Int32Array;
-  /** Buckets that left zero during the call (a bucket may be listed twice), and their stamps. */
+  counts: Int32Array;
   touched: Int32Array;
-  stamp: Int32Array;
-  generation: number;
+  scan: Scan;
 }
 
 const plans = new WeakMap<FeatureConfig, Plan>();
@@ -253,9 +256,9 @@ function planOf(config: FeatureConfig): Plan {
     charNs: Int32Array.from(config.charNgrams),
     words: new Int32Array(64),
     chars: new Int32Array(128),
+    counts: new Int32Array(dims),
     touched: new Int32Array(256),
-    stamp: new Int32Array(dims),
-    generation: 0,
+    scan: { wordCount: 0, charCount: 0, word: 0, wordLength: 0, started: false, space: false },
   };
   plans.set(config, plan);
   return plan;
@@ -295,10 +298,11 @@ function writeFeatures(rollout: Rollout, plan: Plan, out: Float32Array, offset: 
 /**
  * Steps 1–4 of `featurize` on `first` + "\n" + `second` (or `first` alone when `second` is
  * null) into a zeroed `out[offset .. offset + dims)`, without a substring, a token array or a
- * string per n-gram: one pass over the UTF-16 code units hashes each word as it goes (and keeps
- * the code points for char grams) into the plan's typed scratch, then tight loops hash the
- * n-gram windows. The parts are lower-cased apart, which equals lower-casing the joined text:
- * the one context-dependent mapping (final sigma) does not look across a line break.
+ * string per n-gram: one pass over the UTF-16 code units lower-cases ASCII in place, hashes each
+ * word as it goes and keeps each char's pre-mixed MurmurHash3 block (`premix`) for the char
+ * grams, then tight loops hash the n-gram windows from the pre-mixed blocks into integer bucket
+ * counts. The parts are lower-cased apart, which equals lower-casing the joined text: the one
+ * context-dependent mapping (final sigma) does not look across a line break.
  */
 function hashText(first: string, second: string | null, plan: Plan, out: Float32Array, offset: number): void {
   let a = first;
@@ -307,77 +311,45 @@ function hashText(first: string, second: string | null, plan: Plan, out: Float32
     a = cutCodePoints(b === null ? a : `${a}\n${b}`, plan.maxChars);
     b = null;
   }
-  a = a.toLowerCase();
-  if (b !== null) b = b.toLowerCase();
   const units = a.length + (b === null ? 0 : b.length + 1);
   // At most one word per two units (+1), one char per unit (+2 spaces): grown once, reused.
   if (plan.words.length < (units >> 1) + 1) plan.words = new Int32Array(units + 1);
-  if (plan.chars.length < units + 2 && plan.charNs.length > 0) plan.chars = new Int32Array(units + 2);
-  const words = plan.words;
-  const chars = plan.chars;
   const wantChars = plan.charNs.length > 0;
-
-  let wordCount = 0;
-  let charCount = 0;
-  let word = 0; // MurmurHash3 state of the current word (seed 0)
-  let wordLength = 0; // its code points
-  let started = false; // a non-space char was kept: white space from now on separates
-  let space = false; // white space seen since the last kept char
-  if (wantChars) chars[charCount++] = 32;
-  for (let part = 0; part < 3; part++) {
-    const text = part === 0 ? a : part === 1 ? (b === null ? '' : '\n') : (b ?? '');
-    const length = text.length;
-    for (let i = 0; i < length; i++) {
-      let c = text.charCodeAt(i);
-      if ((c & 0xfc00) === 0xd800 && i + 1 < length) {
-        const low = text.charCodeAt(i + 1);
-        if ((low & 0xfc00) === 0xdc00) {
-          c = 0x10000 + ((c - 0xd800) << 10) + (low - 0xdc00);
-          i++;
-        }
-      }
-      const known = c < 0x10000 ? bmpWordChars[c]! : 0;
-      if (known === 1 || (known === 0 && isWordCharSlow(c))) {
-        word = mixBlock(word, c);
-        wordLength++;
-      } else if (wordLength > 0) {
-        words[wordCount++] = fmix32(word ^ (wordLength * 4));
-        word = 0;
-        wordLength = 0;
-      }
-      if (wantChars) {
-        if (c <= 0x20 ? c === 0x20 || (c >= 0x09 && c <= 0x0d) : c >= 0xa0 && isSpaceAbove0x9f(c)) space = started;
-        else {
-          if (space) chars[charCount++] = 32;
-          chars[charCount++] = c;
-          started = true;
-          space = false;
-        }
-      }
-    }
+  if (wantChars && plan.chars.length < units + 2) plan.chars = new Int32Array(units + 2);
+  const scan = plan.scan;
+  scan.wordCount = 0;
+  scan.charCount = 0;
+  scan.word = 0;
+  scan.wordLength = 0;
+  scan.started = false;
+  scan.space = false;
+  if (wantChars) plan.chars[scan.charCount++] = SPACE_BLOCK;
+  scanPart(a, plan, wantChars);
+  if (b !== null) {
+    scanPart('\n', plan, wantChars);
+    scanPart(b, plan, wantChars);
   }
-  if (wordLength > 0) words[wordCount++] = fmix32(word ^ (wordLength * 4));
-  if (wantChars) chars[charCount++] = 32;
+  const words = plan.words;
+  if (scan.wordLength > 0) words[scan.wordCount++] = premix(fmix32(scan.word ^ (scan.wordLength * 4)));
+  if (wantChars) plan.chars[scan.charCount++] = SPACE_BLOCK;
 
-  let touched = addGrams(plan, plan.wordNs, WORD_SEED, words, wordCount, out, offset, 0);
-  touched = addGrams(plan, plan.charNs, CHAR_SEED, chars, charCount, out, offset, touched);
+  let touched = addGrams(plan, plan.wordNs, WORD_SEED, words, scan.wordCount, 0);
+  touched = addGrams(plan, plan.charNs, CHAR_SEED, plan.chars, scan.charCount, touched);
 
-  // Buckets were listed when they left zero; one that went back to zero and left again is listed
-  // twice: keep each once (stamp), then normalise over the list alone — O(grams), not O(dims).
-  if (++plan.generation > 0x3fffffff) {
-    plan.stamp.fill(0);
-    plan.generation = 1;
-  }
-  const { stamp, generation } = plan;
+  // Each gram listed its bucket: a bucket's nonzero count is taken (and cleared) at its first
+  // listing, so any later listing finds 0 and is skipped, as is a bucket whose ±1s cancelled. The counts are exact integers, so Σ count² is exact in float64
+  // whatever the order.
+  const counts = plan.counts;
   const list = plan.touched;
   let unique = 0;
   let squares = 0;
   for (let k = 0; k < touched; k++) {
     const bucket = list[k]!;
-    if (stamp[bucket] === generation) continue;
-    stamp[bucket] = generation;
+    const v = counts[bucket]!;
+    if (v === 0) continue;
+    counts[bucket] = 0;
+    out[offset + bucket] = v;
     list[unique++] = bucket;
-    const v = out[offset + bucket]!;
     squares += v * v;
   }
   if (squares === 0) return;
@@ -386,12 +358,129 @@ function hashText(first: string, second: string | null, plan: Plan, out: Float32
 }
 
 /**
- * Step 3 for every window of n consecutive `values[0 .. count)`, for each n in `ns`: gram hash
- * H(window, seed + n), ±1 into its bucket. Appends each bucket that leaves zero to
- * `plan.touched` from index `touched`; returns the new length.
+ * State of the pass over the text's parts (`scanPart`), kept in the plan between the parts:
+ * words and char grams run across the line break that joins them.
  */
-function addGrams(plan: Plan, ns: Int32Array, seed: number, values: Int32Array, count: number, out: Float32Array, offset: number, touched: number): number {
-  const { mask, dims } = plan;
+interface Scan {
+  wordCount: number;
+  charCount: number;
+  /** MurmurHash3 state of the current word (seed 0), and its length in code points. */
+  word: number;
+  wordLength: number;
+  /** A non-space char was kept: white space from now on separates. */
+  started: boolean;
+  /** White space seen since the last kept char. */
+  space: boolean;
+}
+
+/**
+ * One part of the text through steps 1–2's scan, lower-cased as it goes: ASCII code units
+ * directly (A–Z + 32, which is all `toLowerCase` does to them, in any context); at the first
+ * code unit above U+007F the rest of the part is read from `text.toLowerCase()` at the same
+ * index — lower-casing an ASCII prefix changes no length, and the ASCII chars before it map alike
+ * in both, so the result is the lower-cased part's.
+ */
+function scanPart(text: string, plan: Plan, wantChars: boolean): void {
+  const scan = plan.scan;
+  const words = plan.words;
+  const chars = plan.chars;
+  let { wordCount, charCount, word, wordLength, started, space } = scan;
+  let lowered = false;
+  let length = text.length;
+  for (let i = 0; i < length; i++) {
+    let c = text.charCodeAt(i);
+    if (c < 0x80) {
+      // ASCII from tables: its lower case, then the word hash and the char's kept block.
+      c = asciiLower[c]!;
+      if (asciiWord[c] === 1) {
+        word = mixPremixed(word, asciiBlocks[c]!);
+        wordLength++;
+      } else if (wordLength > 0) {
+        words[wordCount++] = premix(fmix32(word ^ (wordLength * 4)));
+        word = 0;
+        wordLength = 0;
+      }
+      if (wantChars) {
+        if (c === 0x20 || (c <= 0x0d && c >= 0x09)) space = started;
+        else {
+          if (space) chars[charCount++] = SPACE_BLOCK;
+          chars[charCount++] = asciiBlocks[c]!;
+          started = true;
+          space = false;
+        }
+      }
+      continue;
+    }
+    // Past ASCII (also a lower-cased char that became ASCII, e.g. U+212A Kelvin → "k").
+    if (!lowered) {
+      text = text.toLowerCase();
+      length = text.length;
+      lowered = true;
+      c = text.charCodeAt(i);
+    }
+    if ((c & 0xfc00) === 0xd800 && i + 1 < length) {
+      const low = text.charCodeAt(i + 1);
+      if ((low & 0xfc00) === 0xdc00) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (low - 0xdc00);
+        i++;
+      }
+    }
+    const known = c < 0x10000 ? bmpWordChars[c]! : 0;
+    if (known === 1 || (known === 0 && isWordCharSlow(c))) {
+      word = mixBlock(word, c);
+      wordLength++;
+    } else if (wordLength > 0) {
+      words[wordCount++] = premix(fmix32(word ^ (wordLength * 4)));
+      word = 0;
+      wordLength = 0;
+    }
+    if (wantChars) {
+      if (c <= 0x20 ? c === 0x20 || (c >= 0x09 && c <= 0x0d) : c >= 0xa0 && isSpaceAbove0x9f(c)) space = started;
+      else {
+        if (space) chars[charCount++] = SPACE_BLOCK;
+        chars[charCount++] = premix(c);
+        started = true;
+        space = false;
+      }
+    }
+  }
+  scan.wordCount = wordCount;
+  scan.charCount = charCount;
+  scan.word = word;
+  scan.wordLength = wordLength;
+  scan.started = started;
+  scan.space = space;
+}
+
+/**
+ * The block half of MurmurHash3's body step (`mixBlock(h, k)` = `mixPremixed(h, premix(k))`):
+ * a value that takes part in several n-gram windows is pre-mixed once instead of in each.
+ */
+function premix(k: number): number {
+  k = Math.imul(k, 0xcc9e2d51);
+  k = (k << 15) | (k >>> 17);
+  return Math.imul(k, 0x1b873593);
+}
+
+/** The state half of MurmurHash3's body step, on a `premix`ed block. */
+function mixPremixed(h: number, premixed: number): number {
+  h ^= premixed;
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+
+const asciiBlocks = Int32Array.from({ length: 0x80 }, (_, c) => premix(c));
+const asciiLower = Uint8Array.from({ length: 0x80 }, (_, c) => (c >= 0x41 && c <= 0x5a ? c + 32 : c));
+const SPACE_BLOCK = premix(0x20);
+
+/**
+ * Step 3 for every window of n consecutive values (pre-mixed blocks, `blocks[0 .. count)`), for
+ * each n in `ns`: gram hash H(window, seed + n), ±1 into its bucket's integer count in
+ * `plan.counts`. Appends each gram's bucket to `plan.touched` from index `touched` (a bucket
+ * is listed once per gram); returns the new length.
+ */
+function addGrams(plan: Plan, ns: Int32Array, seed: number, blocks: Int32Array, count: number, touched: number): number {
+  const { mask, dims, counts } = plan;
   let list = plan.touched;
   for (let k = 0; k < ns.length; k++) {
     const n = ns[k]!;
@@ -402,14 +491,23 @@ function addGrams(plan: Plan, ns: Int32Array, seed: number, values: Int32Array, 
       grown.set(list);
       plan.touched = list = grown;
     }
+    const start = seed + n;
+    const length = n * 4;
+    // n = 1, 2, 3 (the usual sizes) unrolled; the same hash as the general loop below.
     for (let i = 0; i < windows; i++) {
-      let g = seed + n;
-      for (let j = i; j < i + n; j++) g = mixBlock(g, values[j]!);
-      g = fmix32(g ^ (n * 4));
-      const at = offset + (mask >= 0 ? g & mask : (g >>> 0) % dims);
-      const v = out[at]!;
-      if (v === 0) list[touched++] = at - offset;
-      out[at] = g < 0 ? v - 1 : v + 1;
+      let g: number;
+      if (n === 1) g = mixPremixed(start, blocks[i]!);
+      else if (n === 2) g = mixPremixed(mixPremixed(start, blocks[i]!), blocks[i + 1]!);
+      else if (n === 3) g = mixPremixed(mixPremixed(mixPremixed(start, blocks[i]!), blocks[i + 1]!), blocks[i + 2]!);
+      else {
+        g = start;
+        for (let j = i; j < i + n; j++) g = mixPremixed(g, blocks[j]!);
+      }
+      g = fmix32(g ^ length);
+      const bucket = mask >= 0 ? g & mask : (g >>> 0) % dims;
+      // Without branches (the sign is a coin flip): +1, or −1 when the top bit is set.
+      counts[bucket] += 1 - ((g >>> 31) << 1);
+      list[touched++] = bucket;
     }
   }
   return touched;
@@ -430,6 +528,7 @@ const WORD_CHAR = /^[\p{L}\p{N}]$/u;
 /** Per BMP code unit: 0 not yet known, 1 word char, 2 not. Latin-1 up front, the rest when first seen. */
 const bmpWordChars = new Uint8Array(0x10000);
 for (let c = 0; c < 0x100; c++) bmpWordChars[c] = WORD_CHAR.test(String.fromCharCode(c)) ? 1 : 2;
+const asciiWord = bmpWordChars.subarray(0, 0x80);
 const astralWordChars = new Map<number, boolean>();
 
 /** Whether `c` is a word char, for code points the table does not know yet (and astral ones). */
