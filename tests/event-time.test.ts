@@ -162,6 +162,32 @@ describe('exactDedupe: event time', () => {
     expect(exactEntries(store)).toBe(50 + 11 * batches);
   });
 
+  it('writes about one changelog record per new entry (queue slots in chunks), and reads a store of one slot per key', async () => {
+    const { state, store, dedupe } = setup({ ttlMs: DAY, maxEntries: 5_000 });
+    const { out, changes } = await batch(state, dedupe, Array.from({ length: 3_000 }, (_, i) => text(`a${i}`, i, T + i)));
+    expect(samplesOf(out).every((s) => s.duplicateOf === null)).toBe(true);
+    expect(changes.filter((c) => c.key.startsWith('e:'))).toHaveLength(3_000);
+    expect(changes.length).toBeLessThanOrEqual(3_000 * 1.02 + 4);
+    // A store as the one-slot-per-key layout left it: `q:<seq>` slots, entries o0…o9.
+    const old = setup({ ttlMs: DAY, maxEntries: 15 });
+    for (let i = 0; i < 10; i++) {
+      old.store.put(`e:${i}`, JSON.stringify({ id: `o${i}`, seq: i, lastSeen: T }));
+      old.store.put(`q:${i}`, String(i));
+    }
+    old.store.put('#tail', '10');
+    old.store.put('#size', '10');
+    old.state.commit();
+    // Entries keyed by content: o0…o9's hashes are not `0`…`9`, so 20 new samples are new, and the oldest 15 of 30 go.
+    const { changes: evicted } = await batch(old.state, old.dedupe, Array.from({ length: 20 }, (_, i) => text(`n${i}`, 100 + i, T + 1 + i)));
+    expect(exactEntries(old.store)).toBe(15);
+    const deleted = evicted.filter((c) => c.value === null).map((c) => c.key);
+    expect(deleted.filter((k) => k.startsWith('q:')).sort()).toEqual(Array.from({ length: 10 }, (_, i) => `q:${i}`).sort());
+    expect(deleted.filter((k) => /^e:\d$/.test(k))).toHaveLength(10);
+    // The survivors are the 15 newest: a copy of n5 is caught, a copy of n4 is new again.
+    const { out: copies } = await batch(old.state, old.dedupe, [text('copy5', 105, T + 30), text('copy4', 104, T + 31)]);
+    expect(samplesOf(copies).map((s) => s.duplicateOf)).toEqual(['n5', null]);
+  });
+
   it('ticks carry on pending evictions, within the same budget', async () => {
     const { state, store, dedupe } = setup({ ttlMs: DAY, maxEvictionsPerBatch: 3 });
     await batch(state, dedupe, Array.from({ length: 10 }, (_, i) => text(`a${i}`, i, T + i)));

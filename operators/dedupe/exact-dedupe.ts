@@ -97,8 +97,68 @@ interface Entry {
   lastSeen: number;
 }
 
-// Layout: `e:<hash>` → entry, `q:<seq>` → hash (recency queue), `#head`, `#tail`, `#size`, `#clock`.
+/*
+ * Layout: `e:<hash>` → entry; the recency queue (slot seq → hash) in chunks of SLOT_CHUNK
+ * consecutive slots, `s:<seq ÷ SLOT_CHUNK>` → JSON `[firstSeq, hash, hash, …]`; `#head`, `#tail`,
+ * `#size`, `#clock`. A batch's changes coalesce per key (the state store stages one write per
+ * key), so a batch that adds n entries writes n entry records, about n / SLOT_CHUNK chunk records
+ * and the four counters: about one changelog record per entry, where one slot per key made two.
+ * Slots written by earlier versions as `q:<seq>` (one per slot) are still read and deleted.
+ */
+const SLOT_CHUNK = 64;
 const read = (store: KeyValueStore, key: string, fallback = 0) => Number(store.get(key) ?? fallback);
+const chunkKey = (seq: number) => `s:${Math.floor(seq / SLOT_CHUNK)}`;
+
+/** Appends `key` as slot `seq` (the queue's tail). */
+function appendSlot(store: KeyValueStore, seq: number, key: string): void {
+  const at = chunkKey(seq);
+  const raw = store.get(at);
+  // A chunk starts at its first slot written in this layout (a store from `q:` slots may switch mid-chunk).
+  store.put(at, raw === undefined ? JSON.stringify([seq, key]) : `${raw.slice(0, -1)},${JSON.stringify(key)}]`);
+}
+
+/**
+ * Reads queue slots, parsing each chunk once while it stays unchanged (evict walks a chunk slot
+ * by slot). `take` also deletes what a popped slot leaves behind: the chunk after its last slot.
+ */
+class Slots {
+  private raw: string | undefined;
+  private parsed: [number, ...string[]] | undefined;
+
+  constructor(private readonly store: KeyValueStore) {}
+
+  private chunk(seq: number): [number, ...string[]] | undefined {
+    const raw = this.store.get(chunkKey(seq));
+    if (raw === undefined) return undefined;
+    if (raw !== this.raw) {
+      this.raw = raw;
+      this.parsed = JSON.parse(raw) as [number, ...string[]];
+    }
+    return this.parsed;
+  }
+
+  /** The hash in slot `seq`, undefined when the slot is gone. */
+  get(seq: number): string | undefined {
+    const chunk = this.chunk(seq);
+    if (chunk !== undefined && seq >= chunk[0]) return chunk[seq - chunk[0] + 1] as string | undefined;
+    return this.store.get(`q:${seq}`);
+  }
+
+  /** Slot `seq` was popped (the queue's head): delete the chunk once its last slot is gone. */
+  popped(seq: number): void {
+    const chunk = this.chunk(seq);
+    if (chunk !== undefined && seq >= chunk[0]) {
+      if ((seq + 1) % SLOT_CHUNK === 0) this.store.delete(chunkKey(seq));
+    } else {
+      this.store.delete(`q:${seq}`);
+    }
+  }
+
+  /** The queue emptied up to `tail` (not a chunk boundary): its partial chunk holds no live slot. */
+  drained(tail: number): void {
+    if (tail % SLOT_CHUNK !== 0 && this.chunk(tail - 1) !== undefined) this.store.delete(chunkKey(tail - 1));
+  }
+}
 const entryOf = (store: KeyValueStore, key: string): Entry | undefined => {
   const raw = store.get(`e:${key}`);
   return raw === undefined ? undefined : (JSON.parse(raw) as Entry);
@@ -126,7 +186,7 @@ export function rememberExact(
   if (existing !== undefined && !expired(config, watermark, existing.lastSeen)) {
     if (config.refreshOnHit) {
       store.put(`e:${key}`, JSON.stringify({ id: existing.id, seq: tail, lastSeen: Math.max(existing.lastSeen, at) }));
-      store.put(`q:${tail}`, key);
+      appendSlot(store, tail, key);
       store.put('#tail', String(tail + 1));
       budget.left += 1;
     }
@@ -134,7 +194,7 @@ export function rememberExact(
   }
   if (existing === undefined) store.put('#size', String(read(store, '#size') + 1));
   store.put(`e:${key}`, JSON.stringify({ id, seq: tail, lastSeen: at }));
-  store.put(`q:${tail}`, key);
+  appendSlot(store, tail, key);
   store.put('#tail', String(++tail));
   budget.left += 1;
   evict(store, config, watermark, budget);
@@ -157,8 +217,9 @@ function evict(store: KeyValueStore, config: ExactDedupeConfig, watermark: numbe
   const tail = read(store, '#tail');
   let size = read(store, '#size');
   const start = head;
+  const slots = new Slots(store);
   while (head < tail && budget.left >= 1) {
-    const key = store.get(`q:${head}`)!;
+    const key = slots.get(head)!;
     const entry = entryOf(store, key);
     const live = entry !== undefined && entry.seq === head;
     if (live && size <= config.maxEntries && !expired(config, watermark, entry.lastSeen)) break;
@@ -166,10 +227,11 @@ function evict(store: KeyValueStore, config: ExactDedupeConfig, watermark: numbe
       store.delete(`e:${key}`);
       size--;
     }
-    store.delete(`q:${head}`);
+    slots.popped(head);
     head++;
     budget.left -= 1;
   }
+  if (head === tail && head !== start) slots.drained(tail);
   if (head !== start) {
     store.put('#head', String(head));
     store.put('#size', String(size));
@@ -180,8 +242,9 @@ function evict(store: KeyValueStore, config: ExactDedupeConfig, watermark: numbe
 export function deleteExactWhere(store: KeyValueStore, matches: (entry: { key: string; id: string; lastSeen: number }) => boolean): number {
   const tail = read(store, '#tail');
   let deleted = 0;
+  const slots = new Slots(store);
   for (let seq = read(store, '#head'); seq < tail; seq++) {
-    const key = store.get(`q:${seq}`);
+    const key = slots.get(seq);
     if (key === undefined) continue;
     const entry = entryOf(store, key);
     if (entry === undefined || entry.seq !== seq || !matches({ key, id: entry.id, lastSeen: entry.lastSeen })) continue;
