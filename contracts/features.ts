@@ -506,7 +506,7 @@ function addGrams(plan: Plan, ns: Int32Array, seed: number, blocks: Int32Array, 
       g = fmix32(g ^ length);
       const bucket = mask >= 0 ? g & mask : (g >>> 0) % dims;
       // Without branches (the sign is a coin flip): +1, or −1 when the top bit is set.
-      counts[bucket] += 1 - ((g >>> 31) << 1);
+      counts[bucket] = counts[bucket]! + 1 - ((g >>> 31) << 1);
       list[touched++] = bucket;
     }
   }
