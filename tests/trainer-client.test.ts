@@ -324,7 +324,11 @@ describe('trainer client: announcements, staleness, replay, starvation', () => {
       expect(late.decisions.map((d) => d.value.rollout.id)).toEqual(['late-fresh']);
       await waitUntil(() => client.metrics.lastStarvationSignal?.kind === 'starvation-cleared', 'the starvation to clear', 10_000);
       const cleared = await consumeTopic(env.kafka, env.catalog.control, (m) => m.some((x) => x.value?.toString().includes('starvation-cleared')), { settleMs: 0, timeoutMs: 10_000 });
-      expect(cleared.filter((m) => m.key?.toString() === 'starvation.starving-test').map((m) => (JSON.parse(m.value!.toString()) as StarvationSignal).kind)).toEqual(['starvation', 'starvation-cleared']);
+      const kinds = cleared.filter((m) => m.key?.toString() === 'starvation.starving-test').map((m) => (JSON.parse(m.value!.toString()) as StarvationSignal).kind);
+      // Starving, then cleared by late-fresh. On a loaded machine the trainer may already be idle
+      // again for idleMs before this read, and starve anew: signals alternate, one per change.
+      expect(kinds.slice(0, 2)).toEqual(['starvation', 'starvation-cleared']);
+      expect(kinds).toEqual(kinds.map((_, i) => (i % 2 === 0 ? 'starvation' : 'starvation-cleared')));
       await iterator.return?.();
     } finally {
       await client.close();
