@@ -106,18 +106,28 @@ export const operatorConfigSchema = z.discriminatedUnion('type', [
  * Orders of built-in operators that make no sense, refused at start rather than discovered in
  * the data, each with the index of the operator at fault. The config schema and the topology
  * builder both ask this, so a JSON config and a topology built in code are held to one rule.
+ * A step is its type and, for the operators whose needs depend on it, its `mode`.
  *
- *   operatorOrderProblems(['preference-pairs', 'validate'])
+ *   operatorOrderProblems([{ type: 'preference-pairs' }, { type: 'validate' }])
  *   // → [{ index: 0, message: 'preference-pairs must be the last operator: …' }, …]
+ *   operatorOrderProblems([{ type: 'acceptance-control', mode: 'top-k' }])
+ *   // → [{ index: 0, message: 'acceptance-control in mode top-k needs a group-filter before it: …' }]
  */
-export function operatorOrderProblems(types: readonly string[]): Array<{ index: number; message: string }> {
+export function operatorOrderProblems(steps: ReadonlyArray<{ type: string; mode?: unknown }>): Array<{ index: number; message: string }> {
   const problems: Array<{ index: number; message: string }> = [];
+  const types = steps.map((s) => s.type);
+  const group = types.indexOf('group-filter');
   const pairs = types.indexOf('preference-pairs');
   if (pairs >= 0) {
     if (pairs !== types.length - 1) problems.push({ index: pairs, message: 'preference-pairs must be the last operator: it pairs by the final reasons' });
-    const group = types.indexOf('group-filter');
     if (group < 0 || group > pairs) problems.push({ index: pairs, message: 'preference-pairs needs a group-filter before it: it pairs samples of a group released together' });
   }
+  steps.forEach((step, index) => {
+    // Without whole groups every sample would be dead-lettered at run time (no group.size).
+    if (step.type === 'acceptance-control' && step.mode === 'top-k' && (group < 0 || group > index)) {
+      problems.push({ index, message: 'acceptance-control in mode top-k needs a group-filter before it: it ranks the samples of a group released together' });
+    }
+  });
   const seen = new Set<string>();
   types.forEach((type, index) => {
     // Built-ins keep a store named after their type (pipeline/builtins.ts): two would share it.
@@ -128,7 +138,7 @@ export function operatorOrderProblems(types: readonly string[]): Array<{ index: 
 }
 
 function checkOperatorOrder(operators: ReadonlyArray<{ type: string }>, ctx: z.RefinementCtx): void {
-  for (const { index, message } of operatorOrderProblems(operators.map((o) => o.type))) ctx.addIssue({ code: 'custom', path: [index, 'type'], message });
+  for (const { index, message } of operatorOrderProblems(operators)) ctx.addIssue({ code: 'custom', path: [index, 'type'], message });
 }
 
 export const pipelineConfigSchema = z.strictObject({

@@ -151,8 +151,8 @@ export class Topology {
       const topic = changelogTopic(this.settings.topics.prefix, this.name, name);
       if (topic.length > MAX_TOPIC) problems.push(`store "${name}" of ${owner}: its changelog topic ${topic} is longer than Kafka's ${MAX_TOPIC} characters`);
     }
-    const types = this.steps.map((s) => (s.kind === 'builtin' ? s.config.type : `${s.kind}:${s.name}`));
-    for (const { index, message } of operatorOrderProblems(types)) problems.push(`${at(index)}: ${message}`);
+    const steps = this.steps.map((s) => (s.kind === 'builtin' ? { type: s.config.type, mode: 'mode' in s.config ? s.config.mode : undefined } : { type: `${s.kind}:${s.name}` }));
+    for (const { index, message } of operatorOrderProblems(steps)) problems.push(`${at(index)}: ${message}`);
     return problems;
   }
 

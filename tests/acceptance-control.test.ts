@@ -5,6 +5,9 @@ import { groupFilter, groupFilterDefaults, groupFilterStore } from '../operators
 import { stepThreshold } from '../lib/adaptive-threshold.ts';
 import { isRejected, type Sample } from '../lib/envelope.ts';
 import { acceptanceControlConfig } from '../pipeline/operator-configs.ts';
+import { parseConfig } from '../pipeline/config.ts';
+import { builtin, groupFilter as groupFilterStep, validate } from '../pipeline/builtin-steps.ts';
+import { topology } from '../pipeline/topology.ts';
 import { PartitionState } from '../streams/state-store.ts';
 import { sample, samplesOf, through } from './helpers/envelopes.ts';
 
@@ -125,5 +128,19 @@ describe('acceptance-control config', () => {
     expect(bad.error!.issues[0]!.path).toEqual(['target']);
     const unknown = acceptanceControlConfig.safeParse({ type: 'acceptance-control', score: 'model', treshold: 1 });
     expect(unknown.success).toBe(false);
+  });
+
+  it('refuses top-k without a group-filter before it, at config time (JSON config and topology alike)', () => {
+    const topK = { type: 'acceptance-control', mode: 'top-k', score: 'model', k: 2 } as const;
+    expect(() => parseConfig({ name: 'p', operators: [{ type: 'validate' }, topK] })).toThrow(/top-k needs a group-filter before it[\s\S]*at operators\[1\]\.type/);
+    expect(() => parseConfig({ name: 'p', operators: [topK, { type: 'group-filter' }] })).toThrow(/top-k needs a group-filter before it[\s\S]*at operators\[0\]\.type/);
+    expect(parseConfig({ name: 'p', operators: [{ type: 'group-filter' }, topK] }).operators[1]).toMatchObject({ mode: 'top-k', k: 2 });
+    // Rate mode needs no groups.
+    expect(parseConfig({ name: 'p', operators: [{ type: 'acceptance-control', score: 'model' }] }).operators[0]).toMatchObject({ mode: 'rate' });
+    const curate = (...steps: Parameters<ReturnType<typeof topology>['pipe']>) => topology({ name: 'p' }).source('rollouts').pipe(...steps);
+    expect(curate(validate(), builtin('acceptance-control', topK)).problems()).toEqual([
+      'step 2 (acceptance-control): acceptance-control in mode top-k needs a group-filter before it: it ranks the samples of a group released together',
+    ]);
+    expect(curate(groupFilterStep(), builtin('acceptance-control', topK)).problems()).toEqual([]);
   });
 });
