@@ -28,6 +28,8 @@ export interface GcReport {
   heapUsedBytes: number;
   /** The work done in the window, as the caller counts it (e.g. records processed). */
   records: number;
+  /** CPU time the whole process (every thread: JS, libuv, an embedded engine) used in the window, ms. */
+  cpuMs: number;
 }
 
 interface HeapStats {
@@ -45,6 +47,7 @@ export class GcWindow {
   private profiler: { start(): void; stop(): { statistics: GcStatistic[] } } | undefined;
   private openedAt = 0;
   private usedAtOpen = 0;
+  private cpuAtOpen: NodeJS.CpuUsage | undefined;
 
   constructor() {
     this.observer.observe({ entryTypes: ['gc'] });
@@ -54,6 +57,7 @@ export class GcWindow {
   open(): void {
     this.profiler?.stop();
     this.openedAt = performance.now();
+    this.cpuAtOpen = process.cpuUsage();
     this.usedAtOpen = v8.getHeapStatistics().used_heap_size;
     const Profiler = (v8 as unknown as { GCProfiler?: new () => { start(): void; stop(): { statistics: GcStatistic[] } } }).GCProfiler;
     this.profiler = Profiler === undefined ? undefined : new Profiler();
@@ -62,6 +66,7 @@ export class GcWindow {
 
   close(records: number): GcReport {
     const closedAt = performance.now();
+    const cpu = process.cpuUsage(this.cpuAtOpen);
     const usedAtClose = v8.getHeapStatistics().used_heap_size;
     const statistics = this.profiler?.stop().statistics ?? [];
     // Entries are delivered asynchronously; those of the last few ms may still be queued.
@@ -77,6 +82,78 @@ export class GcWindow {
     }
     allocated += Math.max(0, usedAtClose - after);
     const wallMs = closedAt - this.openedAt;
-    return { wallMs, gcMs, gcShare: wallMs > 0 ? gcMs / wallMs : 0, collections: inside.length, allocatedBytes: this.profiler === undefined ? Number.NaN : allocated, heapUsedBytes: usedAtClose, records };
+    return { wallMs, gcMs, gcShare: wallMs > 0 ? gcMs / wallMs : 0, collections: inside.length, allocatedBytes: this.profiler === undefined ? Number.NaN : allocated, heapUsedBytes: usedAtClose, records, cpuMs: (cpu.user + cpu.system) / 1000 };
   }
+}
+
+/**
+ * A CPU profile of a window of this process's run (V8's sampling profiler through
+ * `node:inspector`), written as a `.cpuprofile` (Chrome DevTools' format) and summarised by
+ * where the self time goes: per package under node_modules, per file of this repo, and V8's
+ * own buckets ("(garbage collector)", "(program)", "(idle)").
+ *
+ *   const cpu = await CpuWindow.start();  …work…  const { top } = await cpu.stop('/tmp/w.cpuprofile');
+ */
+export class CpuWindow {
+  private constructor(private readonly session: import('node:inspector').Session) {}
+
+  static async start(intervalUs = 200): Promise<CpuWindow> {
+    const { Session } = await import('node:inspector');
+    const session = new Session();
+    session.connect();
+    const post = (method: string, params?: object) => new Promise<void>((resolve, reject) => session.post(method, params ?? {}, (err) => (err ? reject(err) : resolve())));
+    await post('Profiler.enable');
+    await post('Profiler.setSamplingInterval', { interval: intervalUs });
+    await post('Profiler.start');
+    return new CpuWindow(session);
+  }
+
+  /** Stops, writes the profile to `file`, and returns the self-time shares (largest first). */
+  async stop(file: string): Promise<{ top: Array<{ where: string; share: number }> }> {
+    const profile = await new Promise<CpuProfile>((resolve, reject) =>
+      this.session.post('Profiler.stop', (err, result) => (err ? reject(err) : resolve((result as { profile: CpuProfile }).profile))),
+    );
+    this.session.disconnect();
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(file, JSON.stringify(profile));
+    return { top: selfTimeBy(profile, bucketOf) };
+  }
+}
+
+interface CpuProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+}
+
+export interface CpuProfile {
+  nodes: CpuProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+}
+
+const REPO_URL = new URL('../', import.meta.url).href;
+
+/** A package under node_modules, a file of the repo, or V8's bucket for a frame without a script. */
+export function bucketOf(frame: CpuProfileNode['callFrame']): string {
+  const { url, functionName } = frame;
+  if (url === '') return functionName.startsWith('(') ? functionName : `(native) ${functionName}`;
+  const modules = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(url);
+  if (modules !== null) return modules[1]!;
+  if (url.startsWith('node:')) return url;
+  return url.startsWith(REPO_URL) ? url.slice(REPO_URL.length) : url;
+}
+
+/** Self time per bucket (sample time deltas summed by the sampled node's bucket), as shares of the total. */
+export function selfTimeBy(profile: CpuProfile, bucket: (frame: CpuProfileNode['callFrame']) => string): Array<{ where: string; share: number }> {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const sums = new Map<string, number>();
+  let total = 0;
+  profile.samples.forEach((id, i) => {
+    const dt = profile.timeDeltas[i] ?? 0;
+    const where = bucket(byId.get(id)!.callFrame);
+    sums.set(where, (sums.get(where) ?? 0) + dt);
+    total += dt;
+  });
+  return [...sums].map(([where, t]) => ({ where, share: total > 0 ? t / total : 0 })).sort((a, b) => b.share - a.share);
 }

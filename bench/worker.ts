@@ -18,12 +18,13 @@
  */
 // First, as pipeline/run.ts does: kafkajs must load with the linear producer grouping.
 import '../streams/kafkajs-producer.ts';
+import { join } from 'node:path';
 import { Kafka, type ConsumerConfig } from 'kafkajs';
 import { parseConfig } from '../pipeline/config.ts';
 import { startPipeline, type PipelineProgress } from '../pipeline/run.ts';
 import { connectionsFromEnv } from '../streams/connections.ts';
 import { now } from './kafka.ts';
-import { GcWindow } from './profile.ts';
+import { CpuWindow, GcWindow } from './profile.ts';
 
 export interface WorkerJob {
   /** A pipeline config as JSON (the file's content with the bench's overrides). */
@@ -50,6 +51,13 @@ const job = JSON.parse(process.argv[2]!) as WorkerJob;
 const config = parseConfig(job.config, 'bench worker job');
 const connections = { ...connectionsFromEnv(), clickhouseUrl: job.clickhouseUrl };
 const gc = new GcWindow();
+/**
+ * FLYWHEEL_BENCH_CPU_PROFILE=<dir>: a CPU profile of the same window as the GC report (first
+ * fetch → job.expect processed), written to <dir>/<run>.cpuprofile, its self time by package
+ * and file printed on stderr (FLYWHEEL_BENCH_VERBOSE=1 shows it).
+ */
+const cpuDir = process.env.FLYWHEEL_BENCH_CPU_PROFILE;
+let cpu: Promise<CpuWindow> | undefined;
 
 /** Calls `changed` after every write of `object[key]` (the pipeline only ever adds to it). */
 function watch<T extends object>(object: T, key: keyof T & string, changed: (value: number) => void): void {
@@ -81,7 +89,10 @@ Kafka.prototype.consumer = function (this: Kafka, options: ConsumerConfig) {
     consumer.on(consumer.events.FETCH_START, () => {
       if (fetching) return;
       fetching = true;
-      if (job.expect > 0) gc.open();
+      if (job.expect > 0) {
+        gc.open();
+        if (cpuDir) cpu = CpuWindow.start();
+      }
       send({ type: 'fetching', t: now() });
     });
   }
@@ -95,6 +106,12 @@ process.on('message', (message: { type: string }) => {
 process.on('disconnect', () => process.exit(1));
 send({ type: 'loaded' });
 
+async function writeProfile(window: Promise<CpuWindow>): Promise<void> {
+  const file = join(cpuDir!, `${config.run}.cpuprofile`);
+  const { top } = await (await window).stop(file);
+  process.stderr.write(`cpu profile ${file}; self time:\n${top.slice(0, 40).map((t) => `  ${(t.share * 100).toFixed(1).padStart(5)} %  ${t.where}`).join('\n')}\n`);
+}
+
 async function run(): Promise<void> {
   try {
     const pipeline = await startPipeline(config, connections, { inputTopic: job.inputTopic });
@@ -106,6 +123,7 @@ async function run(): Promise<void> {
       reported = true;
       // Opened at the first fetch (at ready, should no fetch report come).
       send({ type: 'gc', report: gc.close(processed) });
+      if (cpu !== undefined) void writeProfile(cpu);
     });
     const stored = () => send({ type: 'stored', t: now(), stored: progress.stored.samples + progress.stored.dead_letters });
     watch(progress.stored, 'samples', stored);

@@ -118,23 +118,20 @@ function appendSlot(store: KeyValueStore, seq: number, key: string): void {
 }
 
 /**
- * Reads queue slots, parsing each chunk once while it stays unchanged (evict walks a chunk slot
- * by slot). `take` also deletes what a popped slot leaves behind: the chunk after its last slot.
+ * The last chunk parsed, by its text: every record's eviction check reads the head slot, and the
+ * head chunk rarely changes, so it is parsed once rather than per record.
  */
-class Slots {
-  private raw: string | undefined;
-  private parsed: [number, ...string[]] | undefined;
+let lastChunk: { raw: string; parsed: [number, ...string[]] } | undefined;
 
+/** Reads queue slots; `popped` deletes what a popped slot leaves behind: the chunk after its last slot. */
+class Slots {
   constructor(private readonly store: KeyValueStore) {}
 
   private chunk(seq: number): [number, ...string[]] | undefined {
     const raw = this.store.get(chunkKey(seq));
     if (raw === undefined) return undefined;
-    if (raw !== this.raw) {
-      this.raw = raw;
-      this.parsed = JSON.parse(raw) as [number, ...string[]];
-    }
-    return this.parsed;
+    if (lastChunk?.raw !== raw) lastChunk = { raw, parsed: JSON.parse(raw) as [number, ...string[]] };
+    return lastChunk.parsed;
   }
 
   /** The hash in slot `seq`, undefined when the slot is gone. */
