@@ -9,6 +9,7 @@ users bring have trained heads; this one exists so tests can compare Node's scor
 Python onnxruntime's on the same file.
 """
 
+import os
 import shutil
 import sys
 
@@ -23,7 +24,7 @@ def main() -> None:
     seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     model = onnx.load(f'{src}/model.onnx')
     graph = model.graph
-    hidden = int(next(p.value for p in model.metadata_props if p.key == 'hidden_size'))
+    hidden = hidden_size(model)
     rng = np.random.RandomState(seed)
     w = (rng.standard_normal((hidden, classes)) * 0.1).astype(np.float32)
     b = (rng.standard_normal(classes) * 0.1).astype(np.float32)
@@ -38,15 +39,31 @@ def main() -> None:
         ]
     )
     graph.output.append(helper.make_tensor_value_info('logits', onnx.TensorProto.FLOAT, ['batch', classes]))
-    for p in model.metadata_props:
-        if p.key == 'version':
-            p.value = f'{p.value}+head{classes}-seed{seed}'
-    import os
+    versions = [p for p in model.metadata_props if p.key == 'version']
+    if versions:
+        versions[0].value = f'{versions[0].value}+head{classes}-seed{seed}'
+    else:
+        model.metadata_props.add(key='version', value=f'{os.path.basename(os.path.normpath(src))}+head{classes}-seed{seed}')
 
     os.makedirs(out, exist_ok=True)
     onnx.save(model, f'{out}/model.onnx')
-    shutil.copy(f'{src}/tokenizer.json', f'{out}/tokenizer.json')
-    shutil.copy(f'{src}/tokenizer_config.json', f'{out}/tokenizer_config.json')
+    for name in ('tokenizer.json', 'tokenizer_config.json'):
+        if os.path.exists(f'{src}/{name}'):
+            shutil.copy(f'{src}/{name}', f'{out}/{name}')
+
+
+def hidden_size(model) -> int:
+    """The encoder's width: metadata "hidden_size" (models/export_bert_onnx.py writes it), else
+    the last dimension of last_hidden_state (as in the Maven jar's export)."""
+    for p in model.metadata_props:
+        if p.key == 'hidden_size':
+            return int(p.value)
+    for o in model.graph.output:
+        if o.name == 'last_hidden_state':
+            last = o.type.tensor_type.shape.dim[-1]
+            if last.dim_value > 0:
+                return last.dim_value
+    raise SystemExit('model.onnx: no hidden_size metadata and no fixed last dimension of last_hidden_state')
 
 
 if __name__ == '__main__':
