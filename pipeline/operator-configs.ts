@@ -323,6 +323,18 @@ export const semanticDedupeConfig = withDefaults(
     scope: z.enum(['global', 'group']).optional(),
     index: z.enum(['hnsw', 'exact']).optional(),
     scoreName: name.optional(),
+    /** Which samples are embedded and compared (an expression, as rule-filter's `when`). */
+    when: z
+      .string()
+      .superRefine((w, ctx) => {
+        try {
+          compileExpression(w, { field: 'when', vocabulary: sampleVocabulary(), result: 'boolean' });
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        }
+      })
+      .nullable()
+      .optional(),
     ...microBatch,
   },
   semanticDedupeDefaults,

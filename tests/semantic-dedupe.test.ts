@@ -16,6 +16,7 @@ import { connections, consumeTopic, testKafka, uniquePrefix } from './helpers/ka
 import type { Envelope, Sample } from '../lib/envelope.ts';
 import { featureDefaults, type FeatureConfig } from '../contracts/features.ts';
 import { OnnxEncoder } from '../pipeline/onnx-models.ts';
+import { seedSemanticDedupe } from '../pipeline/corpus-seed.ts';
 import { semanticDedupe, semanticDedupeDefaults, semanticDedupeStore, type Encoder, type SemanticDedupeConfig } from '../operators/dedupe/semantic-dedupe.ts';
 import { PartitionState } from '../streams/state-store.ts';
 import { projectionEncoderOnnx } from '../contracts/onnx-codec.ts';
@@ -102,6 +103,47 @@ describe('semanticDedupe', () => {
     );
     expect(out.map((s) => s.reasons)).toEqual([[], ['below_min:rule'], []]);
     expect(out[1]!.scores).toEqual({});
+  });
+
+  it('embeds, compares and remembers only the samples `when` selects; the others pass untouched', async () => {
+    const counted = counting(encoder);
+    const tagged = (id: string, response: string, source: string) => sample({ id, prompt: '', response, group_id: 'g', tags: { source } });
+    const out = samplesOf(
+      await through(semanticDedupe(config({ when: "tags.source == 'forum'" }), counted, newStore().store(semanticDedupeStore.name)), [
+        tagged('a', originals[0]!, 'forum'),
+        tagged('b', nearCopies[0]!, 'template'), // a copy, but not selected: neither checked nor remembered
+        tagged('c', originals[1]!, 'template'),
+        tagged('d', nearCopies[1]!, 'forum'), // c was not remembered
+        tagged('e', nearCopies[0]!, 'forum'),
+      ]),
+    );
+    expect(out.map((s) => s.duplicateOf)).toEqual([null, null, null, null, 'a']);
+    expect(out[1]!.scores).toEqual({});
+    expect(counted.calls.reduce((a, b) => a + b, 0)).toBe(3);
+  });
+
+  it('refuses a `when` that does not parse, at the config edge, naming the field', () => {
+    expect(() => parseConfig({ name: 'x', operators: [{ type: 'semantic-dedupe', when: "tags.source = 'x'", encoder: { path: 'e.onnx' } }] })).toThrow(/operators\[0\]\.when/);
+  });
+
+  it('seeds a store as streaming the same items would: bounded by maxEntries and TTL, `when` applied', async () => {
+    const t0 = 1_700_000_000_000;
+    const items = [
+      ...originals.map((t, i) => ({ id: `o${i}`, prompt: '', response: t, groupId: 'g', at: t0 + i * 1000, tags: { source: 'forum' } })),
+      { id: 'x', prompt: '', response: unrelated[0]!, groupId: 'g', at: t0 + 9000, tags: { source: 'template' } },
+      { id: 'n3', prompt: '', response: nearCopies[3]!, groupId: 'g', at: t0 + 9000, tags: { source: 'forum' } },
+    ];
+    async function* from<T>(xs: T[]) {
+      yield* xs;
+    }
+    const c = config({ maxEntries: 3, when: "tags.source == 'forum'", maxBatch: 2 });
+    const seeded = newStore();
+    expect(await seedSemanticDedupe(seeded.store(semanticDedupeStore.name), c, encoder, from(items))).toEqual({ inserted: 4, duplicates: 1, skipped: 1 });
+    const streamed = newStore();
+    await through(semanticDedupe(c, encoder, streamed.store(semanticDedupeStore.name)), items.map((i) => sample({ id: i.id, prompt: '', response: i.response, group_id: 'g', created_at: i.at, tags: i.tags })));
+    expect(seeded.pendingChanges()).toEqual(streamed.pendingChanges());
+    seeded.commit();
+    expect(seeded.store(semanticDedupeStore.name).size).toBe(4); // meta + maxEntries
   });
 
   it('compares only within a prompt group in group scope', async () => {

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { map, type Observable } from 'rxjs';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decisionHash } from '../cli/replay.ts';
 import { syntheticRollouts } from '../cli/synthetic.ts';
 import type { Envelope, Sample } from '../lib/envelope.ts';
@@ -17,6 +17,7 @@ import {
   qdArchive,
   ruleScore,
   selfCertainty,
+  semanticDedupe,
   thresholdFilter,
   validate,
   weaknessTracker,
@@ -26,6 +27,7 @@ import type { OperatorResources } from '../pipeline/curators.ts';
 import { describePipeline } from '../pipeline/describe.ts';
 import { defineStore, operator, stateless } from '../pipeline/operator.ts';
 import { startPipeline } from '../pipeline/run.ts';
+import { bundledTextModel } from '../pipeline/text-models.ts';
 import { topology, topologyFromConfig, TopologyError, type Topology, type TopologySettingsInput } from '../pipeline/topology.ts';
 import { openStore, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
@@ -70,6 +72,7 @@ function demo(settings: Partial<TopologySettingsInput> = {}, modelPath?: string)
       errorCompensate({ score: 'model', k: 16, minSimilarity: 0.6 }),
       exactDedupe({ scope: 'global' }),
       nearDedupe({ scope: 'group', threshold: 0.8 }),
+      semanticDedupe({ scope: 'group', threshold: 0.75, when: "tags.source == 'explanations'", encoder: { kind: 'text', dir: '.cache/models/all-minilm-l6-v2' } }),
       qdArchive({
         descriptors: [
           { name: 'skill', label: { tag: 'skill' }, categories: ['addition', 'multiplication', 'subtraction'] },
@@ -212,6 +215,9 @@ describe('the same decisions from the JSON config and the builder, on the same i
   const database = `topology_${Date.now()}`;
   const kafka = testKafka('topology');
   let store: ClickHouseStore | undefined;
+
+  // The demo config's semantic-dedupe encoder: models/setup.sh links it where the config says.
+  beforeAll(() => void bundledTextModel(), 10 * 60_000);
 
   afterAll(async () => {
     await store?.command(`DROP DATABASE IF EXISTS ${database}`);

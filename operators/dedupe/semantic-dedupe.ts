@@ -4,6 +4,7 @@ import { eventTimeOf, isRejected, type Curator, type Envelope, type Sample } fro
 import { dot, exactVectorIndex, hnswVectorIndex, type VectorIndex } from '../../lib/vector-index.ts';
 import { responseText } from '../../contracts/features.ts';
 import { microBatch, type MicroBatchConfig } from '../../lib/micro-batch.ts';
+import { compileExpression, sampleVocabulary } from '../../lib/expression.ts';
 
 /** Texts to vectors; similar texts should get vectors of high cosine similarity. */
 export interface Encoder {
@@ -34,6 +35,13 @@ export interface SemanticDedupeConfig extends MicroBatchConfig {
   index: 'hnsw' | 'exact';
   /** Where the best similarity found is written. */
   scoreName: string;
+  /**
+   * Which samples are embedded, compared and remembered (lib/expression.ts, e.g.
+   * "tags.source == 'forum'"); the others (false or unknown) pass untouched. null: all.
+   * Why: a sentence encoder barely sees numbers or names, so templated samples that differ
+   * only in them ("Sample 1 computes 2 + 3", "Sample 2 computes 4 + 5") embed almost alike.
+   */
+  when: string | null;
 }
 
 export const semanticDedupeDefaults: SemanticDedupeConfig = {
@@ -44,6 +52,7 @@ export const semanticDedupeDefaults: SemanticDedupeConfig = {
   scope: 'global',
   index: 'hnsw',
   scoreName: 'semantic.similarity',
+  when: null,
   maxBatch: 64,
   latencyMs: 20,
 };
@@ -65,8 +74,9 @@ interface Entry {
 /**
  * Rejects near duplicates by embedding similarity, in micro-batches (see `microBatch`; every
  * envelope leaves in arrival order). For each batch:
- * 1. samples not already rejected are embedded in one encoder call (an encoder failure errors
- *    the stream so the batch is retried: it is not the data's fault);
+ * 1. samples not already rejected (and for which `when` holds, when set) are embedded in one
+ *    encoder call (an encoder failure errors the stream so the batch is retried: it is not the
+ *    data's fault); the others pass untouched;
  * 2. in arrival order, the clock moves to each sample's event time (eventTimeOf; never back) and
  *    up to `evictionsPerStep` embeddings older than `ttlMs` are forgotten (older ones left are
  *    never matched); then the sample is compared (cosine) with the remembered embeddings of the
@@ -95,10 +105,20 @@ interface Entry {
  *   //   → reasons ['near_duplicate:semantic'], duplicateOf = the first's id, scores['semantic.similarity'] = 0.95
  */
 export function semanticDedupe(config: SemanticDedupeConfig, encoder: Encoder, store: KeyValueStore): Curator {
+  return microBatch(config, semanticDedupeBatches(config, encoder, store));
+}
+
+/**
+ * The work of semanticDedupe on one micro-batch at a time (steps 1–3 above), for callers that
+ * batch themselves: seeding the store from stored samples (pipeline/corpus-seed.ts) goes
+ * through exactly this, so a seeded store is what streaming the same samples would have left.
+ */
+export function semanticDedupeBatches(config: SemanticDedupeConfig, encoder: Encoder, store: KeyValueStore): (batch: Envelope[]) => Promise<Envelope[]> {
   checkSemanticDedupeConfig(config);
+  const when = config.when === null ? null : compileExpression(config.when, { field: 'when', vocabulary: sampleVocabulary(), result: 'boolean' });
   const mirror = new Mirror(store, config);
-  return microBatch(config, async (batch) => {
-    const candidates = batch.flatMap((e, at) => (e.kind === 'sample' && !isRejected(e) ? [{ at, sample: e }] : []));
+  return async (batch) => {
+    const candidates = batch.flatMap((e, at) => (e.kind === 'sample' && !isRejected(e) && (when === null || when.evaluate(e) === true) ? [{ at, sample: e }] : []));
     if (candidates.length === 0) return batch;
     const vectors = await encoder.embed(candidates.map(({ sample }) => dedupeText(sample.rollout, config.scope)));
     if (vectors.length !== candidates.length) throw new Error(`encoder ${encoder.version} returned ${vectors.length} embeddings for ${candidates.length} texts`);
@@ -127,7 +147,7 @@ export function semanticDedupe(config: SemanticDedupeConfig, encoder: Encoder, s
     }
     mirror.save();
     return out;
-  });
+  };
 }
 
 export function checkSemanticDedupeConfig(c: SemanticDedupeConfig): void {
