@@ -189,7 +189,7 @@ export async function startTopology(topology: Topology, connections: Connections
     fromBeginning: config.source.fromBeginning,
     partitionsConsumedConcurrently: config.source.partitionsConsumedConcurrently,
     maxBatchBytes: config.source.maxBatchBytes,
-    prepare: config.seed === undefined ? undefined : (partition, state) => seedPartition(config, partition, state, clickhouse),
+    prepare: config.seed === undefined ? undefined : (partition, state) => seedPartition(config, partition, state, clickhouse, resources.files.encoders),
     assign: (partition, state) => topology.chain(partition, state, resources, { events, topic: inputTopic }),
     tickMs: config.source.tickMs,
     process: async (input, partition) => {

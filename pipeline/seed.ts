@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { Partitioners } from 'kafkajs';
-import { clickhouseItems, jsonlItems, seedExactDedupe, seedNearDedupe, type CorpusItem } from './corpus-seed.ts';
+import { clickhouseItems, jsonlItems, seedExactDedupe, seedNearDedupe, seedSemanticDedupe, type CorpusItem } from './corpus-seed.ts';
 import { exactDedupeStore } from '../operators/dedupe/exact-dedupe.ts';
 import { nearDedupeStore } from '../operators/dedupe/near-dedupe.ts';
+import { semanticDedupeStore, type Encoder, type SemanticDedupeConfig } from '../operators/dedupe/semantic-dedupe.ts';
 import { quoteString } from '../sinks/clickhouse/sql.ts';
 import type { ClickHouseStore } from '../sinks/clickhouse/store.ts';
 import type { PartitionState } from '../streams/state-store.ts';
@@ -17,13 +18,32 @@ import type { PipelineConfig } from './config.ts';
  * does not seed again. Group-scoped indexes get the items of the groups that land on the
  * partition (the default partitioner, as producers key by group id); global ones get every item,
  * since a copy may arrive in any group. The operators' bounds and TTL apply to seeded entries.
+ * semantic-dedupe (given its loaded `encoders`, by operator position) re-embeds what it is
+ * offered, so it is offered only what its bounds would keep: the newest maxEntries items (per
+ * partition) of the corpus, those within ttlMs of the newest — from ClickHouse the newest rows
+ * only, by a LIMIT.
  */
-export async function seedPartition(config: PipelineConfig, partition: number, state: PartitionState, store: ClickHouseStore): Promise<void> {
+export async function seedPartition(
+  config: PipelineConfig,
+  partition: number,
+  state: PartitionState,
+  store: ClickHouseStore,
+  encoders: ReadonlyMap<number, Encoder> = new Map(),
+): Promise<void> {
   const seed = config.seed;
   if (seed === undefined) return;
   const marker = `#seeded:${createHash('sha256').update(JSON.stringify(seed)).digest('hex').slice(0, 16)}`;
   const mine = (item: CorpusItem, scope: 'global' | 'group') => scope === 'global' || partitionOf(item.groupId ?? '', config.topics.partitions) === partition;
-  for (const op of config.operators) {
+  for (const [i, op] of config.operators.entries()) {
+    if (op.type === 'semantic-dedupe') {
+      const kv = state.store(semanticDedupeStore.name);
+      const encoder = encoders.get(i);
+      if (kv.get(marker) !== undefined || encoder === undefined) continue;
+      const items = newest(filtered(semanticCorpus(seed, store, op, config.topics.partitions), (item) => mine(item, op.scope)), op.maxEntries, op.ttlMs);
+      await seedSemanticDedupe(kv, op, encoder, dated(toAsync(await items), Date.now()));
+      kv.put(marker, new Date().toISOString());
+      continue;
+    }
     if (op.type !== 'exact-dedupe' && op.type !== 'near-dedupe') continue;
     const kv = state.store(op.type === 'exact-dedupe' ? exactDedupeStore.name : nearDedupeStore.name);
     if (kv.get(marker) !== undefined) continue;
@@ -45,6 +65,42 @@ async function* corpus(seed: NonNullable<PipelineConfig['seed']>, store: ClickHo
        WHERE decision = 'accepted' AND pipeline_run = ${quoteString(run)} ORDER BY created_at, id`,
     );
   }
+}
+
+/** semantic-dedupe's corpus: the JSON-lines files, and the newest accepted samples of each run with their tags. */
+async function* semanticCorpus(seed: NonNullable<PipelineConfig['seed']>, store: ClickHouseStore, op: SemanticDedupeConfig, partitions: number): AsyncGenerator<CorpusItem> {
+  for (const path of seed.jsonl) yield* jsonlItems(path);
+  // Group scope keeps maxEntries per partition, and this partition's share is found after the query.
+  const limit = op.maxEntries * (op.scope === 'group' ? partitions : 1);
+  for (const run of seed.clickhouseRuns) {
+    const rows = clickhouseItems(
+      store,
+      `SELECT id, prompt, response, group_id, toUInt32(created_at) AS created_s, tag_keys, tag_values FROM samples
+       WHERE decision = 'accepted' AND pipeline_run = ${quoteString(run)} ORDER BY created_at DESC, id DESC LIMIT ${limit}`,
+    );
+    const newestFirst: CorpusItem[] = [];
+    for await (const item of rows) newestFirst.push(item);
+    yield* newestFirst.reverse();
+  }
+}
+
+/**
+ * The last `maxEntries` of `items` (read in full, holding no more than that), oldest first,
+ * without those older than `ttlMs` before the newest dated one: what the index would keep.
+ */
+async function newest(items: AsyncIterable<CorpusItem>, maxEntries: number, ttlMs: number | null): Promise<CorpusItem[]> {
+  const kept: CorpusItem[] = [];
+  let latest = -Infinity;
+  for await (const item of items) {
+    kept.push(item);
+    if (kept.length > maxEntries) kept.shift();
+    if (item.at !== undefined && item.at > latest) latest = item.at;
+  }
+  return ttlMs === null ? kept : kept.filter((item) => item.at === undefined || item.at >= latest - ttlMs);
+}
+
+async function* toAsync<T>(items: Iterable<T>): AsyncGenerator<T> {
+  yield* items;
 }
 
 async function* dated(items: AsyncIterable<CorpusItem>, now: number): AsyncGenerator<CorpusItem> {
