@@ -6,6 +6,7 @@
  *   npm run bench                          100,000 rollouts, every section
  *   npm run bench -- --records 5000        a quick run (harness check, not figures)
  *   npm run bench -- --only kafka,pipeline --no-pin
+ *   npm run bench -- --only efficacy [--quick]   bench/efficacy/main.ts (not in the default run)
  *
  * Sections (in run order): kafka (bare consumer anchor, Java ConsumerPerformance, kafkajs +
  * serde), pipeline (deploy/pipeline.json), demo (deploy/flywheel-demo.json's operator set),
@@ -28,7 +29,9 @@ import { pinForBench } from './pin.ts';
 import { DEMO_CONFIG, PIPELINE_CONFIG, runPipeline, type PipelineJob, type PipelineMeasurement } from './pipeline.ts';
 import { ratio, type BenchRow } from './row.ts';
 
-const SECTIONS = ['kafka', 'pipeline', 'demo', 'latency', 'scale', 'restore', 'modules', 'clients', 'inprocess'] as const;
+const SECTIONS = ['kafka', 'pipeline', 'demo', 'latency', 'scale', 'restore', 'modules', 'clients', 'inprocess', 'efficacy'] as const;
+/** Sections run only when --only names them: efficacy measures selection quality, not speed, and takes minutes. */
+const OPT_IN: ReadonlySet<Section> = new Set(['efficacy']);
 type Section = (typeof SECTIONS)[number];
 
 const { values: args } = parseArgs({
@@ -37,11 +40,12 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     skip: { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
+    quick: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (args.help) {
-  console.log(`usage: npm run bench -- [--records N] [--only ${SECTIONS.join(',')}] [--skip …] [--no-pin]`);
+  console.log(`usage: npm run bench -- [--records N] [--only ${SECTIONS.join(',')}] [--skip …] [--no-pin] [--quick (efficacy)]`);
   process.exit(0);
 }
 const records = Number(args.records);
@@ -54,7 +58,7 @@ const sectionList = (value: string | undefined, flag: string): Set<Section> | un
 };
 const only = sectionList(args.only, '--only');
 const skip = sectionList(args.skip, '--skip') ?? new Set();
-const wanted = (s: Section) => (only === undefined || only.has(s)) && !skip.has(s);
+const wanted = (s: Section) => (only === undefined ? !OPT_IN.has(s) : only.has(s)) && !skip.has(s);
 
 const connections = connectionsFromEnv();
 const kafka = createKafka(connections, 'flywheel-bench');
@@ -201,6 +205,13 @@ async function main(): Promise<void> {
   }
   if (wanted('inprocess')) {
     await section('in-process', async () => (await import('./inprocess.ts')).benchInProcess(Math.min(records, 20_000)));
+  }
+  if (wanted('efficacy')) {
+    // Prints its per-round tables; the rows here are precision against the static threshold.
+    await section('bench/efficacy', async () => {
+      const { benchEfficacy, fullSize, quickSize } = await import('./efficacy/main.ts');
+      return benchEfficacy(args.quick ? quickSize : fullSize);
+    });
   }
   report(topic);
 }
