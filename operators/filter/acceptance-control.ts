@@ -70,7 +70,8 @@ const STATE_KEY = 'rate';
  * - `top-k`: the group filter releases a group's samples together, annotated `group.size`; the
  *   operator collects those consecutive samples and accepts the k candidates with the highest
  *   scores (ties: arrival order), rejecting the others with `acceptance:not_top_k`; `acceptance.rank`
- *   (1 = best) is annotated. A sample without `group.size` is dead-lettered (no group filter before it).
+ *   (1 = best) is annotated. A sample without `group.size` is dead-lettered (no group filter before it; a config
+ *   saying so is refused at start, `operatorOrderProblems`).
  *
  * @example
  *   acceptanceControl({ ...acceptanceControlDefaults, score: 'model', target: 0.3 }, store)
