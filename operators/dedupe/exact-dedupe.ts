@@ -161,6 +161,15 @@ const entryOf = (store: KeyValueStore, key: string): Entry | undefined => {
   return raw === undefined ? undefined : (JSON.parse(raw) as Entry);
 };
 
+/** The last head entry read, by its text: every record's eviction check reads it, and it rarely changes. */
+let lastHead: { raw: string; entry: Entry } | undefined;
+function headEntry(store: KeyValueStore, key: string): Entry | undefined {
+  const raw = store.get(`e:${key}`);
+  if (raw === undefined) return undefined;
+  if (lastHead?.raw !== raw) lastHead = { raw, entry: JSON.parse(raw) as Entry };
+  return lastHead.entry;
+}
+
 /**
  * Looks `key` up; when absent remembers it for `id` and returns undefined, else returns the
  * first id (refreshing it when configured). `at` is the sample's event time, already bounded
@@ -175,8 +184,10 @@ export function rememberExact(
   at: number,
   budget: EvictionBudget = { left: Number.POSITIVE_INFINITY },
 ): string | undefined {
-  const clock = Math.max(read(store, '#clock', at), at);
-  if (clock !== read(store, '#clock', Number.NaN)) store.put('#clock', String(clock));
+  const stored = store.get('#clock');
+  const previous = stored === undefined ? Number.NaN : Number(stored);
+  const clock = stored === undefined ? at : Math.max(previous, at);
+  if (clock !== previous) store.put('#clock', String(clock));
   const watermark = clock - config.allowedLatenessMs;
   const existing = entryOf(store, key);
   let tail = read(store, '#tail');
@@ -217,7 +228,7 @@ function evict(store: KeyValueStore, config: ExactDedupeConfig, watermark: numbe
   const slots = new Slots(store);
   while (head < tail && budget.left >= 1) {
     const key = slots.get(head)!;
-    const entry = entryOf(store, key);
+    const entry = headEntry(store, key);
     const live = entry !== undefined && entry.seq === head;
     if (live && size <= config.maxEntries && !expired(config, watermark, entry.lastSeen)) break;
     if (live) {
