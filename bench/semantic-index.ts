@@ -17,7 +17,9 @@
  * decisions made by an exact scan over the same 100,000 embeddings (search + add), 200 documents,
  * whose decisions are also the truth for the operator's recall. Memory per indexed document:
  * growth of the process's resident set over the 100,000 inserts (index, mirror and store),
- * and the store's key + value characters per entry (the changelog payload).
+ * and the store's key + value characters per entry (the changelog payload). Then the same in a
+ * second process with `index: "clusters"` (SemDeDup-style, lib/vector-index.ts), its time per
+ * document beside HNSW's and its recall against the same exact scan.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
@@ -25,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { from, lastValueFrom, toArray } from 'rxjs';
 import { prng } from '../cli/synthetic.ts';
 import { newSample, type Envelope, type Sample } from '../lib/envelope.ts';
-import { exactVectorIndex } from '../lib/vector-index.ts';
+import { clusterDefaults, exactVectorIndex } from '../lib/vector-index.ts';
 import { semanticDedupe, semanticDedupeDefaults, semanticDedupeStore, type Encoder, type SemanticDedupeConfig } from '../operators/dedupe/semantic-dedupe.ts';
 import { PartitionState } from '../streams/state-store.ts';
 import type { Rollout } from '../contracts/records.ts';
@@ -50,11 +52,17 @@ interface SideResult {
   storeCharsPerEntry: number;
 }
 
+type Index = 'hnsw' | 'clusters';
+
 export async function benchSemanticIndex(): Promise<BenchRow[]> {
   const hasTaskset = spawnSync('taskset', ['-c', '1', 'true']).status === 0;
-  const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--side'];
-  const [cmd, argv] = hasTaskset ? ['taskset', ['-c', '1', process.execPath, ...args]] : [process.execPath, args];
-  const r = JSON.parse(execFileSync(cmd, argv, { cwd: ROOT, maxBuffer: 1 << 26, encoding: 'utf8' })) as SideResult;
+  const measure = (index: Index) => {
+    const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--side', index];
+    const [cmd, argv] = hasTaskset ? ['taskset', ['-c', '1', process.execPath, ...args]] : [process.execPath, args];
+    return JSON.parse(execFileSync(cmd, argv, { cwd: ROOT, maxBuffer: 1 << 26, encoding: 'utf8' })) as SideResult;
+  };
+  const r = measure('hnsw');
+  const c = measure('clusters');
   const setting = `${INDEXED} indexed ${DIMS}-dim embeddings, threshold ${config.threshold}; one core${hasTaskset ? ' (taskset -c 1)' : ''}; CPU time`;
   return [
     {
@@ -78,6 +86,23 @@ export async function benchSemanticIndex(): Promise<BenchRow[]> {
     },
     { figure: 'semantic-dedupe memory per indexed document (RSS growth)', unit: 'bytes', flywheel: Math.round(r.rssPerDoc), anchor: '', anchorValue: null, note: 'HNSW graph (int8) + float32 mirror + the store\'s strings' },
     { figure: 'semantic-dedupe store key + value per entry', unit: 'chars', flywheel: Math.round(r.storeCharsPerEntry), anchor: '', anchorValue: null, note: 'base64 float32 vector + ids + time: the changelog payload' },
+    {
+      figure: 'semantic-dedupe ms per document at 100k (index "clusters", SemDeDup-style)',
+      unit: 'ms',
+      flywheel: c.msPerDoc,
+      anchor: 'HNSW, same run',
+      anchorValue: r.msPerDoc,
+      note: `${clusterDefaults.clusters} clusters, ${clusterDefaults.probes} probed; mean over the whole fill ${c.fillMsPerDoc.toFixed(3)} ms/doc; ${Math.round(c.rssPerDoc)} bytes RSS per document`,
+    },
+    {
+      figure: 'semantic-dedupe recall vs brute force (index "clusters")',
+      unit: 'recall',
+      flywheel: c.recall,
+      anchor: '',
+      anchorValue: null,
+      target: '≥ 0.95',
+      note: `over ${ANCHORED} documents: ${c.anchorDuplicates} duplicates by the exact scan, ${c.falseDuplicates} flagged that the scan did not`,
+    },
   ];
 }
 
@@ -115,14 +140,14 @@ const cpuMs = () => {
   return (u.user + u.system) / 1000;
 };
 
-async function side(): Promise<SideResult> {
+async function side(index: Index): Promise<SideResult> {
   const { vectors } = embeddings();
   // The encoder is a lookup: the text is "\n<index>" (global scope embeds prompt + "\n" + response).
   const encoder: Encoder = { version: 'bench', embed: async (texts) => texts.map((t) => vectors[Number(t.slice(t.lastIndexOf('\n') + 1))]!) };
   const samples = vectors.map((_, i) => newSample(doc(i), { topic: 't', partition: 0, offset: String(i) }, Buffer.alloc(0), null));
   const state = new PartitionState(0, [semanticDedupeStore.name]);
   const store = state.store(semanticDedupeStore.name);
-  const dedupe = semanticDedupe(config, encoder, store);
+  const dedupe = semanticDedupe({ ...config, index }, encoder, store);
   const run = async (from_: number, to: number): Promise<Sample[]> => {
     const out: Sample[] = [];
     for (let at = from_; at < to; at += BATCH) {
@@ -176,7 +201,8 @@ async function side(): Promise<SideResult> {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  if (process.argv.includes('--side')) process.stdout.write(JSON.stringify(await side()));
+  const at = process.argv.indexOf('--side');
+  if (at >= 0) process.stdout.write(JSON.stringify(await side(process.argv[at + 1] === 'clusters' ? 'clusters' : 'hnsw')));
   else {
     const { ratio } = await import('./row.ts');
     for (const row of await benchSemanticIndex()) {

@@ -2,12 +2,15 @@ import usearch from 'usearch';
 
 /**
  * A set of unit vectors under integer keys, searched by inner product (= cosine similarity for
- * unit vectors). Two implementations behind one interface:
+ * unit vectors). Three implementations behind one interface:
  * - `exactVectorIndex`: a scan over every vector; exact, O(count · dims) per search — the
  *   reference, and the right choice for small sets (a prompt group's few responses).
  * - `hnswVectorIndex`: an HNSW graph (usearch, int8-quantised) proposes `candidates` keys, which
  *   are re-ranked exactly against the float32 vectors kept here; so the similarities returned are
  *   exact, only the candidate set is approximate. O(log count) per search and per add.
+ * - `clusteredVectorIndex`: SemDeDup-style — vectors are assigned to clusters (online k-means)
+ *   and a search scans, exactly, the members of the `probes` clusters whose centroids are
+ *   nearest the query: cluster, then dedupe within clusters. O(clusters + members probed).
  * Neither persists itself: its owner keeps the vectors elsewhere (semantic-dedupe: the state
  * store's changelog) and rebuilds the index from them.
  *
@@ -115,6 +118,94 @@ export function hnswVectorIndex(dimensions: number, options: HnswOptions = hnswD
     // int8 copy + level-0 links (2·M 32-bit slots) + ~1.1× upper levels, and our float32 copy.
     bytes: () => vectors.size * (dimensions + Math.ceil(2 * options.connectivity * 4 * 1.1) + 16 + dimensions * 4 + MAP_ENTRY_BYTES),
   };
+}
+
+export interface ClusterOptions {
+  /** Most clusters; the first `clusters` vectors added seed them. */
+  clusters: number;
+  /** Clusters scanned per search (1: SemDeDup's "within the cluster" only). */
+  probes: number;
+}
+
+export const clusterDefaults: ClusterOptions = { clusters: 256, probes: 4 };
+
+/**
+ * SemDeDup-style search (see VectorIndex): online k-means (MacQueen) over the vectors added —
+ * 1. while fewer than `clusters` clusters exist, a vector added starts a new one (its centroid
+ *    the vector itself);
+ * 2. otherwise it joins the cluster whose centroid is most similar (cosine) and moves that
+ *    centroid towards itself by 1/(members + 1) (the running mean);
+ * 3. a search ranks the centroids by cosine to the query and scans the members of the best
+ *    `probes` clusters exactly. Removing a vector takes it out of its cluster; the centroid
+ *    stays where the adds moved it.
+ * A near duplicate sits next to its original, so it falls in the same cluster or a neighbouring
+ * one; the similarities returned are exact, only the candidate set is approximate (a duplicate
+ * whose original went to an unprobed cluster is missed). Centroids depend on the order of adds,
+ * so an index rebuilt after a restore may cluster differently (as a rebuilt HNSW graph links
+ * differently).
+ *
+ *   const ix = clusteredVectorIndex(384, { clusters: 256, probes: 4 });
+ */
+export function clusteredVectorIndex(dimensions: number, options: ClusterOptions = clusterDefaults): VectorIndex {
+  if (!Number.isInteger(options.clusters) || options.clusters < 1) throw new Error('vector index: clusters must be an integer >= 1');
+  if (!Number.isInteger(options.probes) || options.probes < 1) throw new Error('vector index: probes must be an integer >= 1');
+  const vectors = new Map<number, { vector: Float32Array; cluster: number }>();
+  const centroids: Float32Array[] = [];
+  /** Vectors a centroid has averaged (its step size), and its length (cosine = dot / norm). */
+  const weights: number[] = [];
+  const norms: number[] = [];
+  const members: Array<Set<number>> = [];
+  const nearest = (query: Float32Array, n: number) => {
+    const top: Array<{ key: number; similarity: number }> = [];
+    centroids.forEach((c, i) => insertTop(top, n, i, dot(c, query) / Math.max(norms[i]!, 1e-12)));
+    return top.map((t) => t.key);
+  };
+  const index: VectorIndex = {
+    dimensions,
+    get count() {
+      return vectors.size;
+    },
+    add(key, vector) {
+      checked(vector, dimensions);
+      index.remove(key);
+      let cluster: number;
+      if (centroids.length < options.clusters) {
+        cluster = centroids.length;
+        centroids.push(Float32Array.from(vector));
+        weights.push(1);
+        norms.push(Math.sqrt(dot(vector, vector)));
+        members.push(new Set());
+      } else {
+        cluster = nearest(vector, 1)[0]!;
+        const c = centroids[cluster]!;
+        const step = 1 / ++weights[cluster]!;
+        for (let d = 0; d < dimensions; d++) c[d]! += (vector[d]! - c[d]!) * step;
+        norms[cluster] = Math.sqrt(dot(c, c));
+      }
+      members[cluster]!.add(key);
+      vectors.set(key, { vector, cluster });
+    },
+    remove(key) {
+      const held = vectors.get(key);
+      if (held === undefined) return;
+      vectors.delete(key);
+      members[held.cluster]!.delete(key);
+    },
+    has: (key) => vectors.has(key),
+    search(query, k, accept) {
+      checked(query, dimensions);
+      const found: Array<{ key: number; similarity: number }> = [];
+      for (const cluster of nearest(query, options.probes)) {
+        for (const key of members[cluster]!) {
+          if (accept !== undefined && !accept(key)) continue;
+          insertTop(found, k, key, dot(vectors.get(key)!.vector, query));
+        }
+      }
+      return found;
+    },
+    bytes: () => vectors.size * (dimensions * 4 + 2 * MAP_ENTRY_BYTES) + centroids.length * dimensions * 4,
+  };
+  return index;
 }
 
 /** V8 Map entry with a small-integer key and an object value, roughly. */

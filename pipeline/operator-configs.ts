@@ -321,7 +321,9 @@ export const semanticDedupeConfig = withDefaults(
     ttlMs: count.nullable().optional(),
     evictionsPerStep: count.optional(),
     scope: z.enum(['global', 'group']).optional(),
-    index: z.enum(['hnsw', 'exact']).optional(),
+    index: z.enum(['hnsw', 'clusters', 'exact']).optional(),
+    clusters: count.optional(),
+    probes: count.optional(),
     scoreName: name.optional(),
     /** Which samples are embedded and compared (an expression, as rule-filter's `when`). */
     when: z

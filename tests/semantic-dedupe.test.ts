@@ -11,7 +11,7 @@ import { openStore } from '../sinks/clickhouse/store.ts';
 import type { Decision, Rollout } from '../contracts/records.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { decisionSerde, registryClient, rolloutSerde } from '../streams/serde.ts';
-import { exactVectorIndex, hnswVectorIndex } from '../lib/vector-index.ts';
+import { clusteredVectorIndex, exactVectorIndex, hnswVectorIndex } from '../lib/vector-index.ts';
 import { connections, consumeTopic, testKafka, uniquePrefix } from './helpers/kafka.ts';
 import type { Envelope, Sample } from '../lib/envelope.ts';
 import { featureDefaults, type FeatureConfig } from '../contracts/features.ts';
@@ -235,10 +235,10 @@ describe('semanticDedupe on its HNSW index', () => {
   const docs = proseCorpus({ paragraphs: 1500, copyShare: 0.3, seed: 11 });
   const prose = docs.map((d, i) => sample({ id: `d${i}`, prompt: '', response: d.text, group_id: `g${i}` }));
 
-  it('finds the duplicates the exact scan finds (recall >= 0.95 at the threshold), deciding the rest alike', async () => {
+  it.each(['hnsw', 'clusters'] as const)('%s: finds the duplicates the exact scan finds (recall >= 0.95 at the threshold), deciding the rest alike', async (index) => {
     const run = async (index: SemanticDedupeConfig['index']) =>
-      samplesOf(await through(semanticDedupe(config({ index, maxEntries: 100_000 }), encoder, newStore().store(semanticDedupeStore.name)), prose));
-    const [exact, hnsw] = [await run('exact'), await run('hnsw')];
+      samplesOf(await through(semanticDedupe(config({ index, maxEntries: 100_000, clusters: 32 }), encoder, newStore().store(semanticDedupeStore.name)), prose));
+    const [exact, hnsw] = [await run('exact'), await run(index)];
     const dupes = (out: Sample[]) => out.map((s) => s.reasons.includes('near_duplicate:semantic'));
     const [truth, found] = [dupes(exact), dupes(hnsw)];
     const relevant = truth.filter(Boolean).length;
@@ -308,6 +308,37 @@ describe('VectorIndex', () => {
     expect(same / 200).toBeGreaterThanOrEqual(0.95);
     expect(hnsw.search(vectors[1]!, 2, (key) => key !== 1).map((h) => h.key)).not.toContain(1);
     expect(() => hnsw.add(1, new Float32Array(3))).toThrow('a vector of 3 dimensions given to an index of 64');
+  });
+
+  it('clusters (SemDeDup-style) finds the original of nearly every near copy, with exact similarities, and forgets removed keys', () => {
+    const next = prng(7);
+    const [clustered, exact] = [clusteredVectorIndex(64, { clusters: 40, probes: 3 }), exactVectorIndex(64)];
+    // Embeddings come in topics: 100 topic directions, each vector one of them plus its own noise.
+    const topics = Array.from({ length: 100 }, () => unitRandom(next, 64));
+    const around = (v: Float32Array, spread: number) => {
+      const noise = unitRandom(next, 64);
+      const w = v.map((x, d) => x + noise[d]! * spread);
+      const norm = Math.hypot(...w);
+      return w.map((x) => x / norm);
+    };
+    const vectors = Array.from({ length: 4000 }, (_, i) => around(topics[i % 100]!, 1));
+    vectors.forEach((v, key) => (clustered.add(key, v), exact.add(key, v)));
+    for (let key = 0; key < 4000; key += 4) (clustered.remove(key), exact.remove(key));
+    expect([clustered.count, exact.count]).toEqual([3000, 3000]);
+    let [same, asked] = [0, 0];
+    for (let q = 0; q < 4000; q += 10) {
+      const query = around(vectors[q]!, 0.4); // a near copy: cosine ≈ 0.93 with its original
+      const [a] = clustered.search(query, 1);
+      if (q % 4 === 0) {
+        expect(a?.key).not.toBe(q);
+        continue;
+      }
+      const [b] = exact.search(query, 1);
+      asked++;
+      if (a !== undefined && a.key === b!.key) (same++, expect(a.similarity).toBeCloseTo(b!.similarity, 6));
+    }
+    expect(same / asked).toBeGreaterThanOrEqual(0.95);
+    expect(() => clusteredVectorIndex(64, { clusters: 0, probes: 1 })).toThrow('clusters must be an integer >= 1');
   });
 
   it('HNSW stays bounded and accurate under a sliding window of adds and removes (as count eviction does)', () => {

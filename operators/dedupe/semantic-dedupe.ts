@@ -1,7 +1,7 @@
 import type { Rollout } from '../../contracts/records.ts';
 import type { KeyValueStore } from '../../streams/state-store.ts';
 import { eventTimeOf, isRejected, type Curator, type Envelope, type Sample } from '../../lib/envelope.ts';
-import { dot, exactVectorIndex, hnswVectorIndex, type VectorIndex } from '../../lib/vector-index.ts';
+import { clusteredVectorIndex, dot, exactVectorIndex, hnswVectorIndex, type VectorIndex } from '../../lib/vector-index.ts';
 import { responseText } from '../../contracts/features.ts';
 import { microBatch, type MicroBatchConfig } from '../../lib/micro-batch.ts';
 import { compileExpression, sampleVocabulary } from '../../lib/expression.ts';
@@ -29,10 +29,14 @@ export interface SemanticDedupeConfig extends MicroBatchConfig {
   scope: 'global' | 'group';
   /**
    * How global scope finds the nearest remembered embedding: "hnsw", an approximate graph
-   * (lib/vector-index.ts; ≈ O(log n), similarities still exact), or "exact", a scan (O(n)).
-   * Group scope always scans the group's few embeddings.
+   * (lib/vector-index.ts; ≈ O(log n), similarities still exact), "clusters", SemDeDup-style
+   * (online k-means into `clusters` clusters, then an exact scan of the `probes` nearest
+   * clusters), or "exact", a scan (O(n)). Group scope always scans the group's few embeddings.
    */
-  index: 'hnsw' | 'exact';
+  index: 'hnsw' | 'clusters' | 'exact';
+  /** index "clusters": most clusters, and clusters scanned per sample. */
+  clusters: number;
+  probes: number;
   /** Where the best similarity found is written. */
   scoreName: string;
   /**
@@ -51,6 +55,8 @@ export const semanticDedupeDefaults: SemanticDedupeConfig = {
   evictionsPerStep: 8,
   scope: 'global',
   index: 'hnsw',
+  clusters: 256,
+  probes: 4,
   scoreName: 'semantic.similarity',
   when: null,
   maxBatch: 64,
@@ -154,6 +160,8 @@ export function checkSemanticDedupeConfig(c: SemanticDedupeConfig): void {
   if (!Number.isInteger(c.maxEntries) || c.maxEntries < 1) throw new Error('semantic-dedupe: maxEntries must be an integer >= 1');
   if (c.ttlMs !== null && !(c.ttlMs > 0)) throw new Error('semantic-dedupe: ttlMs must be > 0 or null');
   if (!Number.isInteger(c.evictionsPerStep) || c.evictionsPerStep < 1) throw new Error('semantic-dedupe: evictionsPerStep must be an integer >= 1');
+  if (!Number.isInteger(c.clusters) || c.clusters < 1) throw new Error('semantic-dedupe: clusters must be an integer >= 1');
+  if (!Number.isInteger(c.probes) || c.probes < 1) throw new Error('semantic-dedupe: probes must be an integer >= 1');
 }
 
 /** The in-memory view of the store's entries: by seq, by group, and (global scope) a vector index. */
@@ -196,7 +204,8 @@ class Mirror {
       [this.tail, this.head, this.clock, this.seenMeta, this.dirty, this.stale] = [tail, head, clock, meta, false, false];
     }
     if (this.config.scope === 'global' && (this.index === null || this.indexed.version !== version || this.indexed.dims !== dims)) {
-      this.index = this.config.index === 'hnsw' ? hnswVectorIndex(dims) : exactVectorIndex(dims);
+      const { index, clusters, probes } = this.config;
+      this.index = index === 'hnsw' ? hnswVectorIndex(dims) : index === 'clusters' ? clusteredVectorIndex(dims, { clusters, probes }) : exactVectorIndex(dims);
       this.indexed = { version, dims };
       for (const [seq, entry] of this.entries) if (this.indexable(entry)) this.index.add(seq, entry.vector);
     }
