@@ -66,6 +66,22 @@ class FencedError extends FlywheelError {
   }
 }
 
+/**
+ * kafkajs's answers meaning this member's group generation is over (a rebalance, an expired
+ * session, a newer generation). kafkajs rejoins at once when one of them reaches it from
+ * eachBatch as is; any other error it retries with the old membership, fetching and handing out
+ * the same partitions again.
+ */
+const GROUP_ERRORS = new Set(['REBALANCE_IN_PROGRESS', 'UNKNOWN_MEMBER_ID', 'ILLEGAL_GENERATION', 'NOT_COORDINATOR_FOR_GROUP']);
+
+/** The kafkajs group error in `err` or its causes (kafkajs wraps what its retries give up on), if any. */
+function groupError(err: unknown): Error | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth += 1) {
+    if (GROUP_ERRORS.has((e as { type?: string }).type ?? '')) return e;
+  }
+  return undefined;
+}
+
 /** A range of one partition, inserted as one block: every record in [from, to], in order. */
 interface Range {
   from: bigint;
@@ -76,7 +92,10 @@ interface Range {
 interface PartitionState {
   /** The group generation (GROUP_JOIN count) this state belongs to. */
   generation: number;
-  /** A range an earlier owner announced (committed intent) that must be re-sent exactly first. */
+  /**
+   * A range announced (by an earlier owner, or by this member before a failed attempt) that may
+   * be in the store or on its way there: it must be re-sent exactly, before anything else.
+   */
   pending?: Range;
 }
 
@@ -119,6 +138,11 @@ class RowError extends RecordError {
  *   loop: the range is retried record by record and the culprit stored in `dead_letters` (stage
  *   `clickhouse-sink`) instead.
  * - The store may be down at start ({@link LazyStore}): the sink retries until it comes back.
+ * - A member told it lost its generation (a commit or heartbeat answered REBALANCE_IN_PROGRESS,
+ *   UNKNOWN_MEMBER_ID, …; also a heartbeat during an INSERT) stores nothing more in that
+ *   generation and hands kafkajs that error, so it rejoins at once instead of fetching on with
+ *   a dead membership. A range whose INSERT failed after it was announced stays pending: in this
+ *   generation too, the partition goes on only by re-sending exactly that range.
  */
 export class ClickHouseSink {
   private readonly consumer: Consumer;
@@ -126,6 +150,8 @@ export class ClickHouseSink {
   private highWater = new Map<string, Promise<Map<number, number>>>();
   private readonly partitions = new Map<string, PartitionState>();
   private generation = 0;
+  /** The group error that ended `generation` for this member, until kafkajs has rejoined. */
+  private fenced: { generation: number; error: Error } | undefined;
   private assigned = new Set<string>();
   private subscription: Subscription | undefined;
   private stopping = false;
@@ -169,6 +195,7 @@ export class ClickHouseSink {
     this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
       // Another sink may have stored more, or announced ranges, since we last looked.
       this.generation += 1;
+      this.fenced = undefined;
       this.highWater = new Map();
       this.partitions.clear();
       this.assigned = new Set(Object.entries(payload.memberAssignment).flatMap(([t, ps]) => ps.map((p) => `${t}:${p}`)));
@@ -192,8 +219,15 @@ export class ClickHouseSink {
                 this.events.emit('consumer.lag', { topic, partition, groupId: this.options.groupId, lag: Math.max(0, Number(BigInt(highWatermark) - BigInt(source.batch.lastOffset()) - 1n)) });
               }
             } catch (err) {
-              // Only a lost partition (or stop) gets here: kafkajs rejoins and re-reads.
-              source.settle(new Error(`ClickHouse sink: ${source.batch.topic}[${source.batch.partition}]: ${(err as Error).message}`, { cause: err }));
+              // Only a lost partition (or stop) gets here. A group error goes to kafkajs as is,
+              // so that it rejoins now; kafkajs re-reads the partitions it is then given.
+              const group = groupError(err) ?? (this.fenced?.generation === this.generation ? this.fenced.error : undefined);
+              if (group !== undefined) {
+                this.fence(group, source);
+                source.settle(group);
+              } else {
+                source.settle(new Error(`ClickHouse sink: ${source.batch.topic}[${source.batch.partition}]: ${(err as Error).message}`, { cause: err }));
+              }
             }
           }),
         )
@@ -213,8 +247,16 @@ export class ClickHouseSink {
     await Promise.allSettled([this.consumer.disconnect(), this.admin.disconnect()]);
   }
 
+  /** Records the group error that ended this generation (once): every batch of it fails with it. */
+  private fence(error: Error, source: SourceBatch): void {
+    if (this.fenced?.generation === this.generation) return;
+    this.fenced = { generation: this.generation, error };
+    log.warn(`ClickHouse sink: ${source.batch.topic}[${source.batch.partition}]: this member lost its group generation (${error.message}); storing nothing more until it has rejoined`);
+  }
+
   private async store(source: SourceBatch): Promise<void> {
     const { topic, partition, messages } = source.batch;
+    if (this.fenced?.generation === this.generation) throw this.fenced.error;
     if (topic === this.options.trainerProgressTopic) return this.storeProgress(source);
     const table = topic === this.options.deadLetterTopic ? 'dead_letters' : topic === this.options.labels?.topic ? LABELS_TABLE : 'samples';
     const key = `${topic}:${partition}`;
@@ -230,8 +272,11 @@ export class ClickHouseSink {
     let rest = messages;
     const pending = state.pending;
     if (pending !== undefined) {
-      // Complete the announced range first, exactly as announced (it may span fetches).
-      pending.messages.push(...rest.filter((m) => BigInt(m.offset) >= pending.from && BigInt(m.offset) <= pending.to));
+      // Complete the announced range first, exactly as announced (it may span fetches, and a
+      // batch handed out again repeats records it already holds).
+      const last = pending.messages[pending.messages.length - 1];
+      const next = last === undefined ? pending.from : BigInt(last.offset) + 1n;
+      pending.messages.push(...rest.filter((m) => BigInt(m.offset) >= next && BigInt(m.offset) <= pending.to));
       rest = rest.filter((m) => BigInt(m.offset) > pending.to);
       const complete = BigInt(source.batch.lastOffset()) >= pending.to;
       if (!complete) return;
@@ -269,8 +314,23 @@ export class ClickHouseSink {
   private async insertRange(source: SourceBatch, table: string, generation: number, range: Range, announced: boolean): Promise<void> {
     const { topic, partition } = source.batch;
     if (range.messages.length === 0) return;
-    const label = `${topic}:${partition}:${range.from}-${range.to}`;
     if (!announced) await this.announce(topic, partition, generation, range);
+    try {
+      await this.sendRange(source, table, generation, range);
+    } catch (err) {
+      // Announced, so a copy may be in the store or on its way: if this member goes on with the
+      // partition in this generation (kafkajs hands the batch out again), it re-sends exactly
+      // this range first, never a longer one that the engine would not take for a copy.
+      const state = this.partitions.get(`${topic}:${partition}`);
+      if (state?.generation === generation) state.pending = { ...range, messages: [...range.messages] };
+      throw err;
+    }
+  }
+
+  /** Inserts an announced `range` as one block (retrying until it is stored), or isolates the row ClickHouse rejects. */
+  private async sendRange(source: SourceBatch, table: string, generation: number, range: Range): Promise<void> {
+    const { topic, partition } = source.batch;
+    const label = `${topic}:${partition}:${range.from}-${range.to}`;
     // Writer schemas fetched once per id; the registry being down is retried like the store.
     if (table === 'samples') await this.withRetry(table, `${label} schemas`, source, () => this.options.decisions.prepare(range.messages.map((m) => m.value)));
     if (table === LABELS_TABLE) await this.withRetry(table, `${label} schemas`, source, () => this.options.labels!.prepare(range.messages.map((m) => m.value)));
@@ -358,6 +418,7 @@ export class ClickHouseSink {
 
   private checkOwner(topic: string, partition: number, generation: number): void {
     if (this.stopping) throw new FencedError('stopping');
+    if (this.fenced?.generation === generation) throw this.fenced.error;
     if (generation !== this.generation || !this.assigned.has(`${topic}:${partition}`)) {
       throw new FencedError(`${topic}[${partition}] was reassigned`);
     }
@@ -377,7 +438,17 @@ export class ClickHouseSink {
   private async withRetry<T>(table: string, what: string, source: SourceBatch, attempt: () => Promise<T>, timeoutMs = this.insertTimeoutMs, rows?: number): Promise<T> {
     let delay = this.retry.initialMs;
     for (let n = 1; ; n += 1) {
-      const beat = setInterval(() => void source.heartbeat().catch(() => undefined), 1000);
+      // A heartbeat answered with a group error ends the wait: the attempt's outcome no longer
+      // matters to this member (the next owner re-sends the announced range), its rejoin does.
+      let lost: (err: Error) => void = () => undefined;
+      const fenced = new Promise<never>((_, reject) => (lost = reject));
+      const beat = setInterval(
+        () =>
+          void source.heartbeat().catch((err: unknown) => {
+            if (groupError(err) !== undefined) lost(new FencedError(`lost the partition during ${what} (${(err as Error).message})`, { cause: err }));
+          }),
+        1000,
+      );
       let timer: NodeJS.Timeout | undefined;
       const started = performance.now();
       try {
@@ -385,7 +456,7 @@ export class ClickHouseSink {
         const timeout = new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs + 500);
         });
-        return await Promise.race([attempt(), timeout]);
+        return await Promise.race([attempt(), timeout, fenced]);
       } catch (err) {
         if (rows !== undefined && this.events.has('sink.insert')) this.events.emit('sink.insert', { table, rows, durationMs: performance.now() - started, ok: false });
         if (isRowError(err) || err instanceof FencedError) throw err;
