@@ -334,7 +334,7 @@ export class ClickHouseSink {
     // Writer schemas fetched once per id; the registry being down is retried like the store.
     if (table === 'samples') await this.withRetry(table, `${label} schemas`, source, () => this.options.decisions.prepare(range.messages.map((m) => m.value)));
     if (table === LABELS_TABLE) await this.withRetry(table, `${label} schemas`, source, () => this.options.labels!.prepare(range.messages.map((m) => m.value)));
-    let body: string;
+    let body: Buffer | string;
     try {
       body = this.encode(table, topic, partition, range.messages);
     } catch (err) {
@@ -479,10 +479,12 @@ export class ClickHouseSink {
     }
   }
 
-  private encode(table: string, topic: string, partition: number, messages: KafkaMessage[]): string {
+  private encode(table: string, topic: string, partition: number, messages: KafkaMessage[]): Buffer | string {
     if (table === 'samples') {
-      // One join of the lines: a flat string, which Buffer.from encodes without flattening a rope.
-      const lines: string[] = [];
+      // The lines written as bytes into one buffer (SampleBlock), sized from the records.
+      let bytes = 0;
+      for (const m of messages) bytes += m.value?.length ?? 0;
+      const block = new SampleBlock(bytes);
       for (const m of messages) {
         let d: Decision;
         try {
@@ -490,9 +492,9 @@ export class ClickHouseSink {
         } catch (err) {
           throw new RowError(`record ${m.offset} does not decode: ${(err as Error).message}`);
         }
-        lines.push(sampleLine(d, topic, partition, m.offset, m.timestamp));
+        block.add(d, topic, partition, m.offset, m.timestamp);
       }
-      return lines.join('');
+      return block.bytes();
     }
     let body = '';
     if (table === LABELS_TABLE) {
@@ -600,38 +602,6 @@ function finite(values: number[], what: string, offset: string): number[] {
   return values;
 }
 
-/** True when `s` holds nothing TabSeparated escapes: \\, tab, newline, CR, NUL (and ' when quoted). */
-function plain(s: string, quoted: boolean): boolean {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 14 ? c === 9 || c === 10 || c === 13 || c === 0 : c === 92 || (quoted && c === 39)) return false;
-  }
-  return true;
-}
-
-const TSV_SPECIAL = /[\\\t\n\r\0]/g;
-const QUOTED_SPECIAL = /[\\'\t\n\r\0]/g;
-const TSV_ESCAPES: Record<string, string> = { '\\': '\\\\', "'": "\\'", '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\\0' };
-const escapeChar = (c: string) => TSV_ESCAPES[c]!;
-
-/** A String field of a TabSeparated line: most texts need no escape, so they are checked first. */
-export function tsvString(s: string): string {
-  return plain(s, false) ? s : s.replace(TSV_SPECIAL, escapeChar);
-}
-
-/** An Array(String) field: `['a','it\'s']`, elements quoted as ClickHouse's text form wants. */
-export function tsvStrings(values: readonly string[]): string {
-  let out = '[';
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i]!;
-    out += `${i === 0 ? '' : ','}'${plain(v, true) ? v : v.replace(QUOTED_SPECIAL, escapeChar)}'`;
-  }
-  return `${out}]`;
-}
-
-/** An Array(Float64) field of finite numbers: `[0.5,1]` (String(n), as JSON writes them). */
-const tsvNumbers = (values: readonly number[]) => `[${values.join(',')}]`;
-
 /**
  * The values of a `samples` row for the decision at `sinkOffset`, checked (finite numbers, a
  * time): the single definition sampleLine and sampleRow both render.
@@ -660,51 +630,242 @@ function sampleValues(d: Decision, sinkOffset: string) {
 
 /**
  * One TabSeparated line of `samples` (SAMPLE_COLUMNS, in that order) for the decision at
- * `sinkOffset`: deterministic, so a re-sent range is byte-identical. `inserted_at` is the
- * record's Kafka timestamp (when the decision was written), not the INSERT's time. Fields are
- * joined by one native join (no per-field concatenation, which leaves a rope to flatten): about
- * twice as fast as JSON.stringify of the row, half the bytes, and cheaper for ClickHouse to parse.
+ * `sinkOffset`: `SampleBlock.add`'s bytes as a string (one line of a block).
  *
  *   sampleLine(decision, 'decisions', 0, '42', '1700000000000') // 'live\tr-1\t…\t1700000000\n'
  */
 export function sampleLine(d: Decision, sinkTopic: string, sinkPartition: number, sinkOffset: string, timestamp: string): string {
-  const r = d.rollout;
-  const v = sampleValues(d, sinkOffset);
-  return `${[
-    tsvString(d.pipeline_run),
-    tsvString(r.id),
-    tsvString(r.run_id),
-    tsvString(r.prompt_id),
-    tsvString(r.prompt),
-    tsvString(r.group_id),
-    tsvString(v.response),
-    tsvString(r.model_name),
-    tsvString(r.model_version),
-    tsvStrings(v.rewardNames),
-    tsvNumbers(v.rewardValues),
-    tsvStrings(v.scoreNames),
-    tsvNumbers(v.scoreValues),
-    tsvStrings(v.tagKeys),
-    tsvStrings(v.tagValues),
-    r.token_count,
-    v.createdAt,
-    tsvString(d.duplicate_of ?? ''),
-    tsvString(d.dedupe_method ?? ''),
-    tsvStrings(d.reasons),
-    tsvString(d.decision),
-    tsvString(d.reason),
-    tsvString(d.config_hash),
-    tsvString(d.scorer_version ?? ''),
-    tsvStrings(v.annotationKeys),
-    tsvStrings(v.annotationValues),
-    tsvString(d.source.topic),
-    d.source.partition,
-    Number(d.source.offset),
-    tsvString(sinkTopic),
-    sinkPartition,
-    Number(sinkOffset),
-    seconds(Number(timestamp)),
-  ].join('\t')}\n`;
+  const block = new SampleBlock(0);
+  block.add(d, sinkTopic, sinkPartition, sinkOffset, timestamp);
+  return block.bytes().toString('utf8');
+}
+
+/**
+ * The TabSeparated body of one `samples` INSERT, written as UTF-8 bytes straight into one
+ * growing Buffer: every field escaped and encoded in the same pass over its UTF-16 code units
+ * (no escaped copy, no string per line, no joined string to encode again). Deterministic, so a
+ * re-sent range is byte-identical; `inserted_at` is the record's Kafka timestamp (when the
+ * decision was written), not the INSERT's time.
+ *
+ * Per line (`add`): 1. the checks of sampleValues, before anything is written — created_at a
+ * time, then every reward and score finite — so a RowError leaves the block as it was;
+ * 2. the fields in SAMPLE_COLUMNS order, tab-separated, ending in "\n": a String escapes \\, tab,
+ * newline, CR and NUL as \\\\, \\t, \\n, \\r, \\0; an Array(String) is `['a','it\\'s']` (' escaped
+ * too); an Array(Float64) is `[0.5,1]`; numbers are written as String(n) writes them; a lone
+ * surrogate becomes U+FFFD, as Buffer.from(string) encodes it.
+ *
+ *   const block = new SampleBlock(0);
+ *   block.add(decision, 'decisions', 0, '42', '1700000000000');
+ *   block.bytes()   // <Buffer 6c 69 76 65 09 …>: 'live\tr-1\t…\t1700000000\n'
+ */
+export class SampleBlock {
+  #buf: Buffer;
+  #at = 0;
+
+  /** `capacityHint`: bytes expected (e.g. the records' encoded size); the buffer grows past it as needed. */
+  constructor(capacityHint: number) {
+    this.#buf = Buffer.allocUnsafe(Math.max(1024, Math.ceil(capacityHint * 1.25)));
+  }
+
+  /** The bytes written so far (a view: valid while nothing more is added). */
+  bytes(): Buffer {
+    return this.#buf.subarray(0, this.#at);
+  }
+
+  /** Appends the line of the decision at `sinkOffset`; throws RowError (and writes nothing) for a value ClickHouse cannot store. */
+  add(d: Decision, sinkTopic: string, sinkPartition: number, sinkOffset: string, timestamp: string): void {
+    const r = d.rollout;
+    const createdAt = seconds(r.created_at);
+    if (!Number.isFinite(createdAt)) throw new RowError(`record ${sinkOffset}: created_at ${r.created_at} is not a time`);
+    const rewardKeys = Object.keys(r.rewards);
+    const scoreKeys = Object.keys(d.scores);
+    checkFinite(r.rewards, rewardKeys, 'rewards', sinkOffset);
+    checkFinite(d.scores, scoreKeys, 'scores', sinkOffset);
+    this.#text(d.pipeline_run, TAB);
+    this.#text(r.id, TAB);
+    this.#text(r.run_id, TAB);
+    this.#text(r.prompt_id, TAB);
+    this.#text(r.prompt, TAB);
+    this.#text(r.group_id, TAB);
+    this.#text(r.response ?? r.steps.map((s) => `${s.role}: ${s.content}`).join('\n'), TAB);
+    this.#text(r.model_name, TAB);
+    this.#text(r.model_version, TAB);
+    this.#map(r.rewards, rewardKeys, true);
+    this.#map(d.scores, scoreKeys, true);
+    this.#map(r.tags, Object.keys(r.tags), false);
+    this.#number(r.token_count, TAB);
+    this.#number(createdAt, TAB);
+    this.#text(d.duplicate_of ?? '', TAB);
+    this.#text(d.dedupe_method ?? '', TAB);
+    this.#array(d.reasons);
+    this.#text(d.decision, TAB);
+    this.#text(d.reason, TAB);
+    this.#text(d.config_hash, TAB);
+    this.#text(d.scorer_version ?? '', TAB);
+    this.#map(d.annotations, Object.keys(d.annotations), false);
+    this.#text(d.source.topic, TAB);
+    this.#number(d.source.partition, TAB);
+    this.#number(Number(d.source.offset), TAB);
+    this.#text(sinkTopic, TAB);
+    this.#number(sinkPartition, TAB);
+    this.#number(Number(sinkOffset), TAB);
+    this.#number(seconds(Number(timestamp)), NEWLINE);
+  }
+
+  /** Room for `bytes` more. */
+  #ensure(bytes: number): void {
+    if (this.#buf.length - this.#at >= bytes) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.#buf.length * 2, this.#at + bytes));
+    this.#buf.copy(grown, 0, 0, this.#at);
+    this.#buf = grown;
+  }
+
+  /** A String field (unquoted) or an array element (quoted: in '…', with ' escaped too), then `end` (0: nothing). */
+  #text(s: string, end: number, quoted = false): void {
+    const n = s.length;
+    // At most 3 bytes per code unit (an escape is 2, UTF-8 is at most 3 per unit), quotes, end.
+    this.#ensure(3 * n + 3);
+    const buf = this.#buf;
+    const escapes = quoted ? QUOTED_ESCAPES : TSV_ESCAPES;
+    let at = this.#at;
+    if (quoted) buf[at++] = QUOTE;
+    // A longer text with nothing to escape (the usual prompt and response) goes to the native
+    // encoder in one call (`write`), which beats the loop below past a few dozen units.
+    if (n > LONG_TEXT && plain(s, escapes)) {
+      at += buf.write(s, at, 'utf8');
+      if (quoted) buf[at++] = QUOTE;
+      if (end !== 0) buf[at++] = end;
+      this.#at = at;
+      return;
+    }
+    for (let i = 0; i < n; i++) {
+      let c = s.charCodeAt(i);
+      if (c < 0x80) {
+        const e = escapes[c]!;
+        if (e === 0) buf[at++] = c;
+        else {
+          buf[at++] = BACKSLASH;
+          buf[at++] = e;
+        }
+      } else if (c < 0x800) {
+        buf[at++] = 0xc0 | (c >> 6);
+        buf[at++] = 0x80 | (c & 0x3f);
+      } else {
+        if ((c & 0xf800) === 0xd800) {
+          const low = i + 1 < n ? s.charCodeAt(i + 1) : 0;
+          if (c < 0xdc00 && (low & 0xfc00) === 0xdc00) {
+            c = 0x10000 + ((c - 0xd800) << 10) + (low - 0xdc00);
+            i++;
+            buf[at++] = 0xf0 | (c >> 18);
+            buf[at++] = 0x80 | ((c >> 12) & 0x3f);
+            buf[at++] = 0x80 | ((c >> 6) & 0x3f);
+            buf[at++] = 0x80 | (c & 0x3f);
+            continue;
+          }
+          c = 0xfffd; // a lone surrogate
+        }
+        buf[at++] = 0xe0 | (c >> 12);
+        buf[at++] = 0x80 | ((c >> 6) & 0x3f);
+        buf[at++] = 0x80 | (c & 0x3f);
+      }
+    }
+    if (quoted) buf[at++] = QUOTE;
+    if (end !== 0) buf[at++] = end;
+    this.#at = at;
+  }
+
+  /** A number as String(n) writes it, then `end`: a non-negative safe integer (the usual case) digit by digit. */
+  #number(v: number, end: number): void {
+    if (!(Number.isSafeInteger(v) && v >= 0)) return this.#ascii(String(v), end);
+    this.#ensure(17);
+    const buf = this.#buf;
+    let digits = 1;
+    for (let rest = v; rest >= 10; rest = Math.floor(rest / 10)) digits++;
+    let at = this.#at + digits;
+    this.#at = at + 1;
+    buf[at] = end;
+    let rest = v;
+    do {
+      buf[--at] = 0x30 + (rest % 10);
+      rest = Math.floor(rest / 10);
+    } while (rest > 0);
+  }
+
+  /** Text known to be ASCII with nothing to escape (a number's String), then `end`. */
+  #ascii(s: string, end: number): void {
+    const n = s.length;
+    this.#ensure(n + 1);
+    const buf = this.#buf;
+    let at = this.#at;
+    for (let i = 0; i < n; i++) buf[at++] = s.charCodeAt(i);
+    buf[at++] = end;
+    this.#at = at;
+  }
+
+  /** An Array(String) field and a tab. */
+  #array(values: readonly string[]): void {
+    this.#ensure(1);
+    this.#buf[this.#at++] = OPEN;
+    for (let i = 0; i < values.length; i++) this.#text(values[i]!, i + 1 < values.length ? COMMA : 0, true);
+    this.#ensure(2);
+    this.#buf[this.#at++] = CLOSE;
+    this.#buf[this.#at++] = TAB;
+  }
+
+  /** A map's two array fields, keys then values (`Object.keys` order), each followed by a tab. */
+  #map(map: Record<string, number> | Record<string, string>, keys: readonly string[], numbers: boolean): void {
+    this.#array(keys);
+    this.#ensure(1);
+    this.#buf[this.#at++] = OPEN;
+    for (let i = 0; i < keys.length; i++) {
+      const end = i + 1 < keys.length ? COMMA : 0;
+      const v = map[keys[i]!]!;
+      if (numbers) this.#ascii(String(v), end === 0 ? CLOSE : end);
+      else this.#text(v as string, end, true);
+    }
+    this.#ensure(2);
+    if (numbers && keys.length > 0) this.#buf[this.#at++] = TAB;
+    else {
+      this.#buf[this.#at++] = CLOSE;
+      this.#buf[this.#at++] = TAB;
+    }
+  }
+}
+
+/** Code units past which `#text` checks a text and hands it to `Buffer.write` whole. */
+const LONG_TEXT = 32;
+
+/** True when `s` holds no ASCII code unit that `escapes` escapes. */
+function plain(s: string, escapes: Uint8Array): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80 && escapes[c] !== 0) return false;
+  }
+  return true;
+}
+
+const TAB = 9;
+const NEWLINE = 10;
+const QUOTE = 39;
+const BACKSLASH = 92;
+const COMMA = 44;
+const OPEN = 91;
+const CLOSE = 93;
+/** Per ASCII code unit: 0, or the letter that follows a backslash in its escape. */
+const TSV_ESCAPES = new Uint8Array(0x80);
+TSV_ESCAPES[0] = 0x30; // \0
+TSV_ESCAPES[9] = 0x74; // \t
+TSV_ESCAPES[10] = 0x6e; // \n
+TSV_ESCAPES[13] = 0x72; // \r
+TSV_ESCAPES[BACKSLASH] = BACKSLASH;
+const QUOTED_ESCAPES = TSV_ESCAPES.slice();
+QUOTED_ESCAPES[QUOTE] = QUOTE;
+
+function checkFinite(map: Record<string, number>, keys: readonly string[], what: string, offset: string): void {
+  for (const k of keys) {
+    const v = map[k]!;
+    if (!Number.isFinite(v)) throw new RowError(`record ${offset}: ${what} holds ${v}, which ClickHouse cannot store`);
+  }
 }
 
 /** sampleLine's row as an object (insert() takes rows), for callers that build rows one by one. */
