@@ -168,6 +168,7 @@ describe('exactDedupe: event time', () => {
     expect(samplesOf(out).every((s) => s.duplicateOf === null)).toBe(true);
     expect(changes.filter((c) => c.key.startsWith('e:'))).toHaveLength(3_000);
     expect(changes.length).toBeLessThanOrEqual(3_000 * 1.02 + 4);
+    expect(exactEntries(store)).toBe(3_000);
     // A store as the one-slot-per-key layout left it: `q:<seq>` slots, entries o0…o9.
     const old = setup({ ttlMs: DAY, maxEntries: 15 });
     for (let i = 0; i < 10; i++) {
