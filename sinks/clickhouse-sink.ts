@@ -3,7 +3,7 @@ import { Instrumentation } from '../contracts/events.ts';
 import { logger } from '../lib/log.ts';
 import type { Decision, Label } from '../contracts/records.ts';
 import type { TopicSerde } from '../streams/serde.ts';
-import { FlywheelError, RecordError } from '../streams/errors.ts';
+import { errorKind, FlywheelError, RecordError, rejoinError } from '../streams/errors.ts';
 import { kafkaBatches, type SourceBatch } from '../streams/source.ts';
 import { LABELS_TABLE, sinkHighWater } from './clickhouse/schema.ts';
 import { TRAINER_PROGRESS_TABLE } from '../contracts/trainer-progress.ts';
@@ -64,22 +64,6 @@ class FencedError extends FlywheelError {
   constructor(message: string, options: { cause?: unknown } = {}) {
     super(message, { retriable: true, cause: options.cause });
   }
-}
-
-/**
- * kafkajs's answers meaning this member's group generation is over (a rebalance, an expired
- * session, a newer generation). kafkajs rejoins at once when one of them reaches it from
- * eachBatch as is; any other error it retries with the old membership, fetching and handing out
- * the same partitions again.
- */
-const GROUP_ERRORS = new Set(['REBALANCE_IN_PROGRESS', 'UNKNOWN_MEMBER_ID', 'ILLEGAL_GENERATION', 'NOT_COORDINATOR_FOR_GROUP']);
-
-/** The kafkajs group error in `err` or its causes (kafkajs wraps what its retries give up on), if any. */
-function groupError(err: unknown): Error | undefined {
-  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth += 1) {
-    if (GROUP_ERRORS.has((e as { type?: string }).type ?? '')) return e;
-  }
-  return undefined;
 }
 
 /** A range of one partition, inserted as one block: every record in [from, to], in order. */
@@ -221,7 +205,7 @@ export class ClickHouseSink {
             } catch (err) {
               // Only a lost partition (or stop) gets here. A group error goes to kafkajs as is,
               // so that it rejoins now; kafkajs re-reads the partitions it is then given.
-              const group = groupError(err) ?? (this.fenced?.generation === this.generation ? this.fenced.error : undefined);
+              const group = rejoinError(err) ?? (this.fenced?.generation === this.generation ? this.fenced.error : undefined);
               if (group !== undefined) {
                 this.fence(group, source);
                 source.settle(group);
@@ -251,7 +235,7 @@ export class ClickHouseSink {
   private fence(error: Error, source: SourceBatch): void {
     if (this.fenced?.generation === this.generation) return;
     this.fenced = { generation: this.generation, error };
-    log.warn(`ClickHouse sink: ${source.batch.topic}[${source.batch.partition}]: this member lost its group generation (${error.message}); storing nothing more until it has rejoined`);
+    log.warn(`ClickHouse sink: ${source.batch.topic}[${source.batch.partition}]: this member lost its group generation (${errorKind(error)}: ${error.message}); storing nothing more until it has rejoined`);
   }
 
   private async store(source: SourceBatch): Promise<void> {
@@ -445,7 +429,7 @@ export class ClickHouseSink {
       const beat = setInterval(
         () =>
           void source.heartbeat().catch((err: unknown) => {
-            if (groupError(err) !== undefined) lost(new FencedError(`lost the partition during ${what} (${(err as Error).message})`, { cause: err }));
+            if (rejoinError(err) !== undefined) lost(new FencedError(`lost the partition during ${what} (${(err as Error).message})`, { cause: err }));
           }),
         1000,
       );

@@ -83,6 +83,22 @@ export function retriable(err: unknown): boolean {
   return false;
 }
 
+/**
+ * kafkajs's group answers meaning this member must rejoin: a rebalance, a moved coordinator, a
+ * newer generation, an expired session. kafkajs's consumer rejoins at once when one of them
+ * reaches it from eachBatch as is; any other error it retries with the old membership.
+ */
+export const REJOIN_ERRORS: ReadonlySet<string> = new Set(['REBALANCE_IN_PROGRESS', 'NOT_COORDINATOR_FOR_GROUP', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID']);
+
+/** The group error (REJOIN_ERRORS) in `err` or its causes — kafkajs wraps what its retries give up on — if any. */
+export function rejoinError(err: unknown): Error | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth += 1) {
+    const type = (e as ErrorLike).type;
+    if (typeof type === 'string' && REJOIN_ERRORS.has(type)) return e;
+  }
+  return undefined;
+}
+
 /** A short name for what went wrong, for log lines: `ECONNREFUSED`, `REBALANCE_IN_PROGRESS`, `TypeError`. */
 export function errorKind(err: unknown): string {
   const e = err as ErrorLike | undefined;

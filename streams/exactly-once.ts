@@ -4,7 +4,7 @@ import { Instrumentation } from '../contracts/events.ts';
 import { logger } from '../lib/log.ts';
 import { restoreChangelog, type RestoreProgress } from './changelog-restore.ts';
 import { coPartitionAssigner } from './co-partition-assigner.ts';
-import { errorKind, FlywheelError, RecordError, retriable } from './errors.ts';
+import { errorKind, FlywheelError, RecordError, REJOIN_ERRORS, retriable } from './errors.ts';
 import { kafkaBatches, type SourceBatch } from './source.ts';
 import { PartitionState } from './state-store.ts';
 
@@ -147,8 +147,6 @@ class StageError extends Error {
 
 /** Broker answers that mean the records themselves are too big or malformed: no retry sends them. */
 const RECORD_REJECTED = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'INVALID_RECORD', 'CORRUPT_MESSAGE']);
-/** Heartbeat answers that mean this member must rejoin: the batch is handed back. */
-const REJOIN = new Set(['REBALANCE_IN_PROGRESS', 'NOT_COORDINATOR_FOR_GROUP', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID']);
 
 /**
  * Exactly-once consume → transform → produce on kafkajs.
@@ -292,7 +290,8 @@ export class ExactlyOnceProcessor<L> {
     const rejoin = new AbortController();
     const beat = setInterval(() => {
       source.heartbeat().catch((err: unknown) => {
-        if (REJOIN.has((err as { type?: string }).type ?? '')) rejoin.abort(err);
+        // Heartbeat answers that mean this member must rejoin: the batch is handed back.
+        if (REJOIN_ERRORS.has((err as { type?: string }).type ?? '')) rejoin.abort(err);
       });
     }, HEARTBEAT_INTERVAL_MS);
     const interrupted = AbortSignal.any([rejoin.signal, this.stopping.signal]);
