@@ -41,8 +41,20 @@ const VENV = join(ROOT, '.cache', 'bench-venv');
 const PASSES = 5;
 const BATCH = 500;
 
-/** The operator config the bench runs: the defaults, global scope (as rensa's index), unbounded over the corpus. */
-export const benchConfig: NearDedupeConfig = { ...nearDedupeDefaults, scope: 'global', threshold: 0.8, minShingles: 1, maxEntries: 1_000_000, ttlMs: null };
+/**
+ * The operator config the bench runs: the defaults, global scope (as rensa's index), unbounded
+ * over the corpus. FLYWHEEL_BENCH_MINHASH_BITS measures another b-bit width (e.g. 8) instead of
+ * the default's.
+ */
+export const benchConfig: NearDedupeConfig = {
+  ...nearDedupeDefaults,
+  scope: 'global',
+  threshold: 0.8,
+  minShingles: 1,
+  maxEntries: 1_000_000,
+  ttlMs: null,
+  minhash: { ...nearDedupeDefaults.minhash, bits: Number(process.env.FLYWHEEL_BENCH_MINHASH_BITS || nearDedupeDefaults.minhash.bits) },
+};
 
 interface SideResult {
   docsPerSecond: number;
@@ -76,7 +88,7 @@ export async function benchMinHash(): Promise<BenchRow[]> {
     const ours = precisionRecall(fly.duplicates, truth);
     const quality = (r: SideResult | undefined) => (r === undefined ? undefined : precisionRecall(r.duplicates, truth));
     const pr = (q: { precision: number; recall: number } | undefined) => (q === undefined ? 'n/a' : `P ${q.precision.toFixed(3)} R ${q.recall.toFixed(3)}`);
-    const setting = `${docs.length} prose docs, ${ours.duplicates} exact duplicates at J ≥ 0.8; 128 perms, 16 bands, word 3-shingles; one core each`;
+    const setting = `${docs.length} prose docs, ${ours.duplicates} exact duplicates at J ≥ 0.8; 128 perms (${benchConfig.minhash.bits}-bit rows), 16 bands, word 3-shingles; one core each`;
     const anchorRow = (name: string, r: SideResult | undefined): BenchRow => ({
       figure: `near-dedupe (sketch + LSH query + insert) vs ${name}`,
       unit: 'docs/s',

@@ -6,7 +6,8 @@
  * - featurize: `featurize` on rollout objects built fresh for every pass (it caches per rollout
  *   object; a pass over objects it has seen would time look-ups). No anchor: the issue's bound
  *   is ≥ 100,000 rows/s per core. The same on `featureDefaults` (1024 buckets, char 3-grams) as
- *   a second row.
+ *   a second row; then both through `featurizeInto` one reused row (what onnx-score does: no
+ *   vector allocated or cached per rollout).
  * - onnx-score: the operator (featurize into its batch buffer, micro-batches of 64, one
  *   `session.run` per batch, scored envelopes out) over fresh envelopes, against the anchor:
  *   bare `session.run` of onnxruntime-node on a pre-built 64-row tensor of the same model
@@ -53,22 +54,30 @@ export async function benchScoring(options: ScoringBenchOptions = {}): Promise<B
 
   // featurize first, before any ONNX session exists, so the process's CPU time is featurize's
   // (and its GC's) alone: "per core" is rows per CPU-second; the wall-clock rate is noted.
-  const featurizePass = (config: FeatureConfig) => {
+  // `into`: featurizeInto one reused row, the scorer's path (no vector allocated or cached).
+  const featurizePass = (config: FeatureConfig, into: boolean) => {
     const batch = fresh(0, rows);
+    const row = new Float32Array(featureSize(config));
     const cpu = process.cpuUsage();
     const start = process.hrtime.bigint();
-    for (const r of batch) featurize(r, config);
+    if (into) for (const r of batch) featurizeInto(r, config, row, 0);
+    else for (const r of batch) featurize(r, config);
     const wall = rate(batch.length, start);
     const used = process.cpuUsage(cpu);
     return { cpu: batch.length / ((used.user + used.system) / 1e6), wall };
   };
-  const featurized = { demo: [] as Array<{ cpu: number; wall: number }>, defaults: [] as Array<{ cpu: number; wall: number }> };
+  type Measured = Array<{ cpu: number; wall: number }>;
+  const featurized = { demo: [] as Measured, defaults: [] as Measured, demoInto: [] as Measured, defaultsInto: [] as Measured };
   for (let pass = -2; pass < passes; pass++) {
-    const demo = featurizePass(features);
-    const defaults = featurizePass(featureDefaults);
+    const demo = featurizePass(features, false);
+    const defaults = featurizePass(featureDefaults, false);
+    const demoInto = featurizePass(features, true);
+    const defaultsInto = featurizePass(featureDefaults, true);
     if (pass < 0) continue; // warm-up: JIT
     featurized.demo.push(demo);
     featurized.defaults.push(defaults);
+    featurized.demoInto.push(demoInto);
+    featurized.defaultsInto.push(defaultsInto);
   }
 
   const width = featureSize(features);
@@ -119,6 +128,8 @@ export async function benchScoring(options: ScoringBenchOptions = {}): Promise<B
   return [
     featurizeRow('featurize, demo layout (fresh rollout objects)', features, featurized.demo, `; ~93-char synthetic rollouts; median of ${passes} passes of ${rows}`),
     featurizeRow('featurize, default layout (fresh rollout objects)', featureDefaults, featurized.defaults),
+    featurizeRow('featurizeInto a reused row (the scorer\'s path), demo layout', features, featurized.demoInto),
+    featurizeRow('featurizeInto a reused row (the scorer\'s path), default layout', featureDefaults, featurized.defaultsInto),
     {
       figure: 'onnx-score operator (featurize + micro-batches of 64 + score)',
       unit: 'rows/s',
