@@ -69,9 +69,11 @@ export interface EfficacyOptions {
   evalGroups: number;
   /** The proxy's bonus for the guard pattern after the shift (logit units; the benchmark's is 1.5). */
   guardBonus: number;
+  /** The logistic learner's forgetting β (1: none). */
+  forgetting: number;
 }
 
-export const fullSize: EfficacyOptions = { seeds: [1, 2], rounds: 10, shiftAfter: 5, groups: 40, samples: 8, evalGroups: 40, guardBonus: 1.5 };
+export const fullSize: EfficacyOptions = { seeds: [1, 2], rounds: 10, shiftAfter: 5, groups: 40, samples: 8, evalGroups: 40, guardBonus: 1.5, forgetting: 0.998 };
 export const quickSize: EfficacyOptions = { ...fullSize, seeds: [1], rounds: 4, shiftAfter: 2, groups: 16, evalGroups: 16 };
 
 /** One verified candidate (candidates.py's JSON line). */
@@ -270,8 +272,8 @@ async function runArm(arm: Arm, items: readonly Item[], seed: number, o: Efficac
     client: { kafka, registry, catalog, groupId: `${run}.trainer`, trainer: 'reference', checkpointPath: join(dataDir, run, 'trainer.checkpoint') },
     model: 'scorer',
     features: config.features,
-    // deploy/trainer.json's learner, with forgetting (≈ the last 500 labels): the proxy drifts.
-    learner: { kind: 'logistic', lambda: 1, forgetting: 0.998 },
+    // deploy/trainer.json's learner, with forgetting (0.998 ≈ the last 500 labels): the proxy drifts.
+    learner: { kind: 'logistic', lambda: 1, forgetting: o.forgetting },
     labels: { source: 'topic', ttlMs: 3_600_000, maxPending: 100_000 },
     decisionsTopic: 'decisions',
     // Exports only when asked (requestExport, once a round's labels are trained on).
@@ -484,11 +486,14 @@ export async function benchEfficacy(o: EfficacyOptions = fullSize): Promise<Benc
 
 const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
 if (isMain) {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, seeds: { type: 'string' }, 'guard-bonus': { type: 'string' } } });
+  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, seeds: { type: 'string' }, 'guard-bonus': { type: 'string' }, forgetting: { type: 'string' } } });
   const size = values.quick ? quickSize : fullSize;
   const seeds = values.seeds === undefined ? size.seeds : values.seeds.split(',').map(Number);
   const guardBonus = values['guard-bonus'] === undefined ? size.guardBonus : Number(values['guard-bonus']);
-  if (!seeds.every(Number.isInteger) || !Number.isFinite(guardBonus)) throw new Error('usage: bench/efficacy/main.ts [--quick] [--seeds 1,2] [--guard-bonus 1.5]');
-  await benchEfficacy({ ...size, seeds, guardBonus });
+  const forgetting = values.forgetting === undefined ? size.forgetting : Number(values.forgetting);
+  if (!seeds.every(Number.isInteger) || !Number.isFinite(guardBonus) || !(forgetting > 0 && forgetting <= 1)) {
+    throw new Error('usage: bench/efficacy/main.ts [--quick] [--seeds 1,2] [--guard-bonus 1.5] [--forgetting 0.998]');
+  }
+  await benchEfficacy({ ...size, seeds, guardBonus, forgetting });
   process.exit(0);
 }
