@@ -462,7 +462,8 @@ export async function benchEfficacy(o: EfficacyOptions = fullSize): Promise<Benc
   const url = process.env.FLYWHEEL_TEST_CLICKHOUSE_URL || process.env.CLICKHOUSE_URL || undefined;
   const dataDir = join(ROOT, '.flywheel', 'efficacy', new Date().toISOString().replace(/[:.]/g, '-'));
   mkdirSync(dataDir, { recursive: true });
-  const store = await openStore(url !== undefined ? { url } : { path: join(dataDir, 'clickhouse') });
+  // Its own database on a server (the runs' decisions stay there to query; `flywheel sql`), else an embedded store removed after.
+  const store = await openStore(url !== undefined ? { url, database: 'flywheel_efficacy' } : { path: join(dataDir, 'clickhouse') });
   const started = Date.now();
   const results: SeedResult[] = [];
   try {
