@@ -129,6 +129,7 @@ export async function demo(connections: Connections, options: DemoOptions): Prom
     console.log(`\nThe flywheel, round by round (measured against the synthetic ground truth, from ClickHouse):\n${formatTable(rows)}`);
     console.log('\nprecision = verified-right share of the accepted set; recall = share of all verified-right samples accepted;');
     console.log('AUC = how well the raw scorer ranks right above wrong; coverage = QD grid cells holding an accepted sample.');
+    console.log(`\n${await errorMemorySummary(pipeline.store, run)}`);
     console.log(`\n${await semanticSummary(pipeline.store, run, `${run}-explanations`, explained.fates, encoderDir)}`);
     await printSummary(pipeline.store, run);
   } finally {
@@ -216,6 +217,30 @@ async function roundMetrics(store: ClickHouseStore, run: string, roundRun: strin
  * kind of answer, how many MinHash (exact-dedupe, near-dedupe) rejected as duplicates, how many
  * the encoder did, and how many passed both — with the model's source and checksum.
  */
+/**
+ * What the error memory changed, from the `error_compensation` view: per compensated score, how
+ * many scores it corrected and, against the labels that came later, the mean absolute error of
+ * the raw score and of the corrected one (mae_reduction > 0: the corrections helped).
+ */
+export async function errorMemorySummary(store: ClickHouseStore, run: string): Promise<string> {
+  // The view's rows are per generating model version; added up per score (its aggregates named
+  // apart from the view's columns, which ClickHouse would otherwise read as nested aggregates).
+  const rows = await store.query<{ score: string; n: number; fixed: number; correction: number; labels: number; raw: number; comp: number; reduction: number }>(
+    `SELECT score, sum(samples) AS n, sum(corrected) AS fixed,
+            sum(mean_abs_correction * samples) / n AS correction, sum(labelled) AS labels,
+            sum(mae_raw * labelled) / labels AS raw, sum(mae_compensated * labelled) / labels AS comp,
+            sum(mae_reduction * labelled) / labels AS reduction
+     FROM error_compensation WHERE pipeline_run = {run:String} GROUP BY score ORDER BY score`,
+    { run },
+  );
+  if (rows.length === 0) return 'Error memory: no compensated scores stored.';
+  const round = (x: number) => Math.round(x * 10_000) / 10_000;
+  return [
+    'Error memory (recent scorer errors correcting the scores of similar samples; `error_compensation` view, against the labels that came later):',
+    formatTable(rows.map((r) => ({ score: r.score, samples: r.n, corrected: r.fixed, 'mean |correction|': round(r.correction), labelled: r.labels, 'MAE raw': round(r.raw), 'MAE corrected': round(r.comp), reduction: round(r.reduction) }))),
+  ].join('\n');
+}
+
 export async function semanticSummary(store: ClickHouseStore, run: string, rolloutRun: string, fates: ReadonlyMap<string, ExplainedFate>, encoderDir: string): Promise<string> {
   const rows = await store.query<{ id: string; dedupe_method: string; similarity: number }>(
     `SELECT id, dedupe_method, score_values[indexOf(score_names, 'semantic.similarity')] AS similarity
