@@ -581,29 +581,41 @@ export function labelRow(l: Label, sinkTopic: string, sinkPartition: number, sin
   };
 }
 
-function finite(values: number[], what: string, offset: string): number[] {
-  for (const v of values) if (!Number.isFinite(v)) throw new RowError(`record ${offset}: ${what} holds ${v}, which ClickHouse cannot store`);
-  return values;
+/**
+ * The checks of a `samples` row, before any of it is written (SampleBlock.add, sampleValues):
+ * created_at is a time, every reward and score is finite. Returns created_at in seconds; throws
+ * RowError naming the value ClickHouse cannot store.
+ */
+function checkSample(d: Decision, rewardKeys: readonly string[], scoreKeys: readonly string[], sinkOffset: string): number {
+  const r = d.rollout;
+  const createdAt = seconds(r.created_at);
+  if (!Number.isFinite(createdAt)) throw new RowError(`record ${sinkOffset}: created_at ${r.created_at} is not a time`);
+  checkFinite(r.rewards, rewardKeys, 'rewards', sinkOffset);
+  checkFinite(d.scores, scoreKeys, 'scores', sinkOffset);
+  return createdAt;
 }
 
-/**
- * The values of a `samples` row for the decision at `sinkOffset`, checked (finite numbers, a
- * time): the single definition sampleLine and sampleRow both render.
- */
+function checkFinite(map: Record<string, number>, keys: readonly string[], what: string, offset: string): void {
+  for (const k of keys) {
+    const v = map[k]!;
+    if (!Number.isFinite(v)) throw new RowError(`record ${offset}: ${what} holds ${v}, which ClickHouse cannot store`);
+  }
+}
+
+/** The values of a `samples` row for the decision at `sinkOffset`, checked (checkSample), for sampleRow. */
 function sampleValues(d: Decision, sinkOffset: string) {
   const r = d.rollout;
   const rewardNames = Object.keys(r.rewards);
   const scoreNames = Object.keys(d.scores);
   const tagKeys = Object.keys(r.tags);
   const annotationKeys = Object.keys(d.annotations);
-  const createdAt = seconds(r.created_at);
-  if (!Number.isFinite(createdAt)) throw new RowError(`record ${sinkOffset}: created_at ${r.created_at} is not a time`);
+  const createdAt = checkSample(d, rewardNames, scoreNames, sinkOffset);
   return {
     response: r.response ?? r.steps.map((s) => `${s.role}: ${s.content}`).join('\n'),
     rewardNames,
-    rewardValues: finite(rewardNames.map((k) => r.rewards[k]!), 'rewards', sinkOffset),
+    rewardValues: rewardNames.map((k) => r.rewards[k]!),
     scoreNames,
-    scoreValues: finite(scoreNames.map((k) => d.scores[k]!), 'scores', sinkOffset),
+    scoreValues: scoreNames.map((k) => d.scores[k]!),
     tagKeys,
     tagValues: tagKeys.map((k) => r.tags[k]!),
     annotationKeys,
@@ -631,8 +643,8 @@ export function sampleLine(d: Decision, sinkTopic: string, sinkPartition: number
  * re-sent range is byte-identical; `inserted_at` is the record's Kafka timestamp (when the
  * decision was written), not the INSERT's time.
  *
- * Per line (`add`): 1. the checks of sampleValues, before anything is written — created_at a
- * time, then every reward and score finite — so a RowError leaves the block as it was;
+ * Per line (`add`): 1. checkSample, before anything is written — created_at a time, every
+ * reward and score finite — so a RowError leaves the block as it was;
  * 2. the fields in SAMPLE_COLUMNS order, tab-separated, ending in "\n": a String escapes \\, tab,
  * newline, CR and NUL as \\\\, \\t, \\n, \\r, \\0; an Array(String) is `['a','it\\'s']` (' escaped
  * too); an Array(Float64) is `[0.5,1]`; numbers are written as String(n) writes them; a lone
@@ -659,12 +671,9 @@ export class SampleBlock {
   /** Appends the line of the decision at `sinkOffset`; throws RowError (and writes nothing) for a value ClickHouse cannot store. */
   add(d: Decision, sinkTopic: string, sinkPartition: number, sinkOffset: string, timestamp: string): void {
     const r = d.rollout;
-    const createdAt = seconds(r.created_at);
-    if (!Number.isFinite(createdAt)) throw new RowError(`record ${sinkOffset}: created_at ${r.created_at} is not a time`);
     const rewardKeys = Object.keys(r.rewards);
     const scoreKeys = Object.keys(d.scores);
-    checkFinite(r.rewards, rewardKeys, 'rewards', sinkOffset);
-    checkFinite(d.scores, scoreKeys, 'scores', sinkOffset);
+    const createdAt = checkSample(d, rewardKeys, scoreKeys, sinkOffset);
     this.#text(d.pipeline_run, TAB);
     this.#text(r.id, TAB);
     this.#text(r.run_id, TAB);
@@ -844,13 +853,6 @@ TSV_ESCAPES[13] = 0x72; // \r
 TSV_ESCAPES[BACKSLASH] = BACKSLASH;
 const QUOTED_ESCAPES = TSV_ESCAPES.slice();
 QUOTED_ESCAPES[QUOTE] = QUOTE;
-
-function checkFinite(map: Record<string, number>, keys: readonly string[], what: string, offset: string): void {
-  for (const k of keys) {
-    const v = map[k]!;
-    if (!Number.isFinite(v)) throw new RowError(`record ${offset}: ${what} holds ${v}, which ClickHouse cannot store`);
-  }
-}
 
 /** sampleLine's row as an object (insert() takes rows), for callers that build rows one by one. */
 export function sampleRow(d: Decision, sinkTopic: string, sinkPartition: number, sinkOffset: string, timestamp = String(Date.now())): Record<string, unknown> {
