@@ -88,7 +88,7 @@ export function retriable(err: unknown): boolean {
  * newer generation, an expired session. kafkajs's consumer rejoins at once when one of them
  * reaches it from eachBatch as is; any other error it retries with the old membership.
  */
-export const REJOIN_ERRORS: ReadonlySet<string> = new Set(['REBALANCE_IN_PROGRESS', 'NOT_COORDINATOR_FOR_GROUP', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID']);
+const REJOIN_ERRORS: ReadonlySet<string> = new Set(['REBALANCE_IN_PROGRESS', 'NOT_COORDINATOR_FOR_GROUP', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID']);
 
 /** The group error (REJOIN_ERRORS) in `err` or its causes — kafkajs wraps what its retries give up on — if any. */
 export function rejoinError(err: unknown): Error | undefined {

@@ -4,7 +4,7 @@ import { Instrumentation } from '../contracts/events.ts';
 import { logger } from '../lib/log.ts';
 import { restoreChangelog, type RestoreProgress } from './changelog-restore.ts';
 import { coPartitionAssigner } from './co-partition-assigner.ts';
-import { errorKind, FlywheelError, RecordError, REJOIN_ERRORS, retriable } from './errors.ts';
+import { errorKind, FlywheelError, RecordError, rejoinError, retriable } from './errors.ts';
 import { kafkaBatches, type SourceBatch } from './source.ts';
 import { PartitionState } from './state-store.ts';
 
@@ -291,7 +291,7 @@ export class ExactlyOnceProcessor<L> {
     const beat = setInterval(() => {
       source.heartbeat().catch((err: unknown) => {
         // Heartbeat answers that mean this member must rejoin: the batch is handed back.
-        if (REJOIN_ERRORS.has((err as { type?: string }).type ?? '')) rejoin.abort(err);
+        if (rejoinError(err) !== undefined) rejoin.abort(err);
       });
     }, HEARTBEAT_INTERVAL_MS);
     const interrupted = AbortSignal.any([rejoin.signal, this.stopping.signal]);
