@@ -85,17 +85,19 @@ async function* semanticCorpus(seed: NonNullable<PipelineConfig['seed']>, store:
 }
 
 /**
- * The last `maxEntries` of `items` (read in full, holding no more than that), oldest first,
+ * The last `maxEntries` of `items` (read in full, holding at most twice that), oldest first,
  * without those older than `ttlMs` before the newest dated one: what the index would keep.
  */
 async function newest(items: AsyncIterable<CorpusItem>, maxEntries: number, ttlMs: number | null): Promise<CorpusItem[]> {
-  const kept: CorpusItem[] = [];
+  let kept: CorpusItem[] = [];
   let latest = -Infinity;
   for await (const item of items) {
     kept.push(item);
-    if (kept.length > maxEntries) kept.shift();
+    // Trimmed in bulk (a shift per item is O(n) each): at most 2 × maxEntries are held.
+    if (kept.length >= 2 * maxEntries) kept = kept.slice(-maxEntries);
     if (item.at !== undefined && item.at > latest) latest = item.at;
   }
+  kept = kept.slice(-maxEntries);
   return ttlMs === null ? kept : kept.filter((item) => item.at === undefined || item.at >= latest - ttlMs);
 }
 
