@@ -189,6 +189,27 @@ describe('exactDedupe: event time', () => {
     expect(samplesOf(copies).map((s) => s.duplicateOf)).toEqual(['n5', null]);
   });
 
+  it('reads and extends queue chunks written as closed JSON arrays by the previous layout', async () => {
+    const { state, store, dedupe } = setup({ ttlMs: DAY, maxEntries: 4 });
+    // Three slots in chunk 0 as the previous layout wrote them, for entries o0…o2.
+    for (let i = 0; i < 3; i++) store.put(`e:h${i}`, JSON.stringify({ id: `o${i}`, seq: i, lastSeen: T }));
+    store.put('s:0', JSON.stringify([0, 'h0', 'h1', 'h2']));
+    store.put('#tail', '3');
+    store.put('#size', '3');
+    state.commit();
+    // Two new samples: slots 3 and 4 join chunk 0; the index is then over maxEntries by one, so slot 0 (o0) goes.
+    await batch(state, dedupe, [text('n0', 0, T + 1), text('n1', 1, T + 2)]);
+    expect(exactEntries(store)).toBe(4);
+    expect(store.get('e:h0')).toBeUndefined();
+    expect(store.get('e:h1')).toBeDefined();
+    const chunk = store.get('s:0')!;
+    expect(chunk.startsWith('[')).toBe(false);
+    expect(JSON.parse(`[${chunk}]`).slice(0, 4)).toEqual([0, 'h0', 'h1', 'h2']);
+    // Both new samples were remembered in the extended chunk: their copies are caught.
+    const { out } = await batch(state, dedupe, [text('c0', 0, T + 3), text('c1', 1, T + 4)]);
+    expect(samplesOf(out).map((s) => s.duplicateOf)).toEqual(['n0', 'n1']);
+  });
+
   it('ticks carry on pending evictions, within the same budget', async () => {
     const { state, store, dedupe } = setup({ ttlMs: DAY, maxEvictionsPerBatch: 3 });
     await batch(state, dedupe, Array.from({ length: 10 }, (_, i) => text(`a${i}`, i, T + i)));

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Rollout } from '../../contracts/records.ts';
 import type { KeyValueStore } from '../../streams/state-store.ts';
 import { defer, map } from 'rxjs';
@@ -99,11 +99,13 @@ interface Entry {
 
 /*
  * Layout: `e:<hash>` → entry; the recency queue (slot seq → hash) in chunks of SLOT_CHUNK
- * consecutive slots, `s:<seq ÷ SLOT_CHUNK>` → JSON `[firstSeq, hash, hash, …]`; `#head`, `#tail`,
- * `#size`, `#clock`. A batch's changes coalesce per key (the state store stages one write per
- * key), so a batch that adds n entries writes n entry records, about n / SLOT_CHUNK chunk records
- * and the four counters: about one changelog record per entry, where one slot per key made two.
- * Slots written by earlier versions as `q:<seq>` (one per slot) are still read and deleted.
+ * consecutive slots, `s:<seq ÷ SLOT_CHUNK>` → `firstSeq,"hash","hash",…` (a JSON array's body:
+ * appending a slot is a concatenation, where a closed array had to be cut open and copied whole);
+ * `#head`, `#tail`, `#size`, `#clock`. A batch's changes coalesce per key (the state store stages
+ * one write per key), so a batch that adds n entries writes n entry records, about n / SLOT_CHUNK
+ * chunk records and the four counters: about one changelog record per entry, where one slot per
+ * key made two. Chunks written by earlier versions as a closed array `[firstSeq,"hash",…]`, and
+ * slots written as `q:<seq>` (one per slot), are still read and deleted.
  */
 const SLOT_CHUNK = 64;
 const read = (store: KeyValueStore, key: string, fallback = 0) => Number(store.get(key) ?? fallback);
@@ -114,8 +116,12 @@ function appendSlot(store: KeyValueStore, seq: number, key: string): void {
   const at = chunkKey(seq);
   const raw = store.get(at);
   // A chunk starts at its first slot written in this layout (a store from `q:` slots may switch mid-chunk).
-  store.put(at, raw === undefined ? JSON.stringify([seq, key]) : `${raw.slice(0, -1)},${JSON.stringify(key)}]`);
+  if (raw === undefined) store.put(at, `${seq},${JSON.stringify(key)}`);
+  else if (raw.charCodeAt(0) === 0x5b /* [ */) store.put(at, `${raw.slice(1, -1)},${JSON.stringify(key)}`);
+  else store.put(at, `${raw},${JSON.stringify(key)}`);
 }
+
+const parseChunk = (raw: string) => JSON.parse(raw.charCodeAt(0) === 0x5b ? raw : `[${raw}]`) as [number, ...string[]];
 
 /**
  * The last chunk parsed, by its text: every record's eviction check reads the head slot, and the
@@ -130,7 +136,7 @@ class Slots {
   private chunk(seq: number): [number, ...string[]] | undefined {
     const raw = this.store.get(chunkKey(seq));
     if (raw === undefined) return undefined;
-    if (lastChunk?.raw !== raw) lastChunk = { raw, parsed: JSON.parse(raw) as [number, ...string[]] };
+    if (lastChunk?.raw !== raw) lastChunk = { raw, parsed: parseChunk(raw) };
     return lastChunk.parsed;
   }
 
@@ -189,23 +195,27 @@ export function rememberExact(
   const clock = stored === undefined ? at : Math.max(previous, at);
   if (clock !== previous) store.put('#clock', String(clock));
   const watermark = clock - config.allowedLatenessMs;
-  const existing = entryOf(store, key);
+  // Built once: each new key string is hashed anew by every lookup.
+  const entryKey = `e:${key}`;
+  const raw = store.get(entryKey);
+  const existing = raw === undefined ? undefined : (JSON.parse(raw) as Entry);
   let tail = read(store, '#tail');
   if (existing !== undefined && !expired(config, watermark, existing.lastSeen)) {
     if (config.refreshOnHit) {
-      store.put(`e:${key}`, JSON.stringify({ id: existing.id, seq: tail, lastSeen: Math.max(existing.lastSeen, at) }));
+      store.put(entryKey, JSON.stringify({ id: existing.id, seq: tail, lastSeen: Math.max(existing.lastSeen, at) }));
       appendSlot(store, tail, key);
       store.put('#tail', String(tail + 1));
       budget.left += 1;
     }
     return existing.id;
   }
-  if (existing === undefined) store.put('#size', String(read(store, '#size') + 1));
-  store.put(`e:${key}`, JSON.stringify({ id, seq: tail, lastSeen: at }));
+  let size = read(store, '#size');
+  if (existing === undefined) store.put('#size', String(++size));
+  store.put(entryKey, JSON.stringify({ id, seq: tail, lastSeen: at }));
   appendSlot(store, tail, key);
   store.put('#tail', String(++tail));
   budget.left += 1;
-  evict(store, config, watermark, budget);
+  evict(store, config, watermark, budget, tail, size);
   return undefined;
 }
 
@@ -220,10 +230,8 @@ function watermarkOf(store: KeyValueStore, config: ExactDedupeConfig): number {
  * Pops the recency queue while the index is over its bounds and the budget lasts; stale slots
  * are dropped on the way (each counts against the budget: each is a delete).
  */
-function evict(store: KeyValueStore, config: ExactDedupeConfig, watermark: number, budget: EvictionBudget): void {
+function evict(store: KeyValueStore, config: ExactDedupeConfig, watermark: number, budget: EvictionBudget, tail = read(store, '#tail'), size = read(store, '#size')): void {
   let head = read(store, '#head');
-  const tail = read(store, '#tail');
-  let size = read(store, '#size');
   const start = head;
   const slots = new Slots(store);
   while (head < tail && budget.left >= 1) {
@@ -271,6 +279,7 @@ export function exactEntries(store: KeyValueStore): number {
 
 export function contentKey(r: Rollout, scope: ExactDedupeConfig['scope']): string {
   const response = r.response ?? r.steps.map((s) => `${s.role}: ${s.content}`).join('\n');
-  const hash = createHash('sha256').update(normalizeText(r.prompt)).update('\u0000').update(normalizeText(response)).digest('hex').slice(0, 32);
-  return scope === 'group' ? `${r.group_id}/${hash}` : hash;
+  // One-shot hash of the joined text: the same digest as hashing the parts in turn, without a Hash object per record.
+  const digest = hash('sha256', `${normalizeText(r.prompt)}\u0000${normalizeText(response)}`, 'hex').slice(0, 32);
+  return scope === 'group' ? `${r.group_id}/${digest}` : digest;
 }
