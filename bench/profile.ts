@@ -157,3 +157,55 @@ export function selfTimeBy(profile: CpuProfile, bucket: (frame: CpuProfileNode['
   });
   return [...sums].map(([where, t]) => ({ where, share: total > 0 ? t / total : 0 })).sort((a, b) => b.share - a.share);
 }
+
+interface HeapProfileNode {
+  callFrame: CpuProfileNode['callFrame'];
+  selfSize: number;
+  children: HeapProfileNode[];
+}
+
+/**
+ * Where a window of the run allocates its JS heap: V8's sampling heap profiler with the objects
+ * that young and old GCs collected kept in the samples, so the profile counts what was
+ * allocated, not what survived. Written as a `.heapprofile` (DevTools' format) and summarised
+ * as bytes allocated per function (file:line, or package), largest first.
+ *
+ *   const heap = await HeapWindow.start();  …work…  const { top } = await heap.stop('/tmp/w.heapprofile');
+ */
+export class HeapWindow {
+  private constructor(private readonly session: import('node:inspector').Session) {}
+
+  static async start(samplingIntervalBytes = 16_384): Promise<HeapWindow> {
+    const { Session } = await import('node:inspector');
+    const session = new Session();
+    session.connect();
+    await new Promise<void>((resolve, reject) =>
+      session.post('HeapProfiler.startSampling', { samplingInterval: samplingIntervalBytes, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true }, (err) => (err ? reject(err) : resolve())),
+    );
+    return new HeapWindow(session);
+  }
+
+  /** Stops, writes the profile to `file`, and returns each allocating function's share of the bytes sampled. */
+  async stop(file: string): Promise<{ totalBytes: number; top: Array<{ where: string; share: number }> }> {
+    const profile = await new Promise<{ head: HeapProfileNode }>((resolve, reject) =>
+      this.session.post('HeapProfiler.stopSampling', (err, result) => (err ? reject(err) : resolve((result as { profile: { head: HeapProfileNode } }).profile))),
+    );
+    this.session.disconnect();
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(file, JSON.stringify(profile));
+    const sums = new Map<string, number>();
+    let total = 0;
+    const walk = (node: HeapProfileNode): void => {
+      if (node.selfSize > 0) {
+        const frame = node.callFrame;
+        const at = bucketOf(frame);
+        const where = frame.url === '' ? at : `${frame.functionName || '(anonymous)'} ${at}:${frame.lineNumber + 1}`;
+        sums.set(where, (sums.get(where) ?? 0) + node.selfSize);
+        total += node.selfSize;
+      }
+      for (const child of node.children) walk(child);
+    };
+    walk(profile.head);
+    return { totalBytes: total, top: [...sums].map(([where, bytes]) => ({ where, share: total > 0 ? bytes / total : 0 })).sort((a, b) => b.share - a.share) };
+  }
+}

@@ -24,7 +24,7 @@ import { parseConfig } from '../pipeline/config.ts';
 import { startPipeline, type PipelineProgress } from '../pipeline/run.ts';
 import { connectionsFromEnv } from '../streams/connections.ts';
 import { now } from './kafka.ts';
-import { CpuWindow, GcWindow } from './profile.ts';
+import { CpuWindow, GcWindow, HeapWindow } from './profile.ts';
 
 export interface WorkerJob {
   /** A pipeline config as JSON (the file's content with the bench's overrides). */
@@ -58,6 +58,9 @@ const gc = new GcWindow();
  */
 const cpuDir = process.env.FLYWHEEL_BENCH_CPU_PROFILE;
 let cpu: Promise<CpuWindow> | undefined;
+/** FLYWHEEL_BENCH_HEAP_PROFILE=<dir>: likewise, where the window allocates (bytes per function, collected objects included). */
+const heapDir = process.env.FLYWHEEL_BENCH_HEAP_PROFILE;
+let heap: Promise<HeapWindow> | undefined;
 
 /** Calls `changed` after every write of `object[key]` (the pipeline only ever adds to it). */
 function watch<T extends object>(object: T, key: keyof T & string, changed: (value: number) => void): void {
@@ -92,6 +95,7 @@ Kafka.prototype.consumer = function (this: Kafka, options: ConsumerConfig) {
       if (job.expect > 0) {
         gc.open();
         if (cpuDir) cpu = CpuWindow.start();
+        if (heapDir) heap = HeapWindow.start();
       }
       send({ type: 'fetching', t: now() });
     });
@@ -112,6 +116,12 @@ async function writeProfile(window: Promise<CpuWindow>): Promise<void> {
   process.stderr.write(`cpu profile ${file}; self time:\n${top.slice(0, 40).map((t) => `  ${(t.share * 100).toFixed(1).padStart(5)} %  ${t.where}`).join('\n')}\n`);
 }
 
+async function writeHeapProfile(window: Promise<HeapWindow>): Promise<void> {
+  const file = join(heapDir!, `${config.run}.heapprofile`);
+  const { totalBytes, top } = await (await window).stop(file);
+  process.stderr.write(`heap profile ${file}; ${Math.round(totalBytes / job.expect)} bytes sampled per record; allocated by:\n${top.slice(0, 40).map((t) => `  ${(t.share * 100).toFixed(1).padStart(5)} %  ${t.where}`).join('\n')}\n`);
+}
+
 async function run(): Promise<void> {
   try {
     const pipeline = await startPipeline(config, connections, { inputTopic: job.inputTopic });
@@ -124,6 +134,7 @@ async function run(): Promise<void> {
       // Opened at the first fetch (at ready, should no fetch report come).
       send({ type: 'gc', report: gc.close(processed) });
       if (cpu !== undefined) void writeProfile(cpu);
+      if (heap !== undefined) void writeHeapProfile(heap);
     });
     const stored = () => send({ type: 'stored', t: now(), stored: progress.stored.samples + progress.stored.dead_letters });
     watch(progress.stored, 'samples', stored);
