@@ -73,16 +73,40 @@ describe('RecursiveRidge is exactly the batch ridge solution', () => {
     });
   });
 
-  it('with example weights and exponential forgetting', () => {
+  it('with example weights and exponential forgetting: the data fade, the prior is restored, not faded', () => {
     const dim = 15;
     const rows = randomRows(21, 200, dim);
     const next = prng(22);
     const y = rows.map(() => next() * 2);
     const weights = rows.map(() => 0.2 + next() * 3);
+    // Restored every 16 examples (dim + 1, the default): exact with the whole prior at 16, 32, …, and with ρ = β^k k examples after.
     const rls = new RecursiveRidge({ dim, lambda: 2, forgetting: 0.97 });
-    rows.forEach((r, i) => rls.update(r, y[i]!, weights[i]!));
-    const direct = ridgeSolve(rows, y, { lambda: 2, weights, forgetting: 0.97 });
-    expect(maxAbsDiff(rls.linearWeights().weights, direct.weights) / maxAbs(direct.weights)).toBeLessThan(1e-8);
+    const oldStyle = { lambda: 2, forgetting: 0.97 };
+    rows.forEach((r, i) => {
+      rls.update(r, y[i]!, weights[i]!);
+      const n = i + 1;
+      const k = n % 16;
+      expect(rls.priorWeight).toBeCloseTo(0.97 ** k, 12);
+      if ([5, 16, 100, 112, 200].includes(n)) {
+        const direct = ridgeSolve(rows.slice(0, n), y.slice(0, n), { ...oldStyle, weights: weights.slice(0, n), priorWeight: 0.97 ** k });
+        expect(maxAbsDiff(rls.linearWeights().weights, direct.weights) / maxAbs(direct.weights), `after ${n}`).toBeLessThan(1e-8);
+      }
+    });
+    // After all 200 examples the prior is still (almost) whole, where fading it would leave 0.97²⁰⁰ ≈ 0.002 of it.
+    rls.restorePrior();
+    const fixed = ridgeSolve(rows, y, { ...oldStyle, weights });
+    const faded = ridgeSolve(rows, y, { ...oldStyle, weights, priorWeight: 0.97 ** 200 });
+    expect(maxAbsDiff(rls.linearWeights().weights, fixed.weights) / maxAbs(fixed.weights)).toBeLessThan(1e-8);
+    expect(maxAbsDiff(fixed.weights, faded.weights) / maxAbs(fixed.weights)).toBeGreaterThan(0.01);
+    // A state written before restorations existed (no priorWeight: the prior faded by β per example) is restored on load.
+    const legacy = new RecursiveRidge({ dim, lambda: 2, forgetting: 0.97, priorRestoreEvery: 1_000_000 });
+    rows.forEach((r, i) => legacy.update(r, y[i]!, weights[i]!));
+    expect(legacy.priorWeight).toBeCloseTo(0.97 ** 200, 12);
+    const { P, w } = legacy.arrays();
+    const loaded = new RecursiveRidge({ dim, lambda: 2, forgetting: 0.97 }, { P, w, examples: 200 });
+    expect(loaded.priorWeight).toBe(1);
+    expect(maxAbsDiff(loaded.linearWeights().weights, fixed.weights) / maxAbs(fixed.weights)).toBeLessThan(1e-7);
+    expect(() => new RecursiveRidge({ dim, lambda: 2, forgetting: 0.97, priorRestoreEvery: 0 })).toThrow(/priorRestoreEvery/);
   });
 
   it('at the pipeline dimension (1024 hashed buckets + numeric tail) on featurized rollouts, and resumes from its arrays', () => {
@@ -114,33 +138,39 @@ describe('OnlineLogistic (online Newton)', () => {
   const coin = prng(33);
   const y = rows.map((r) => (coin() < 1 / (1 + Math.exp(-r.reduce((s, v, i) => s + v * truth[i]!, -0.5))) ? 1 : 0));
 
-  it('is exactly the minimiser of the prior plus each example’s second-order expansion at the weights it met', () => {
-    const lambda = 1;
-    const model = new OnlineLogistic({ dim, lambda });
-    const n = dim + 1;
-    const H = new Float64Array(n * n);
-    const rhs = new Float64Array(n);
-    for (let i = 0; i < n; i++) H[i * n + i] = lambda;
-    const z = new Float64Array(n);
-    rows.slice(0, 400).forEach((r, k) => {
-      const before = model.linearWeights();
-      const wPrev = Float64Array.from([...before.weights, before.bias]);
-      const p = model.predict(r);
-      const g = p - y[k]!;
-      const h = p * (1 - p);
-      z.set(r);
-      z[dim] = 1;
-      const zw = z.reduce((s, v, i) => s + v * wPrev[i]!, 0);
-      for (let i = 0; i < n; i++) {
-        rhs[i]! += z[i]! * (h * zw - g);
-        for (let j = 0; j < n; j++) H[i * n + j]! += h * z[i]! * z[j]!;
-      }
-      expect(model.update(r, y[k]!)).toBeCloseTo(p, 12);
+  for (const forgetting of [1, 0.99]) {
+    it(`is exactly the minimiser of the prior plus each example’s second-order expansion at the weights it met (forgetting ${forgetting}: the expansions fade, the prior is restored)`, () => {
+      const lambda = 1;
+      const model = new OnlineLogistic({ dim, lambda, forgetting, priorRestoreEvery: 50 });
+      const n = dim + 1;
+      // The data's part of the precision and of the linear term; the prior is added at the end.
+      const H = new Float64Array(n * n);
+      const rhs = new Float64Array(n);
+      const z = new Float64Array(n);
+      rows.slice(0, 420).forEach((r, k) => {
+        const before = model.linearWeights();
+        const wPrev = Float64Array.from([...before.weights, before.bias]);
+        const p = model.predict(r);
+        const g = p - y[k]!;
+        const h = p * (1 - p);
+        z.set(r);
+        z[dim] = 1;
+        const zw = z.reduce((s, v, i) => s + v * wPrev[i]!, 0);
+        for (let i = 0; i < n; i++) {
+          rhs[i] = forgetting * rhs[i]! + z[i]! * (h * zw - g);
+          for (let j = 0; j < n; j++) H[i * n + j] = forgetting * H[i * n + j]! + h * z[i]! * z[j]!;
+        }
+        expect(model.update(r, y[k]!)).toBeCloseTo(p, 12);
+      });
+      // 420 = 8 × 50 + 20: the prior was last restored 20 examples ago.
+      const rho = forgetting ** 20;
+      expect(model.priorWeight).toBeCloseTo(rho, 12);
+      for (let i = 0; i < n; i++) H[i * n + i]! += rho * lambda;
+      const surrogate = choleskySolve(H, rhs, n);
+      const got = model.linearWeights();
+      expect(maxAbsDiff([...got.weights, got.bias], surrogate)).toBeLessThan(1e-9);
     });
-    const surrogate = choleskySolve(H, rhs, n);
-    const got = model.linearWeights();
-    expect(maxAbsDiff([...got.weights, got.bias], surrogate)).toBeLessThan(1e-9);
-  });
+  }
 
   it('one update from the prior is one exact Newton step on the regularised objective', () => {
     const model = new OnlineLogistic({ dim: 3, lambda: 2 });

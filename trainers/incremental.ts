@@ -11,9 +11,20 @@ import { linearModelOnnx } from '../contracts/onnx-codec.ts';
  *
  * What is exact and what is not:
  * - RecursiveRidge is exact: after any sequence of updates its weights are the weighted ridge
- *   solution (Σ βⁿ⁻ⁱ rᵢ zᵢzᵢ' + βⁿΛ)⁻¹ Σ βⁿ⁻ⁱ rᵢ yᵢ zᵢ (z = [x, 1], Λ = diag(λ…λ, λ_bias),
- *   r = example weight, β = forgetting factor); with β = 1 and r = 1 that is (X'X + Λ)⁻¹X'y.
- *   Equal to a direct solve up to floating-point rounding (tests/trainers.test.ts).
+ *   solution (Σ βⁿ⁻ⁱ rᵢ zᵢzᵢ' + ρΛ)⁻¹ Σ βⁿ⁻ⁱ rᵢ yᵢ zᵢ (z = [x, 1], Λ = diag(λ…λ, λ_bias),
+ *   r = example weight, β = forgetting factor, ρ = `priorWeight`); with β = 1 and r = 1 that is
+ *   (X'X + Λ)⁻¹X'y. Equal to a direct solve up to floating-point rounding (tests/trainers.test.ts).
+ *
+ * Forgetting forgets the data, not the prior ("stabilised forgetting", Kulhavý & Zarrop 1993):
+ * the Kalman step P ← P/β that makes old examples fade scales the prior's precision down with
+ * them (ρ ← βρ), and left alone ρ = βⁿ → 0, so after a few windows the model is unregularised
+ * and fits whatever recent labels it has ever closer. So every `priorRestoreEvery` examples
+ * (and before every export: `restorePrior`) the lost (1 − ρ)Λ is added back exactly,
+ * P ← ((P)⁻¹ + (1 − ρ)Λ)⁻¹ and w ← w − P(1 − ρ)Λw (the minimiser with the whole prior), and
+ * ρ ← 1: the exponentially weighted ridge with a fixed regulariser, (Σ βⁿ⁻ⁱ zᵢzᵢ' + Λ)⁻¹ Σ βⁿ⁻ⁱ yᵢzᵢ.
+ * Between restorations ρ ≥ β^priorRestoreEvery. A restoration costs O(n³) (a Cholesky
+ * factorisation of I + √DP√D, Woodbury), so the default interval n = D + 1 examples keeps its
+ * amortised cost O(n²) per example, that of an update.
  * - OnlineLogistic is an online Newton method (the extended-Kalman / Laplace-propagation
  *   update): each example's log-loss is replaced by its second-order Taylor expansion at the
  *   weights current when it arrived, and the weights are the EXACT minimiser of the prior plus
@@ -29,8 +40,10 @@ export interface RidgeConfig {
   lambda: number;
   /** L2 penalty on the bias (> 0; default: lambda). */
   biasLambda?: number;
-  /** Exponential forgetting β in (0, 1]; 1 (default) weighs all examples equally. */
+  /** Exponential forgetting β in (0, 1] of the examples (not the prior); 1 (default) weighs all examples equally. */
   forgetting?: number;
+  /** With forgetting, the full prior is restored every this many examples (default dim + 1; see the file comment). */
+  priorRestoreEvery?: number;
 }
 
 export interface LogisticConfig {
@@ -41,9 +54,12 @@ export interface LogisticConfig {
   /**
    * Exponential forgetting β in (0, 1], as for ridge: before each example the precision is
    * scaled by β (P ← P/β, the Kalman random-walk step), so an example n steps old weighs βⁿ
-   * (effective window ≈ 1/(1 − β)). 1 (default) never forgets. E.g. 0.995 ≈ the last 200.
+   * (effective window ≈ 1/(1 − β)). 1 (default) never forgets. E.g. 0.995 ≈ the last 200. The
+   * prior is restored every `priorRestoreEvery` examples, so it does not fade (file comment).
    */
   forgetting?: number;
+  /** With forgetting, the full prior is restored every this many examples (default dim + 1). */
+  priorRestoreEvery?: number;
 }
 
 export interface LinearWeights {
@@ -51,32 +67,54 @@ export interface LinearWeights {
   bias: number;
 }
 
-interface LinearState {
+export interface LinearState {
   examples: number;
   P: Float64Array;
   w: Float64Array;
+  /**
+   * ρ: the share of the prior's precision P holds (1 right after a restoration). Absent in
+   * checkpoints written before the prior was restored: then it is β^examples (the prior faded
+   * with every example), and the learner restores it on load.
+   */
+  priorWeight?: number;
+  /** Examples since the prior was last restored (absent: as for priorWeight). */
+  sinceRestore?: number;
 }
 
-/** Common machinery: P (the inverse of the precision), w, and z = [x, 1]. */
+/** Common machinery: P (the inverse of the precision), w, z = [x, 1] and the prior's restoration. */
 abstract class LinearLearner {
   readonly n: number;
+  readonly forgetting: number;
+  /** Examples between restorations of the prior (with forgetting). */
+  readonly priorRestoreEvery: number;
   protected readonly P: Float64Array;
   protected readonly w: Float64Array;
   protected readonly u: Float64Array;
   protected readonly z: Float64Array;
+  /** The prior's precision per coordinate: λ for the features, λ_bias for the bias. */
+  private readonly lambdas: Float64Array;
   examples = 0;
+  private weightOfPrior = 1;
+  private sinceRestore = 0;
   private sinceSymmetrised = 0;
 
   protected constructor(
     readonly dim: number,
     lambda: number,
     biasLambda: number,
+    forgetting: number | undefined,
+    priorRestoreEvery: number | undefined,
     state?: LinearState,
   ) {
     if (!(dim >= 1) || !Number.isInteger(dim)) throw new Error(`dim must be a positive integer, got ${dim}`);
     if (!(lambda > 0) || !(biasLambda > 0)) throw new Error(`penalties must be > 0 (lambda ${lambda}, biasLambda ${biasLambda})`);
+    this.forgetting = forgetting ?? 1;
+    if (!(this.forgetting > 0 && this.forgetting <= 1)) throw new Error(`forgetting must be in (0, 1], got ${this.forgetting}`);
     this.n = dim + 1;
     const n = this.n;
+    this.priorRestoreEvery = priorRestoreEvery ?? n;
+    if (!(this.priorRestoreEvery >= 1) || !Number.isInteger(this.priorRestoreEvery)) throw new Error(`priorRestoreEvery must be a positive integer, got ${priorRestoreEvery}`);
+    this.lambdas = Float64Array.from({ length: n }, (_, i) => (i < dim ? lambda : biasLambda));
     this.u = new Float64Array(n);
     this.z = new Float64Array(n);
     if (state !== undefined) {
@@ -84,12 +122,102 @@ abstract class LinearLearner {
       this.P = Float64Array.from(state.P);
       this.w = Float64Array.from(state.w);
       this.examples = state.examples;
+      if (state.priorWeight !== undefined) {
+        if (!(state.priorWeight > 0 && state.priorWeight <= 1)) throw new Error(`state's priorWeight must be in (0, 1], got ${state.priorWeight}`);
+        this.weightOfPrior = state.priorWeight;
+        this.sinceRestore = state.sinceRestore ?? 0;
+      } else {
+        // Written before restorations existed: every update scaled the prior by β.
+        this.weightOfPrior = Math.max(Number.MIN_VALUE, this.forgetting ** state.examples);
+        this.restorePrior();
+      }
     } else {
       this.P = new Float64Array(n * n);
       this.w = new Float64Array(n);
-      for (let i = 0; i < dim; i++) this.P[i * n + i] = 1 / lambda;
-      this.P[n * n - 1] = 1 / biasLambda;
+      for (let i = 0; i < n; i++) this.P[i * n + i] = 1 / this.lambdas[i]!;
     }
+  }
+
+  /** ρ: the share of the prior's precision the model holds now (1 without forgetting or right after `restorePrior`). */
+  get priorWeight(): number {
+    return this.weightOfPrior;
+  }
+
+  /** What a checkpoint needs besides `arrays()` to resume exactly. */
+  state(): { examples: number; priorWeight: number; sinceRestore: number } {
+    return { examples: this.examples, priorWeight: this.weightOfPrior, sinceRestore: this.sinceRestore };
+  }
+
+  /**
+   * Adds back the prior precision forgetting took, (1 − ρ)Λ, exactly: with D = (1 − ρ)Λ,
+   * P ← (P⁻¹ + D)⁻¹ = P − K'S⁻¹K (K = √D·P, S = I + √D·P·√D, Woodbury; S is well conditioned,
+   * its eigenvalues ≥ 1), then w ← w − P·D·w, the minimiser of the same objective with the whole
+   * prior (it is centred at 0). O(n³); a no-op when ρ = 1.
+   *
+   *   learner.restorePrior()  // learner.priorWeight → 1
+   */
+  restorePrior(): void {
+    this.sinceRestore = 0;
+    if (this.weightOfPrior === 1) return;
+    const { n, P, w } = this;
+    const lost = 1 - this.weightOfPrior;
+    const root = Float64Array.from(this.lambdas, (l) => Math.sqrt(lost * l));
+    // K = √D P (row i scaled by root[i]); S = I + K √D.
+    const K = new Float64Array(n * n);
+    const S = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) {
+      const ri = root[i]!;
+      const row = i * n;
+      for (let j = 0; j < n; j++) {
+        const k = ri * P[row + j]!;
+        K[row + j] = k;
+        S[row + j] = k * root[j]!;
+      }
+      S[row + i]! += 1;
+    }
+    const L = cholesky(S, n);
+    // Y = L⁻¹ K, in place in K (forward substitution over all columns at once).
+    for (let i = 0; i < n; i++) {
+      const row = i * n;
+      for (let k = 0; k < i; k++) {
+        const lik = L[row + k]!;
+        if (lik === 0) continue;
+        const other = k * n;
+        for (let j = 0; j < n; j++) K[row + j]! -= lik * K[other + j]!;
+      }
+      const inv = 1 / L[row + i]!;
+      for (let j = 0; j < n; j++) K[row + j]! *= inv;
+    }
+    // P ← P − Y'Y (upper triangle accumulated row by row of Y, then mirrored).
+    for (let i = 0; i < n; i++) {
+      const yrow = i * n;
+      for (let j = 0; j < n; j++) {
+        const yij = K[yrow + j]!;
+        if (yij === 0) continue;
+        const prow = j * n;
+        for (let l = j; l < n; l++) P[prow + l]! -= yij * K[yrow + l]!;
+      }
+    }
+    for (let j = 0; j < n; j++) for (let l = j + 1; l < n; l++) P[l * n + j] = P[j * n + l]!;
+    // w ← w − P (D w).
+    const dw = Float64Array.from(w, (x, i) => lost * this.lambdas[i]! * x);
+    const step = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      const row = i * n;
+      let s = 0;
+      for (let j = 0; j < n; j++) s += P[row + j]! * dw[j]!;
+      step[i] = s;
+    }
+    for (let i = 0; i < n; i++) w[i]! -= step[i]!;
+    this.weightOfPrior = 1;
+  }
+
+  /** After an update: the prior faded by β with the data; restore it when its interval is up. */
+  protected afterUpdate(): void {
+    this.examples++;
+    if (this.forgetting === 1) return;
+    this.weightOfPrior *= this.forgetting;
+    if (++this.sinceRestore >= this.priorRestoreEvery) this.restorePrior();
   }
 
   /** x·w + b. */
@@ -164,15 +292,12 @@ abstract class LinearLearner {
  */
 export class RecursiveRidge extends LinearLearner {
   readonly kind = 'ridge' as const;
-  readonly forgetting: number;
 
   constructor(
     readonly config: RidgeConfig,
     state?: LinearState,
   ) {
-    super(config.dim, config.lambda, config.biasLambda ?? config.lambda, state);
-    this.forgetting = config.forgetting ?? 1;
-    if (!(this.forgetting > 0 && this.forgetting <= 1)) throw new Error(`forgetting must be in (0, 1], got ${this.forgetting}`);
+    super(config.dim, config.lambda, config.biasLambda ?? config.lambda, config.forgetting, config.priorRestoreEvery, state);
   }
 
   predict(x: ArrayLike<number>): number {
@@ -195,7 +320,7 @@ export class RecursiveRidge extends LinearLearner {
     const gain = (weight * (y - prediction)) / denom;
     for (let i = 0; i < n; i++) w[i]! += gain * u[i]!;
     this.rankOneDowndate(weight / denom, beta);
-    this.examples++;
+    this.afterUpdate();
     return prediction;
   }
 
@@ -212,19 +337,18 @@ const sigmoid = (t: number) => (t >= 0 ? 1 / (1 + Math.exp(-t)) : Math.exp(t) / 
  * Online Newton logistic regression (approximate; see the file comment). With p = σ(w'z),
  * g = r(p − y), h = r·p(1 − p), u = Pz, s = z'u and forgetting β:
  * w ← w − g·u/(β + h·s),  P ← (P − h·u u'/(β + h·s))/β — the update with P/β as the prior
- * covariance, so old examples (and the prior) fade as in RecursiveRidge. Labels may be soft, in [0, 1].
+ * covariance, so old examples fade as in RecursiveRidge, and the prior is restored as there (the
+ * weights are then the minimiser of the whole prior plus the faded expansions). Labels may be
+ * soft, in [0, 1].
  */
 export class OnlineLogistic extends LinearLearner {
   readonly kind = 'logistic' as const;
-  readonly forgetting: number;
 
   constructor(
     readonly config: LogisticConfig,
     state?: LinearState,
   ) {
-    super(config.dim, config.lambda, config.biasLambda ?? config.lambda, state);
-    this.forgetting = config.forgetting ?? 1;
-    if (!(this.forgetting > 0 && this.forgetting <= 1)) throw new Error(`forgetting must be in (0, 1], got ${this.forgetting}`);
+    super(config.dim, config.lambda, config.biasLambda ?? config.lambda, config.forgetting, config.priorRestoreEvery, state);
   }
 
   predict(x: ArrayLike<number>): number {
@@ -246,7 +370,7 @@ export class OnlineLogistic extends LinearLearner {
     const denom = beta + h * s;
     for (let i = 0; i < n; i++) w[i]! -= (g * u[i]!) / denom;
     this.rankOneDowndate(h / denom, beta);
-    this.examples++;
+    this.afterUpdate();
     return p;
   }
 
@@ -273,11 +397,8 @@ export function exampleLoss(kind: IncrementalLearner['kind'], prediction: number
 
 // ─── Direct solvers (the reference the incremental learners are tested against) ───────────────
 
-/**
- * Solves A x = b for symmetric positive definite A (row-major n×n) by Cholesky, A = L L'.
- * Throws when A is not positive definite.
- */
-export function choleskySolve(A: Float64Array, b: Float64Array, n: number): Float64Array {
+/** The Cholesky factor L (row-major, lower) of symmetric positive definite A = L L'; throws when A is not. */
+function cholesky(A: Float64Array, n: number): Float64Array {
   const L = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {
     for (let j = 0; j <= i; j++) {
@@ -289,6 +410,15 @@ export function choleskySolve(A: Float64Array, b: Float64Array, n: number): Floa
       } else L[i * n + j] = sum / L[j * n + j]!;
     }
   }
+  return L;
+}
+
+/**
+ * Solves A x = b for symmetric positive definite A (row-major n×n) by Cholesky, A = L L'.
+ * Throws when A is not positive definite.
+ */
+export function choleskySolve(A: Float64Array, b: Float64Array, n: number): Float64Array {
+  const L = cholesky(A, n);
   const y = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     let sum = b[i]!;
@@ -309,11 +439,13 @@ export interface BatchRidgeOptions {
   biasLambda?: number;
   /** Per-example weights r (default 1). */
   weights?: ArrayLike<number>;
-  /** Forgetting β: example i of N gets β^(N−1−i), the prior β^N (default 1). */
+  /** Forgetting β: example i of N gets β^(N−1−i) (default 1). */
   forgetting?: number;
+  /** The prior's weight ρ (default 1: a fixed regulariser, what RecursiveRidge holds right after `restorePrior`). */
+  priorWeight?: number;
 }
 
-/** The ridge solution by a direct solve: (Σ cᵢ zᵢzᵢ' + c₀Λ)⁻¹ Σ cᵢ yᵢ zᵢ with z = [x, 1]. */
+/** The ridge solution by a direct solve: (Σ cᵢ zᵢzᵢ' + ρΛ)⁻¹ Σ cᵢ yᵢ zᵢ with z = [x, 1]. */
 export function ridgeSolve(rows: ReadonlyArray<ArrayLike<number>>, y: ArrayLike<number>, options: BatchRidgeOptions): LinearWeights {
   if (rows.length === 0) throw new Error('no rows');
   const dim = rows[0]!.length;
@@ -334,7 +466,7 @@ export function ridgeSolve(rows: ReadonlyArray<ArrayLike<number>>, y: ArrayLike<
       for (let j = 0; j < n; j++) A[i * n + j]! += ci * z[j]!;
     }
   });
-  const prior = beta ** N;
+  const prior = options.priorWeight ?? 1;
   for (let i = 0; i < dim; i++) A[i * n + i]! += prior * options.lambda;
   A[n * n - 1]! += prior * (options.biasLambda ?? options.lambda);
   const w = choleskySolve(A, b, n);

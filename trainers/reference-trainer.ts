@@ -32,7 +32,7 @@ import type { TopicCatalog } from '../streams/topics.ts';
  *
  * Every `updateEvery` trained examples (checked after each batch) the trainer:
  * 1. exports the model as ONNX (version `<versionPrefix><n>`, n = 1, 2, … persisted in the
- *    checkpoint) to `<artifactDir>/<model>-<version>.onnx` (atomic write) and computes its
+ *    checkpoint; with forgetting, the prior restored first: `IncrementalLearner.restorePrior`) to `<artifactDir>/<model>-<version>.onnx` (atomic write) and computes its
  *    sha256;
  * 2. checkpoints (model, join state, version counter, the update to announce) and commits the
  *    offsets (TrainerClient.commit);
@@ -118,7 +118,8 @@ interface PendingLabel {
 }
 
 interface TrainerState {
-  learner: { kind: IncrementalLearner['kind']; dim: number; examples: number };
+  /** priorWeight and sinceRestore (LinearState) are absent in checkpoints from before the prior was restored. */
+  learner: { kind: IncrementalLearner['kind']; dim: number; examples: number; priorWeight?: number; sinceRestore?: number };
   version: number;
   examples: number;
   /** Examples trained since the last exported version. */
@@ -181,7 +182,8 @@ export class ReferenceTrainer {
     }
     const { P, w } = restored.arrays;
     if (!(P instanceof Float64Array) || !(w instanceof Float64Array)) throw new Error('checkpoint lacks the model arrays P and w');
-    this.learner = createLearner(options.learner, dim, { P, w, examples: state.learner.examples });
+    const { examples, priorWeight, sinceRestore } = state.learner;
+    this.learner = createLearner(options.learner, dim, { P, w, examples, ...(priorWeight === undefined ? {} : { priorWeight, sinceRestore }) });
     this.version = state.version;
     this.examples = state.examples;
     this.sinceExport = state.sinceExport;
@@ -378,7 +380,7 @@ export class ReferenceTrainer {
 
   private state(): TrainerState {
     return {
-      learner: { kind: this.learner.kind, dim: this.learner.dim, examples: this.learner.examples },
+      learner: { kind: this.learner.kind, dim: this.learner.dim, ...this.learner.state() },
       version: this.version,
       examples: this.examples,
       sinceExport: this.sinceExport,
@@ -428,6 +430,8 @@ export class ReferenceTrainer {
 
   private async exportAndAnnounce(batch: TrainingBatch): Promise<void> {
     const version = `${this.options.versionPrefix ?? 'v'}${this.version + 1}`;
+    // With forgetting, what is published has the whole prior (an exact step on the same objective; no-op otherwise).
+    this.learner.restorePrior();
     const bytes = this.learner.toOnnx(version);
     const artifact = resolve(join(this.options.artifactDir, `${this.options.model}-${version}.onnx`));
     await writeFileAtomic(artifact, bytes);
