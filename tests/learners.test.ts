@@ -81,7 +81,7 @@ describe('forgetting keeps the prior', () => {
   function sparseStream(seed: number, n: number): { x: number[]; y: number }[] {
     const rand = prng(seed);
     return Array.from({ length: n }, () => {
-      const x = Array.from({ length: SPARSE_DIM }, () => (rand() < 0.06 ? 1 : 0));
+      const x = Array.from({ length: SPARSE_DIM }, (): number => (rand() < 0.06 ? 1 : 0));
       const t = x.reduce((s, v, i) => s + v * signal[i]!, 0);
       return { x, y: rand() < 1 / (1 + Math.exp(-t)) ? 1 : 0 };
     });
