@@ -494,13 +494,24 @@ export class ExactlyOnceProcessor<L> {
       // Sent in slices: kafkajs puts a partition's messages in one record batch, and the broker
       // refuses a batch over the topic's max.message.bytes (stateful operators can stage thousands
       // of changelog records in one batch). The slices share the transaction, in order.
-      for (const slice of slices(topicMessages, SLICE_BYTES)) await transaction.sendBatch({ topicMessages: slice });
-      if (consumed !== undefined) {
-        await sendOffsets(transaction, {
-          consumerGroupId: this.options.groupId,
-          topics: [{ topic: consumed.topic, partitions: [{ partition: owned.partition, offset: consumed.offset.toString() }] }],
-        });
-      }
+      const outputs = async () => {
+        for (const slice of slices(topicMessages, SLICE_BYTES)) await transaction.sendBatch({ topicMessages: slice });
+      };
+      // The offsets (AddOffsetsToTxn, then TxnOffsetCommit) go alongside the outputs
+      // (AddPartitionsToTxn, then Produce), not after them: each is a round trip the commit
+      // waits for, and neither depends on the other; EndTxn commits both or neither. Both are
+      // settled before the commit or the abort.
+      const [sent, offsets] = await Promise.allSettled([
+        outputs(),
+        consumed === undefined
+          ? Promise.resolve()
+          : sendOffsets(transaction, {
+              consumerGroupId: this.options.groupId,
+              topics: [{ topic: consumed.topic, partitions: [{ partition: owned.partition, offset: consumed.offset.toString() }] }],
+            }),
+      ]);
+      if (sent.status === 'rejected') throw sent.reason;
+      if (offsets.status === 'rejected') throw offsets.reason;
       await transaction.commit();
       owned.transaction = undefined;
       return performance.now() - started;
@@ -544,8 +555,12 @@ export class ExactlyOnceProcessor<L> {
     const producer = this.options.kafka.producer({
       transactionalId: transactionalId(groupId, partition),
       idempotent: true,
-      maxInFlightRequests: 1,
+      // Two: the offsets' request may wait on the connection next to the outputs' (see `send`),
+      // so the broker takes it as soon as it answers the other, without a client round trip in
+      // between. Produce requests never overlap: a transaction sends its slices one after another.
+      maxInFlightRequests: 2,
       transactionTimeout: 60_000,
+      retry: SEND_RETRY,
     });
     try {
       await producer.connect();
@@ -653,6 +668,18 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 
 const SLICE_BYTES = 512 * 1024;
 
+/**
+ * The transactional producers' send retries start at 20 ms instead of the client's 300 ms.
+ * A transaction's first send to a partition (AddPartitionsToTxn) right after the previous commit
+ * is often answered CONCURRENT_TRANSACTIONS while the coordinator still writes that commit's
+ * markers, a few ms; kafkajs retries it with the send retrier, so 300 ms there stalled the
+ * partition — and, since kafkajs fetches again only once every batch of a fetch is settled,
+ * every partition — about one transaction in 25 (Kafka's Java producer retries this case after
+ * 20 ms too). The backoff still doubles to the client's 10 s; retries stay unbounded, as kafkajs
+ * has them for an idempotent producer (the transaction timeout ends a send that never lands).
+ */
+const SEND_RETRY = { initialRetryTime: 20, retries: Number.MAX_SAFE_INTEGER };
+
 /** Splits outputs into consecutive slices of about `maxBytes` (keys and values), order kept. */
 export function slices(topicMessages: TopicMessages[], maxBytes: number): TopicMessages[][] {
   const out: TopicMessages[][] = [];
@@ -692,7 +719,8 @@ async function sendOffsets(transaction: Transaction, offsets: Parameters<Transac
     } catch (err) {
       const type = (err as { type?: string }).type;
       if (type !== 'CONCURRENT_TRANSACTIONS' || attempt >= 10) throw err;
-      await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
+      // Markers take a few ms to write: retry soon, then back off (about 4 s in all).
+      await new Promise((r) => setTimeout(r, Math.min(1000, 10 * 2 ** attempt)));
     }
   }
 }
