@@ -1,11 +1,72 @@
 // First: kafkajs must load with the linear producer grouping (see the module).
 import './kafkajs-producer.ts';
+import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { connect as connectTls, type ConnectionOptions } from 'node:tls';
 import { Kafka, logLevel, type Admin, type AdminConfig, type Consumer, type ConsumerConfig, type KafkaConfig, type logCreator, type Producer, type ProducerConfig } from 'kafkajs';
 import type { Connections, KafkaSecurity, TlsFiles } from './connections.ts';
 import { logger, type LogLevel } from '../lib/log.ts';
 import { redactText, type Secret } from './secrets.ts';
+
+/**
+ * kafkajs looks a coordinator up (FindCoordinator, a round trip) before every request that goes
+ * to one: a transaction asks three times for its transaction coordinator (AddPartitionsToTxn,
+ * AddOffsetsToTxn, EndTxn) and once for the group's (TxnOffsetCommit), so four of a
+ * transaction's nine sequential round trips only ask where to send the other five. Here each
+ * client (kafkajs cluster) keeps the answer per group or transactional id and coordinator type,
+ * as Kafka's own clients do, until a request to that broker fails (NOT_COORDINATOR, a
+ * coordinator moving or loading, a dropped connection, … — anything but the answers only the
+ * right coordinator gives): then every answer naming that broker is forgotten and the next
+ * request looks its coordinator up again, as kafkajs would.
+ */
+function cacheCoordinators(): void {
+  const require = createRequire(import.meta.url);
+  const Cluster = require('kafkajs/src/cluster/index.js') as { prototype: ClusterLike };
+  const Broker = require('kafkajs/src/broker/index.js') as { prototype: Record<string, unknown> };
+  if ((Cluster.prototype as { [CACHED]?: true })[CACHED]) return;
+  (Cluster.prototype as { [CACHED]?: true })[CACHED] = true;
+  /** Per broker node id: bumped by a failed request, which voids every answer naming that node. */
+  const epochs = new Map<number, number>();
+  const answers = new WeakMap<ClusterLike, Map<string, { nodeId: number; epoch: number }>>();
+  const find = Cluster.prototype.findGroupCoordinator;
+  Cluster.prototype.findGroupCoordinator = async function (this: ClusterLike, query) {
+    let known = answers.get(this);
+    if (known === undefined) answers.set(this, (known = new Map()));
+    const key = `${query.coordinatorType ?? 0}:${query.groupId}`;
+    const answer = known.get(key);
+    if (answer !== undefined && answer.epoch === (epochs.get(answer.nodeId) ?? 0)) {
+      try {
+        return await this.findBroker({ nodeId: answer.nodeId });
+      } catch {
+        known.delete(key); // gone from the metadata, or unreachable: ask again
+      }
+    }
+    const broker = await find.call(this, query);
+    known.set(key, { nodeId: broker.nodeId, epoch: epochs.get(broker.nodeId) ?? 0 });
+    return broker;
+  };
+  // The requests a coordinator answers (transactions and groups).
+  for (const name of ['addPartitionsToTxn', 'addOffsetsToTxn', 'txnOffsetCommit', 'endTxn', 'initProducerId', 'joinGroup', 'syncGroup', 'heartbeat', 'leaveGroup', 'offsetCommit', 'offsetFetch', 'describeGroups', 'deleteGroups']) {
+    const request = Broker.prototype[name] as ((...args: unknown[]) => Promise<unknown>) | undefined;
+    if (typeof request !== 'function') continue;
+    Broker.prototype[name] = async function (this: { nodeId: number }, ...args: unknown[]) {
+      try {
+        return await request.apply(this, args);
+      } catch (err) {
+        if (!FROM_THE_COORDINATOR.has((err as { type?: string }).type ?? '')) epochs.set(this.nodeId, (epochs.get(this.nodeId) ?? 0) + 1);
+        throw err;
+      }
+    };
+  }
+}
+const CACHED = Symbol.for('flywheel.kafkajs.coordinatorCache');
+/** Answers only the right coordinator gives (a transaction still completing, a group rebalancing): no reason to look it up again. */
+const FROM_THE_COORDINATOR = new Set(['CONCURRENT_TRANSACTIONS', 'REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID', 'MEMBER_ID_REQUIRED']);
+interface ClusterLike {
+  findGroupCoordinator(query: { groupId: string; coordinatorType?: number }): Promise<{ nodeId: number }>;
+  findBroker(query: { nodeId: number }): Promise<{ nodeId: number }>;
+}
+cacheCoordinators();
 
 /**
  * kafkajs logs at ERROR the broker answers it then retries by itself (a coordinator still
