@@ -13,9 +13,9 @@ import {
 
 /**
  * A bounded MinHash LSH index whose state is a KeyValueStore (near-dedupe's, and what
- * corpus-seed fills), mirrored in memory. Layout 2, every value a string:
+ * corpus-seed fills), mirrored in memory. Layout 3, every value a string:
  *
- *   m        meta: {"v":2,"layout":…,"clock":…,"seq":…,"slots":…,"count":…}
+ *   m        meta: {"v":3,"layout":…,"clock":…,"seq":…,"slots":…,"count":…}
  *   e/<slot> entry: <base64 b-bit signature><seq>.<last seen>.<inserted − last seen>.<group length>.<group><id>
  *            (numbers in base 36; a slot is reused by the next entry once its entry is gone)
  *
@@ -95,7 +95,16 @@ export interface DedupeIndex {
 }
 
 const META = 'm';
-const LAYOUT_VERSION = 2;
+/**
+ * 3: signatures of minhash.ts's round-priority sketch. Layout 2 stored entries in the same
+ * format but signed with the sketch before it (rounds of equal rank), which a new signature
+ * cannot be compared with: deleteWhere and indexEntries still read a layout-2 store (and leave
+ * it at layout 2), and openIndex drops it, as it does any other layout (near-dedupe then starts
+ * from an empty index, the only sound choice: the texts are not stored, so nothing can be re-signed).
+ */
+const LAYOUT_VERSION = 3;
+/** Versions whose entries deleteWhere / indexEntries can read. */
+const READABLE_VERSIONS = [2, 3];
 const entryKey = (slot: number) => `e/${slot}`;
 
 export function checkIndexBounds(b: IndexBounds): void {
@@ -124,7 +133,7 @@ export function openIndex(store: KeyValueStore, given: IndexLayout, bounds: Inde
   checkIndexBounds(bounds);
   const layout = canonicalLayout(given);
   const layoutJson = JSON.stringify(layout);
-  if (mirror === undefined || mirror.layoutJson !== layoutJson || !mirror.current()) {
+  if (mirror === undefined || mirror.layoutJson !== layoutJson || mirror.version !== LAYOUT_VERSION || !mirror.current()) {
     const text = store.get(META);
     const meta = text === undefined ? undefined : (JSON.parse(text) as StoredMeta);
     if (meta !== undefined && (meta.v !== LAYOUT_VERSION || JSON.stringify(meta.layout) !== layoutJson)) {
@@ -182,7 +191,7 @@ export function indexEntryChars(layout: IndexLayout, sizes: { idChars: number; g
 /** Upper bound of the whole index's characters: maxEntries entries plus the meta. */
 export function indexMaxChars(layout: IndexLayout, bounds: IndexBounds, sizes: { idChars: number; groupChars: number }): number {
   const big = Number.MAX_SAFE_INTEGER;
-  const meta = META.length + metaText(JSON.stringify(canonicalLayout(layout)), big, big, big, big).length;
+  const meta = META.length + metaText(LAYOUT_VERSION, JSON.stringify(canonicalLayout(layout)), big, big, big, big).length;
   return bounds.maxEntries * indexEntryChars(layout, sizes) + meta;
 }
 
@@ -198,9 +207,9 @@ interface StoredMeta {
   next?: number;
 }
 
-function metaText(layoutJson: string, clock: number, seq: number, slots: number, count: number): string {
+function metaText(version: number, layoutJson: string, clock: number, seq: number, slots: number, count: number): string {
   // Numbers print as JSON would (the clock is finite: advance ignores anything else).
-  return `{"v":${LAYOUT_VERSION},"layout":${layoutJson},"clock":${clock},"seq":${seq},"slots":${slots},"count":${count}}`;
+  return `{"v":${version},"layout":${layoutJson},"clock":${clock},"seq":${seq},"slots":${slots},"count":${count}}`;
 }
 
 /** Fixed key order, so a config object built in another order still matches the stored layout. */
@@ -215,7 +224,7 @@ function storedMirror(store: KeyValueStore): Mirror | undefined {
   const text = store.get(META);
   if (text === undefined) return undefined;
   const meta = JSON.parse(text) as StoredMeta;
-  if (meta.v !== LAYOUT_VERSION) return undefined;
+  if (meta.v === undefined || !READABLE_VERSIONS.includes(meta.v)) return undefined;
   const layout = canonicalLayout(meta.layout);
   const fresh = new Mirror(store, layout, JSON.stringify(layout), meta);
   mirrors.set(store, fresh);
@@ -247,6 +256,8 @@ function dropStored(store: KeyValueStore, meta: StoredMeta): void {
 /** The in-memory mirror of one store's index: entries by slot, band buckets, LRU list, free slots. */
 class Mirror implements DedupeIndex {
   layout: IndexLayout;
+  /** The layout version of the stored entries (a layout-2 store keeps 2 when deleteWhere writes its meta). */
+  readonly version: number;
   bounds: IndexBounds = { maxEntries: Number.MAX_SAFE_INTEGER, ttlMs: null, maxBucketSize: Number.MAX_SAFE_INTEGER, evictionsPerStep: 1 };
   clock = 0;
   count = 0;
@@ -288,6 +299,7 @@ class Mirror implements DedupeIndex {
     meta: StoredMeta | undefined,
   ) {
     this.layout = layout;
+    this.version = meta?.v ?? LAYOUT_VERSION;
     this.words = signatureWords(layout.minhash);
     this.bands = layout.minhash.bands;
     this.sigChars = encodedSignatureChars(layout.minhash);
@@ -410,7 +422,7 @@ class Mirror implements DedupeIndex {
 
   save(force = false): void {
     if (!this.dirty && !force) return;
-    const text = metaText(this.layoutJson, this.clock, this.seq, this.slots, this.count);
+    const text = metaText(this.version, this.layoutJson, this.clock, this.seq, this.slots, this.count);
     this.store.put(META, text);
     this.metaWritten = text;
     this.dirty = false;

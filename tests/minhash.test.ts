@@ -104,6 +104,29 @@ describe('sketchOf and signatureOf', () => {
     expect(Array.from({ length: 8 }, (_, i) => (sig[0]! >>> (4 * i)) & 15)).toEqual(Array.from(full.slice(0, 8), (v) => v & 15));
   });
 
+  it('estimates with less error than k independent permutations would (round priority, step 3)', () => {
+    // 30 pairs of 30–90-word texts and their copies with 5 % of words replaced, 10 seeds each:
+    // the root-mean-square error against exact Jaccard, relative to √(J(1−J)/128), the error of
+    // 128 independent permutations. Rounds of equal rank measured 0.87 here, round priority 0.71.
+    const random = prng(5);
+    const vocabulary = Array.from({ length: 500 }, (_, i) => `w${i}`);
+    const pick = () => vocabulary[Math.floor(random() * vocabulary.length)]!;
+    let squared = 0;
+    let independent = 0;
+    for (let p = 0; p < 30; p++) {
+      const words = Array.from({ length: 30 + Math.floor(random() * 60) }, pick);
+      const a = words.join(' ');
+      const b = words.map((w) => (random() < 0.05 ? pick() : w)).join(' ');
+      const j = exactJaccard(a, b, minHashDefaults);
+      for (let seed = 1; seed <= 10; seed++) {
+        const c = { ...minHashDefaults, seed };
+        squared += (estimateJaccard(sketchOf(a, c), sketchOf(b, c)) - j) ** 2;
+        independent += (j * (1 - j)) / 128;
+      }
+    }
+    expect(Math.sqrt(squared / independent)).toBeLessThan(0.8);
+  });
+
   it('corrects the b-bit estimate for chance agreements', () => {
     // Unrelated texts agree on about 1/16 of 4-bit rows; the estimate removes that.
     const a = signatureOf('alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu', minHashDefaults);
@@ -129,8 +152,9 @@ describe('sketchOf and signatureOf', () => {
 });
 
 // Values of the defaults (seed 1, 128 permutations, 16 bands, word 3-shingles, 4 bits) for `text` above.
-const GOLDEN_PREFIX = [1231009, 2392026540, 87413078, 105061942];
-const GOLDEN_BANDS = [-46909541, -941341732];
+// Since layout 3 (round-priority sketch); the top 3 bits of a value are its round.
+const GOLDEN_PREFIX = [2148714657, 3465768364, 624283990, 3863158326];
+const GOLDEN_BANDS = [-548483582, -142376353];
 
 /**
  * Estimate quality on reproducible text: base passages drawn from a synthetic vocabulary, and

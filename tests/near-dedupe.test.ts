@@ -257,6 +257,28 @@ describe('nearDedupe', () => {
     expect(store.size).toBe(1 + 1);
   });
 
+  it('reads a layout-2 index (the sketch before round priority) for deletes, and drops it on first use', async () => {
+    // Layout 2 wrote entries in today's format, signed by the previous sketch: its meta says v 2.
+    const store = memStore();
+    const t = text();
+    const [kept, gone] = samplesOf(await through(nearDedupe(config, store), [s(t), s(text())]));
+    const meta = JSON.parse(store.get('m')!) as { v: number };
+    expect(meta.v).toBe(3);
+    const v2 = (m: { v: number }) => JSON.stringify({ ...m, v: 2 });
+    const fresh = memStore();
+    for (const [k, v] of store.map) fresh.put(k, k === 'm' ? v2(JSON.parse(v)) : v);
+    expect(indexEntries(fresh).map((e) => e.id)).toEqual([kept!.rollout.id, gone!.rollout.id]);
+    expect(deleteWhere(fresh, (e) => e.id === gone!.rollout.id)).toBe(1);
+    expect((JSON.parse(fresh.get('m')!) as { v: number }).v).toBe(2);
+    // Opened by near-dedupe: its signatures cannot be compared with today's, so it is dropped
+    // (a near copy of the kept text passes and is indexed alone).
+    const out = await through(nearDedupe(config, fresh), [s(nearCopy(t))]);
+    expect(verdicts(out)).toEqual(['ok']);
+    expect(indexEntries(fresh).map((e) => e.id)).toEqual([samplesOf(out)[0]!.rollout.id]);
+    expect((JSON.parse(fresh.get('m')!) as { v: number }).v).toBe(3);
+    expect(fresh.size).toBe(1 + 1);
+  });
+
   it('deletes an index stored in layout 1 (touch log, bucket keys) on first open', async () => {
     const store = memStore();
     // What the previous layout wrote for one entry: meta, entry, touch log, one key per band bucket.

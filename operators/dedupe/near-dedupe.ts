@@ -105,7 +105,7 @@ export type NearDedupeOutcome =
  * measured);
  * nearDedupeMaxChars gives the bound. All state is in `store` (the in-memory buckets are
  * rebuilt from it): an operator built later on the same store continues exactly. Changing `scope` or `minhash` makes the stored index unreadable: it is dropped on
- * first use. The clock follows the largest event time seen, created_at capped by the broker's
+ * first use (as is an index signed by the sketch before round priority, layout 2: dedupe-index.ts). The clock follows the largest event time seen, created_at capped by the broker's
  * record timestamp (eventTimeOf), so one far-future created_at cannot expire the index.
  *
  * @example
