@@ -26,12 +26,33 @@ export interface ErrorEntry {
   label?: number;
   /** The scorer version that made the prediction. */
   modelVersion: string;
-  /** When the label arrived (epoch ms). */
+  /** When the sample was scored (epoch ms): the decision's time, `ScorerError.at`. */
   at: number;
 }
 
+/** How a reader of the memory looks errors up: what `compensation` takes besides the vector. */
+export interface Lookup {
+  k: number;
+  minSimilarity: number;
+  similarity: Similarity;
+  /** Pseudo-neighbours of error 0 and similarity 1 in the weighted mean (default 0): shrinks a correction resting on few or distant neighbours. */
+  shrinkage?: number;
+}
+
+/**
+ * How well a lookup's corrections have predicted the errors that arrived since (see `assess`):
+ * exponentially weighted sums over the last ≈ `window` errors of c·e and c² (c = the correction
+ * the lookup gave that sample as of its decision, e = its actual error), and their weight.
+ */
+export interface AssessmentJSON {
+  lookup: Lookup;
+  ce: number;
+  cc: number;
+  weight: number;
+}
+
 export interface Compensation {
-  /** Similarity-weighted mean error of the neighbours; 0 without neighbours. */
+  /** Similarity-weighted mean error of the neighbours (shrunk by `Lookup.shrinkage`); 0 without neighbours. */
   correction: number;
   neighbours: number;
 }
@@ -40,7 +61,21 @@ export interface Compensation {
 export interface ErrorMemoryJSON {
   capacity: number;
   retiredBelow: string | null;
-  entries: Array<{ key: string; error: number; label?: number; modelVersion: string; at: number }>;
+  entries: Array<{ key: string; error: number; label?: number; modelVersion: string; at: number; addedAt?: number }>;
+  assessments?: AssessmentJSON[];
+}
+
+/**
+ * A lookup's track record (`ErrorMemory.assess`): `gain` is the least-squares slope through 0
+ * of the errors on the corrections it gave, clamped to [0, 1] — the factor by which its
+ * corrections, scaled, best predicted the errors that followed; 1 before there is evidence.
+ */
+export interface Assessment {
+  readonly lookup: Lookup;
+  /** In [0, 1]: multiply the lookup's correction by it. */
+  readonly gain: number;
+  /** Errors assessed with a non-zero correction, weighted by recency. */
+  readonly evidence: number;
 }
 
 /** Orders model versions; the default compares digit runs numerically ("v10" > "v9"). */
@@ -64,6 +99,14 @@ export type VersionOrder = (a: string, b: string) => number;
  *   their corrections would spill onto the inputs the retrain fixed); entries without a label
  *   are dropped. So a retrain that did not learn a bias does not wipe its corrections.
  * - `retire(version)`: the same without a model to ask: every error of an older version goes.
+ * - `assess(lookup)`: from then on each error added is first predicted by the lookup as of its
+ *   decision (only entries added before `ErrorEntry.at`, with the errors they had then, so the
+ *   sample's own and later labels do not count), and the pair (correction, error) is scored:
+ *   `gain` = clamp(Σc·e / Σc², 0, 1) over the last ≈ capacity errors, with `PRIOR_PAIRS` pairs
+ *   of gain 1 mixed in so it starts at 1. Where corrections do not predict errors (neighbours
+ *   that share nothing with the sample but its features' scale) the gain goes to 0 and the
+ *   memory stops moving scores; where they do it stays near 1. This is the memory validating
+ *   itself on the labels it gets, prequentially; clocks of different hosts must roughly agree.
  * After either, labels of older versions still in flight are ignored (`add` refuses them).
  * Versions are ordered by `versionOrder`; retiring a version older than an earlier retire
  * changes nothing.
@@ -78,6 +121,7 @@ export class ErrorMemory {
   private retiredBelow: string | null = null;
   /** Running per-dimension mean and sum of squared deviations (Welford) of every key added. */
   private stats: { n: number; mean: Float64Array; m2: Float64Array } | null = null;
+  private readonly assessments = new Map<string, TrackedAssessment>();
 
   constructor(
     readonly capacity: number,
@@ -91,12 +135,20 @@ export class ErrorMemory {
     return this.count;
   }
 
-  /** Stores the error unless its version is retired; returns whether it was stored. */
-  add(entry: ErrorEntry): boolean {
+  /**
+   * Stores the error unless its version is retired; returns whether it was stored. `now` is when
+   * it is added (default: the clock), what `assess` compares decision times with. Each assessed
+   * lookup first predicts it (as of `entry.at`), which costs one lookup per assessment.
+   */
+  add(entry: ErrorEntry, now = Date.now()): boolean {
     if (!Number.isFinite(entry.error)) throw new Error(`error memory: error must be finite, got ${entry.error}`);
     if (this.isRetired(entry.modelVersion)) return false;
+    for (const tracked of this.assessments.values()) {
+      const { correction } = this.lookupAsOf(entry.key, tracked.lookup, entry.at);
+      tracked.observe(correction, entry.error, this.capacity);
+    }
     // A copy: the caller may reuse its buffer.
-    const stored = { ...entry, key: Float32Array.from(entry.key) };
+    const stored: StoredEntry = { ...entry, key: Float32Array.from(entry.key), addedAt: now };
     this.observe(stored.key);
     if (this.count < this.capacity) {
       this.slots[(this.head + this.count) % this.capacity] = stored;
@@ -108,20 +160,44 @@ export class ErrorMemory {
     return true;
   }
 
-  compensation(vector: Vector, k: number, minSimilarity: number, similarity: Similarity = { kind: 'cosine' }): Compensation {
+  compensation(vector: Vector, k: number, minSimilarity: number, similarity: Similarity = { kind: 'cosine' }, shrinkage = 0): Compensation {
+    return this.lookupAsOf(vector, { k, minSimilarity, similarity, shrinkage }, Infinity);
+  }
+
+  /**
+   * The track record of `lookup` (see the class comment): registered on the first call, the
+   * same object for an equal lookup after. Assessment starts with the next error added.
+   *
+   *   const a = memory.assess({ k: 16, minSimilarity: 0.1, similarity: { kind: 'standardized' } })
+   *   a.gain  // 1 at first; after labels whose errors the corrections did not predict, ≈ 0
+   */
+  assess(lookup: Lookup): Assessment {
+    const key = lookupKey(lookup);
+    let tracked = this.assessments.get(key);
+    if (tracked === undefined) {
+      tracked = new TrackedAssessment({ ...lookup });
+      this.assessments.set(key, tracked);
+    }
+    return tracked;
+  }
+
+  /** `compensation` over the entries added at or before `asOf`. */
+  private lookupAsOf(vector: Vector, lookup: Lookup, asOf: number): Compensation {
+    const { k, minSimilarity, similarity } = lookup;
     if (k < 1 || this.count === 0) return { correction: 0, neighbours: 0 };
     const measure = this.measure(vector, similarity);
     if (measure === null) return { correction: 0, neighbours: 0 };
     const near: Array<{ similarity: number; error: number }> = [];
     for (const entry of this.newestFirst()) {
       if (entry.key.length !== vector.length) throw new Error(`error memory: vector has ${vector.length} dimensions, stored keys ${entry.key.length}`);
+      if (entry.addedAt > asOf) continue;
       const s = measure(entry.key);
       if (s > 0 && s >= minSimilarity) near.push({ similarity: s, error: entry.error });
     }
     // Stable sort over newest-first input: equally similar errors favour the recent.
     const neighbours = near.sort((a, b) => b.similarity - a.similarity).slice(0, k);
     if (neighbours.length === 0) return { correction: 0, neighbours: 0 };
-    const weight = neighbours.reduce((sum, n) => sum + n.similarity, 0);
+    const weight = neighbours.reduce((sum, n) => sum + n.similarity, 0) + (lookup.shrinkage ?? 0);
     const correction = neighbours.reduce((sum, n) => sum + n.similarity * n.error, 0) / weight;
     return { correction, neighbours: neighbours.length };
   }
@@ -183,15 +259,17 @@ export class ErrorMemory {
     return {
       capacity: this.capacity,
       retiredBelow: this.retiredBelow,
-      entries: [...this.oldestFirst()].map((e) => ({ key: encodeVector(e.key), error: e.error, ...(e.label === undefined ? {} : { label: e.label }), modelVersion: e.modelVersion, at: e.at })),
+      entries: [...this.oldestFirst()].map((e) => ({ key: encodeVector(e.key), error: e.error, ...(e.label === undefined ? {} : { label: e.label }), modelVersion: e.modelVersion, at: e.at, addedAt: e.addedAt })),
+      assessments: [...this.assessments.values()].map((a) => a.toJSON()),
     };
   }
 
   static fromJSON(json: ErrorMemoryJSON, versionOrder: VersionOrder = naturalOrder): ErrorMemory {
     const memory = new ErrorMemory(json.capacity, versionOrder);
     memory.retiredBelow = json.retiredBelow;
-    // The running statistics restart from the snapshot's keys.
-    for (const e of json.entries) memory.add({ key: decodeVector(e.key), error: e.error, ...(e.label === undefined ? {} : { label: e.label }), modelVersion: e.modelVersion, at: e.at });
+    // The running statistics restart from the snapshot's keys; assessments are restored after, so the entries are not assessed again.
+    for (const e of json.entries) memory.add({ key: decodeVector(e.key), error: e.error, ...(e.label === undefined ? {} : { label: e.label }), modelVersion: e.modelVersion, at: e.at }, e.addedAt ?? e.at);
+    for (const a of json.assessments ?? []) memory.assessments.set(lookupKey(a.lookup), TrackedAssessment.fromJSON(a));
     return memory;
   }
 
@@ -269,7 +347,52 @@ export class ErrorMemory {
   }
 }
 
-type StoredEntry = ErrorEntry;
+type StoredEntry = ErrorEntry & { addedAt: number };
+
+/** Pairs of gain 1 the assessment starts from: the gain follows the evidence once there is more than a few dozen errors' worth. */
+export const PRIOR_PAIRS = 20;
+
+const lookupKey = (l: Lookup) => JSON.stringify([l.k, l.minSimilarity, l.similarity, l.shrinkage ?? 0]);
+
+class TrackedAssessment implements Assessment {
+  private ce = 0;
+  private cc = 0;
+  private weight = 0;
+
+  constructor(readonly lookup: Lookup) {}
+
+  static fromJSON(json: AssessmentJSON): TrackedAssessment {
+    const a = new TrackedAssessment(json.lookup);
+    a.ce = json.ce;
+    a.cc = json.cc;
+    a.weight = json.weight;
+    return a;
+  }
+
+  get evidence(): number {
+    return this.weight;
+  }
+
+  get gain(): number {
+    if (this.cc <= 0 || this.weight <= 0) return 1;
+    // PRIOR_PAIRS pseudo-pairs of gain 1, each of the mean c² seen.
+    const prior = (PRIOR_PAIRS / this.weight) * this.cc;
+    return Math.min(1, Math.max(0, (this.ce + prior) / (this.cc + prior)));
+  }
+
+  /** One (correction, error) pair; a correction of 0 says nothing about the gain. */
+  observe(correction: number, error: number, window: number): void {
+    if (correction === 0 || !Number.isFinite(correction)) return;
+    const decay = 1 - 1 / Math.max(1, window);
+    this.ce = this.ce * decay + correction * error;
+    this.cc = this.cc * decay + correction * correction;
+    this.weight = this.weight * decay + 1;
+  }
+
+  toJSON(): AssessmentJSON {
+    return { lookup: this.lookup, ce: this.ce, cc: this.cc, weight: this.weight };
+  }
+}
 
 /** Compares runs of digits as numbers and everything else as text: v2 < v10 < v10b. */
 export function naturalOrder(a: string, b: string): number {

@@ -253,7 +253,7 @@ export const exploreExploitConfig = withDefaults(
 
 export const errorCompensateConfig = withDefaults(
   'error-compensate',
-  { score: name.optional(), k: count.optional(), minSimilarity: z.number().min(-1).max(1).optional(), similarity: z.enum(['blocks', 'text', 'standardized', 'whole']).optional(), minResidual: z.number().nonnegative().optional(), min: z.number().optional(), max: z.number().optional() },
+  { score: name.optional(), k: count.optional(), minSimilarity: z.number().min(-1).max(1).optional(), similarity: z.enum(['blocks', 'text', 'standardized', 'whole']).optional(), minResidual: z.number().nonnegative().optional(), min: z.number().optional(), max: z.number().optional(), shrinkage: z.number().nonnegative().optional(), calibrate: z.boolean().optional() },
   errorCompensateDefaults,
 );
 

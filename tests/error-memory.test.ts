@@ -166,6 +166,62 @@ describe('ErrorMemory similarity and per-error retirement', () => {
   });
 });
 
+describe('ErrorMemory.assess: the memory checks its corrections against the errors that follow', () => {
+  const random = prng(17);
+  const noise = () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+  const centres = [vec(1, 0, 0), vec(0, 1, 0), vec(0, 0, 1)];
+  const lookup = { k: 8, minSimilarity: 0.5, similarity: { kind: 'cosine' } as const };
+  /** 400 errors, each decided at step i and added at step i + 10 (the label delay). */
+  const feed = (memory: ErrorMemory, errorOf: (cluster: number) => number) => {
+    for (let i = 0; i < 400; i++) {
+      const cluster = i % 3;
+      const key = Float32Array.from(centres[cluster]!, (c) => c + 0.2 * Math.abs(noise()));
+      memory.add({ key, error: errorOf(cluster), modelVersion: 'v1', at: i }, i + 10);
+    }
+  };
+
+  it('keeps the gain near 1 where neighbours share a bias, takes it toward 0 where errors are noise', () => {
+    const biased = new ErrorMemory(200);
+    const a = biased.assess(lookup);
+    expect(a.gain).toBe(1);
+    feed(biased, (cluster) => [0.3, -0.3, 0][cluster]! + 0.05 * noise());
+    expect(a.evidence).toBeGreaterThan(100);
+    expect(a.gain).toBeGreaterThan(0.9);
+
+    // A calibrated scorer judged by 0/1 labels: label − score is ±0.5 whatever the neighbours say.
+    const noisy = new ErrorMemory(200);
+    const b = noisy.assess(lookup);
+    feed(noisy, () => (random() < 0.5 ? 0.5 : -0.5));
+    expect(b.gain).toBeLessThan(0.25);
+    // The same lookup is one assessment; it survives a snapshot.
+    expect(noisy.assess({ ...lookup })).toBe(b);
+    const restored = ErrorMemory.fromJSON(JSON.parse(JSON.stringify(noisy)));
+    expect(restored.assess(lookup).gain).toBeCloseTo(b.gain, 12);
+  });
+
+  it('judges a correction as of the decision: errors added after it do not count', () => {
+    const memory = new ErrorMemory(8);
+    const a = memory.assess(lookup);
+    memory.add({ key: vec(1, 0, 0), error: 0.4, modelVersion: 'v1', at: 0 }, 100);
+    // Decided at 50, before the first error was added: there was nothing to correct with.
+    memory.add({ key: vec(1, 0, 0), error: -0.4, modelVersion: 'v1', at: 50 }, 120);
+    expect(a.evidence).toBe(0);
+    // Decided at 110: the first error (0.4) was there and predicted the wrong sign.
+    memory.add({ key: vec(1, 0, 0), error: -0.4, modelVersion: 'v1', at: 110 }, 130);
+    expect(a.evidence).toBe(1);
+    expect(a.gain).toBeLessThan(1);
+  });
+
+  it('shrinkage pulls a mean resting on few or distant neighbours toward 0', () => {
+    const memory = new ErrorMemory(8);
+    memory.add(entry(vec(1, 0), 0.4));
+    expect(memory.compensation(vec(1, 0), 4, 0.1, { kind: 'cosine' }, 1).correction).toBeCloseTo(0.2, 6);
+    memory.add(entry(vec(1, 0), 0.4));
+    memory.add(entry(vec(1, 0), 0.4));
+    expect(memory.compensation(vec(1, 0), 4, 0.1, { kind: 'cosine' }, 1).correction).toBeCloseTo(0.3, 6);
+  });
+});
+
 describe('retireErrors: what a model swap does to the memory', () => {
   const operators = (compensate: boolean) =>
     parseConfig({
@@ -204,6 +260,24 @@ describe('retireErrors: what a model swap does to the memory', () => {
 
 describe('errorCompensate', () => {
   const config: ErrorCompensateConfig = { ...errorCompensateDefaults, score: 'model', k: 4, minSimilarity: 0.5, similarity: 'whole' };
+
+  it('scales corrections by the memory\'s measured gain, and not without calibrate', async () => {
+    const memory = new ErrorMemory(64);
+    const input = [withVector('a', 0.5, [1, 0])];
+    // k 1: a correction is the latest error on the key.
+    const config1 = { ...config, k: 1 };
+    const correctionOf = async (c: ErrorCompensateConfig) => samplesOf(await through(errorCompensate(c, memory, vectorOf, 2), input))[0]!.scores['model.correction']!;
+    // Built first, so the memory assesses this lookup from the first error on.
+    const calibrated = errorCompensate(config1, memory, vectorOf, 2);
+    // Errors alternating in sign on the same key: each one's correction predicted the opposite.
+    for (let i = 0; i < 40; i++) memory.add({ key: vec(1, 0), error: i % 2 === 0 ? 0.3 : -0.3, modelVersion: 'v1', at: 2 * i }, 2 * i + 1);
+    const plain = await correctionOf({ ...config1, calibrate: false });
+    const gain = memory.assess({ k: 1, minSimilarity: 0.5, similarity: { kind: 'cosine' }, shrinkage: 0 }).gain;
+    expect(plain).toBeCloseTo(-0.3, 6);
+    expect(gain).toBeLessThan(0.5);
+    expect(samplesOf(await through(calibrated, input))[0]!.scores['model.correction']).toBeCloseTo(plain * gain, 9);
+    expect(await correctionOf(config1)).toBeCloseTo(plain * gain, 9);
+  });
   const withVector = (id: string, score: number | undefined, vector: number[] | undefined) =>
     sample({ id, tags: vector === undefined ? {} : { v: vector.join(',') } }, { scores: score === undefined ? {} : { model: score } });
   const vectorOf = (s: Sample): Vector => {
@@ -274,7 +348,8 @@ describe('error compensation under a scorer bias shift', () => {
     const steps: Step[] = [];
     for (let t = 0; t < STEPS; t++) {
       const labelled = steps[t - LABEL_DELAY];
-      if (labelled !== undefined) memory.add({ key: labelled.vector, error: labelled.quality - labelled.raw, modelVersion: labelled.version, at: t });
+      // Decided at step labelled.t, added at step t: the memory's self-assessment sees the label delay.
+      if (labelled !== undefined) memory.add({ key: labelled.vector, error: labelled.quality - labelled.raw, modelVersion: labelled.version, at: labelled.t }, t);
       if (t === UPDATE && options.retire) memory.retire('v2');
 
       const cluster = Math.floor(run() * 3);
@@ -404,6 +479,31 @@ describe('error compensation on prose, a scorer biased by topic', () => {
     // The default gives the numeric tail (here lengths and random log-probs) half the say.
     expect(r.blocks).toBeGreaterThanOrEqual(0.5);
     expect(r.blocks).toBeGreaterThan(r.whole);
+  });
+
+  it('with 0/1 verdicts as labels: the memory\'s measured gain keeps corrections where the scorer is biased by topic and drops them where it is not', async () => {
+    // Each paragraph's label is a coin with its quality as the chance; decided at i, labelled 50 later.
+    const coin = prng(9);
+    const verdicts = rows.map((r) => (coin() < r.quality ? 1 : 0));
+    const run = async (rawOf: (r: (typeof rows)[number]) => number) => {
+      const memory = new ErrorMemory(MEMORY);
+      const config = { ...errorCompensateDefaults };
+      const similarity = similarityOf(config.similarity, features.dims);
+      const assessment = memory.assess({ k: config.k, minSimilarity: config.minSimilarity, similarity, shrinkage: config.shrinkage });
+      known.forEach((r, i) => memory.add({ key: r.vector, error: verdicts[i]! - rawOf(r), label: verdicts[i]!, modelVersion: 'v1', at: i }, i + 50));
+      const compensate = errorCompensate(config, memory, (s) => featurize(s.rollout, features), features.dims);
+      const out = samplesOf(await through(compensate, unseen.map((r) => sample(r.rollout, { scores: { model: rawOf(r) }, scorerVersion: 'v1' }))));
+      const corrections = out.map((s) => s.scores['model.correction']!);
+      return { gain: assessment.gain, corrections, r: pearson(corrections, unseen.map((u) => u.quality - rawOf(u))), meanAbs: corrections.reduce((a, c) => a + Math.abs(c), 0) / corrections.length };
+    };
+    const biased = await run((r) => r.raw);
+    const fair = await run((r) => r.quality);
+    console.log(`0/1 labels: biased scorer gain ${biased.gain.toFixed(3)}, correlation with the true residual ${biased.r.toFixed(3)}, mean |correction| ${biased.meanAbs.toFixed(3)}; unbiased scorer gain ${fair.gain.toFixed(3)}, mean |correction| ${fair.meanAbs.toFixed(3)}`);
+    expect(biased.gain).toBeGreaterThan(0.45);
+    expect(biased.r).toBeGreaterThan(0.4);
+    // Nothing to correct: the uncalibrated corrections would be the coins' noise (≈ 0.1 on average here).
+    expect(fair.gain).toBeLessThan(0.35);
+    expect(fair.meanAbs).toBeLessThan(biased.meanAbs / 3);
   });
 
   it('after a retrain that fixed the legal bias but not the other, keeps the errors v2 still makes and retires the fixed ones', async () => {
