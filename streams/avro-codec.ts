@@ -89,11 +89,19 @@ function str() {
   const n = long();
   const from = pos;
   if (n < 0 || from + n > end) throw truncated();
-  pos = from + n;
-  // As avsc. Measured against an ASCII fast path through Latin-1 (per string, or one Latin-1
-  // string of the body cut by substring) and a cache of short strings: neither faster here.
-  return buf.utf8Slice(from, pos);
+  const to = pos = from + n;
+  // Most strings are short: a call into C++ (utf8Slice) per string is most of a record's decode.
+  // A short ASCII string is instead cut from one Latin-1 string of the whole body, made once per
+  // record (ASCII bytes are the same characters in UTF-8 and Latin-1). V8 copies a substring
+  // shorter than 13 chars, so it does not keep the body's string alive; longer ones, non-ASCII
+  // ones and those of large bodies go through utf8Slice, as in avsc.
+  if (n >= 13 || end - base > 4096) return buf.utf8Slice(from, to);
+  for (let i = from; i < to; i++) if (buf[i] >= 0x80) return buf.utf8Slice(from, to);
+  if (text === undefined) text = buf.latin1Slice(base, end);
+  return text.substring(from - base, to - base);
 }
+/** The body as Latin-1 (made on the first short string), and where it starts in buf. */
+let text, base;
 function bytes(n) {
   if (n < 0 || pos + n > end) throw truncated();
   const out = Buffer.allocUnsafe(n);
@@ -139,7 +147,7 @@ export function compileDecoder<T>(writer: AvroType, reader: AvroType): Decoder<T
   const value = gen.read(writer, reader);
   const source = `${DECODE_HELPERS}
 return function decode(b, start) {
-  buf = b; pos = start; end = b.length;
+  buf = b; pos = start; end = b.length; text = undefined; base = start;
   ${gen.lines.join('\n  ')}
   if (pos > end) throw truncated();
   if (pos < end) throw trailing(end - pos);
@@ -227,11 +235,13 @@ export function compileEncoder<T>(type: AvroType): Encoder<T> {
   const source = `${ENCODE_HELPERS}
 return function encode(value, before, middle) {
   pos = 0;
-  raw(before);
-  if (middle !== undefined) raw(middle);
   ${gen.lines.join('\n  ')}
-  const copy = Buffer.allocUnsafe(pos);
-  out.copy(copy, 0, 0, pos);
+  // The value was written alone; the bytes before it are copied once, into the result.
+  const at = before.length + (middle === undefined ? 0 : middle.length);
+  const copy = Buffer.allocUnsafe(at + pos);
+  copy.set(before, 0);
+  if (middle !== undefined) copy.set(middle, before.length);
+  out.copy(copy, at, 0, pos);
   return copy;
 };`;
   return gen.build(source, { invalid: () => new InvalidValue('invalid value') }) as Encoder<T>;
