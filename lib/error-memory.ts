@@ -107,6 +107,8 @@ export type VersionOrder = (a: string, b: string) => number;
  *   that share nothing with the sample but its features' scale) the gain goes to 0 and the
  *   memory stops moving scores; where they do it stays near 1. This is the memory validating
  *   itself on the labels it gets, prequentially; clocks of different hosts must roughly agree.
+ *   Cost: a lookup per assessed error, O(size × dim); past ASSESS_BUDGET entries only every
+ *   (size / ASSESS_BUDGET)-th error is assessed.
  * After either, labels of older versions still in flight are ignored (`add` refuses them).
  * Versions are ordered by `versionOrder`; retiring a version older than an earlier retire
  * changes nothing.
@@ -122,6 +124,7 @@ export class ErrorMemory {
   /** Running per-dimension mean and sum of squared deviations (Welford) of every key added. */
   private stats: { n: number; mean: Float64Array; m2: Float64Array } | null = null;
   private readonly assessments = new Map<string, TrackedAssessment>();
+  private addsSinceAssessed = 0;
 
   constructor(
     readonly capacity: number,
@@ -143,9 +146,14 @@ export class ErrorMemory {
   add(entry: ErrorEntry, now = Date.now()): boolean {
     if (!Number.isFinite(entry.error)) throw new Error(`error memory: error must be finite, got ${entry.error}`);
     if (this.isRetired(entry.modelVersion)) return false;
-    for (const tracked of this.assessments.values()) {
-      const { correction } = this.lookupAsOf(entry.key, tracked.lookup, entry.at);
-      tracked.observe(correction, entry.error, this.capacity);
+    // One lookup per assessment, on every `stride`-th error only, so an add costs about ASSESS_BUDGET key comparisons however full the memory is.
+    const stride = Math.max(1, Math.round(this.count / ASSESS_BUDGET));
+    if (this.assessments.size > 0 && ++this.addsSinceAssessed >= stride) {
+      this.addsSinceAssessed = 0;
+      for (const tracked of this.assessments.values()) {
+        const { correction } = this.lookupAsOf(entry.key, tracked.lookup, entry.at);
+        tracked.observe(correction, entry.error, this.capacity / stride);
+      }
     }
     // A copy: the caller may reuse its buffer.
     const stored: StoredEntry = { ...entry, key: Float32Array.from(entry.key), addedAt: now };
@@ -348,6 +356,9 @@ export class ErrorMemory {
 }
 
 type StoredEntry = ErrorEntry & { addedAt: number };
+
+/** Key comparisons an add spends on assessment, on average: beyond that many entries only every (size / budget)-th error is assessed. */
+export const ASSESS_BUDGET = 8192;
 
 /** Pairs of gain 1 the assessment starts from: the gain follows the evidence once there is more than a few dozen errors' worth. */
 export const PRIOR_PAIRS = 20;
