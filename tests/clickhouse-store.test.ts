@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, ClickHouseStoreError, type ClickHouseStore } from '../sinks/clickhouse/store.ts';
-import { migrate, sinkHighWater, type SampleRow } from '../sinks/clickhouse/schema.ts';
+import { createTableSql, migrate, SAMPLES_TABLE, sinkHighWater, TABLES, type SampleRow } from '../sinks/clickhouse/schema.ts';
 import { SAMPLE_COLUMNS, sampleLine, sampleRow as sinkSampleRow } from '../sinks/clickhouse-sink.ts';
 import type { Decision } from '../contracts/records.ts';
 import {
@@ -286,6 +286,40 @@ function storeContract(name: string, open: () => Promise<Backend>): void {
       expect(fromTsv).toHaveLength(n);
       expect(fromTsv).toEqual(await read(jsonRun));
       expect(fromTsv[3]).toMatchObject({ rollout_run: hostile[3], response: hostile[6], prompt: hostile.join('\t'), reward_names: hostile, reasons: hostile, tag_keys: [hostile[3]], inserted_at: '2023-11-14 22:13:21' });
+    });
+
+    it('takes a Native body on a server and refuses it on chdb, naming the formats it takes', async () => {
+      const run = `native-${RUN}`;
+      const columns = SAMPLE_COLUMNS.join(', ');
+      const d: Decision = {
+        rollout: {
+          id: 'n-1', run_id: 'r', prompt_id: 'p', prompt: "tab\there, it's", group_id: 'g', response: 'émoji 🎉', steps: [], model_name: 'm', model_version: 'v',
+          logprobs: null, rewards: { a: 0.5, b: 2 }, token_count: 7, created_at: 1_700_000_000_123, tags: { k: 'v' },
+        },
+        scores: { s: 0.1 + 0.2 }, duplicate_of: null, dedupe_method: null, reasons: ['x', ''], decision: 'accepted', reason: 'accepted',
+        config_hash: 'h', scorer_version: null, annotations: {}, pipeline_run: run, source: { topic: 't', partition: 1, offset: String(2 ** 40) },
+      };
+      const lines = [0, 1].map((o) => sampleLine({ ...d, rollout: { ...d.rollout, id: `n-${o}` } }, 'native.d', 0, String(o), '1700000001999')).join('');
+      if (name === 'embedded') {
+        await expect(store().insertFormatted('samples', SAMPLE_COLUMNS, 'Native', Buffer.from(lines))).rejects.toThrow(/text formats only .*Native needs a ClickHouse server/);
+        return;
+      }
+      // The server's own Native bytes for rows the TabSeparated lines stored, into a table of the
+      // same schema: the same rows come back.
+      await store().insertFormatted('samples', SAMPLE_COLUMNS, 'TabSeparated', lines);
+      const table = `samples_native_${RUN}`;
+      const samples = TABLES.find((t) => t.name === SAMPLES_TABLE)!;
+      await store().command(createTableSql({ ...samples, name: table }));
+      try {
+        const read = async (t: string) => store().query(`SELECT ${columns} FROM ${t} WHERE pipeline_run = {run:String} ORDER BY id`, { run });
+        const { body } = await store().raw(`SELECT ${columns} FROM samples WHERE pipeline_run = '${run}' ORDER BY id FORMAT Native`);
+        await store().insertFormatted(table, SAMPLE_COLUMNS, 'Native', body);
+        const stored = await read('samples');
+        expect(stored).toHaveLength(2);
+        expect(await read(table)).toEqual(stored);
+      } finally {
+        await store().command(`DROP TABLE IF EXISTS ${table}`);
+      }
     });
 
     it('reports a bad statement with its first line and ClickHouse code', async () => {

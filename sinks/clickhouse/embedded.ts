@@ -141,12 +141,13 @@ export class EmbeddedStore implements ClickHouseStore {
     try {
       this.#check(statement);
       statement = `INSERT INTO ${checkTable(table)} (${columns.join(', ')}) FORMAT ${insertFormat(format)}`;
+      if (format === 'Native') throw new Error('chdb takes text formats only (JSONEachRow, TabSeparated); Native needs a ClickHouse server');
       // chdb's raw insert hands the bytes to the engine's parser as one INSERT.
       await this.session.insert({
         table,
         columns,
         values: typeof body === 'string' ? Buffer.from(body) : body,
-        format: insertFormat(format),
+        format, // checked above
         settings: opts.dedupToken === undefined ? undefined : { insert_deduplication_token: opts.dedupToken },
         timeout: opts.timeoutMs,
       });

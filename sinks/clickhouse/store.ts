@@ -42,14 +42,19 @@ export interface RawResult {
 }
 
 /**
- * Text formats an INSERT body may be in; both are parsed by 18.16 and 26.x alike. TabSeparated is
- * the sink's (half the bytes of JSONEachRow, cheaper to write and to parse); JSONEachRow is insert()'s.
+ * Formats an INSERT body may be in. The text formats are parsed by 18.16 and 26.x alike:
+ * TabSeparated is the sink's (half the bytes of JSONEachRow, cheaper to write and to parse);
+ * JSONEachRow is insert()'s. Native (ClickHouse's columnar binary blocks) only a ClickHouse
+ * server takes: chdb's raw insert parses text formats only, and so does serveStore()'s endpoint
+ * in front of it.
  */
-export type InsertFormat = 'JSONEachRow' | 'TabSeparated';
+export type InsertFormat = 'JSONEachRow' | 'TabSeparated' | 'Native';
+
+const INSERT_FORMATS: readonly InsertFormat[] = ['JSONEachRow', 'TabSeparated', 'Native'];
 
 /** `format`, checked (it goes into the statement): a name the type does not allow is an error. */
 export function insertFormat(format: InsertFormat): InsertFormat {
-  if (format !== 'JSONEachRow' && format !== 'TabSeparated') throw new Error(`unsupported INSERT format ${JSON.stringify(format)} (JSONEachRow or TabSeparated)`);
+  if (!INSERT_FORMATS.includes(format)) throw new Error(`unsupported INSERT format ${JSON.stringify(format)} (${INSERT_FORMATS.join(', ')})`);
   return format;
 }
 
