@@ -463,6 +463,8 @@ describe('embedded store: persistence and the HTTP endpoint', () => {
         { id: 3, name: 'via store', tags: ['x', 'y'] },
       ]);
       await expect(remote.query('SELECT nope')).rejects.toMatchObject({ kind: 'server', code: 47 });
+      // A binary body would reach chdb as mangled text: refused, naming what the endpoint takes.
+      await expect(remote.insertFormatted('http_t', ['id'], 'Native', Buffer.from([1, 1, 2, 105, 100, 6, 85, 73, 110, 116, 54, 52]))).rejects.toThrow(/text formats only/);
     } finally {
       await remote.close();
       await endpoint.close();

@@ -193,6 +193,11 @@ async function handle(store: ClickHouseStore, req: IncomingMessage, res: ServerR
   } else {
     sql = body.toString('utf8');
   }
+  // The body is appended to the statement as text (EmbeddedStore.raw): a binary one would reach
+  // the parser mangled, so it is refused with what the endpoint takes instead.
+  if (data !== undefined && /\bFORMAT\s+(Native|RowBinary\w*|Parquet|Arrow\w*|ORC|Avro\w*|Protobuf\w*|CapnProto|MsgPack)\s*;?\s*$/i.test(sql)) {
+    throw new HttpError(400, 'Code: 73. DB::Exception: this endpoint takes text formats only for INSERT bodies (JSONEachRow, TabSeparated, CSV, …): chdb parses them as text. (UNKNOWN_FORMAT)');
+  }
   if (sql.trim() === '') {
     // ClickHouse answers a bare GET / like /ping.
     res.writeHead(200, { 'Content-Type': 'text/plain; charset=UTF-8' }).end('Ok.\n');
