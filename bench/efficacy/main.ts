@@ -120,6 +120,8 @@ interface RoundResult {
   scorer: string;
   /** Share of scored samples the memory corrected (|correction| > 0). */
   corrected: number;
+  /** Mean |correction| over the round's samples (0 without the memory). */
+  meanCorrection: number;
   acceptedIds: Set<string>;
 }
 
@@ -362,6 +364,7 @@ async function roundResult(store: ClickHouseStore, run: string, round: number, b
     distinct: distinctRight(batch, accepted),
     scorer,
     corrected: scored.filter((r) => Math.abs(r.correction) > 1e-12).length / scored.length,
+    meanCorrection: mean(scored.map((r) => (r.has_raw ? Math.abs(r.correction) : 0))),
     acceptedIds: accepted,
   };
 }
@@ -416,6 +419,7 @@ function report(results: readonly SeedResult[], o: EfficacyOptions): { text: str
         'no memory': round3(n.evalAuc),
         proxy: round3(aucMannWhitney(heldOut.map((it) => [proxyAt(it, m.round, o.shiftAfter, o.guardBonus), it.passed])) ?? 0.5),
         'corrected share': round3(m.corrected),
+        'mean |correction|': round3(m.meanCorrection),
         'distinct right/group: mem': round3(m.distinct),
         'no mem': round3(n.distinct),
         static: round3(distinctRight(batch, staticM)),
