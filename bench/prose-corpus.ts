@@ -53,23 +53,7 @@ export function proseCorpus(options: ProseCorpusOptions): ProseDoc[] {
  * one of the first |x| − ⌈t·|x|⌉ + 1 tokens of each) and verified by a merge of sorted sets.
  */
 export function exactDuplicates(texts: readonly string[], threshold: number, config: Pick<MinHashConfig, 'shingle' | 'shingleSize'>): boolean[] {
-  const ids = new Map<string, number>();
-  const sets = texts.map((t) => {
-    const out: number[] = [];
-    for (const s of shingles(t, config)) {
-      let id = ids.get(s);
-      if (id === undefined) ids.set(s, (id = ids.size));
-      out.push(id);
-    }
-    return out;
-  });
-  const freq = new Int32Array(ids.size);
-  for (const set of sets) for (const id of set) freq[id]!++;
-  // Rank: rarest first, ties by id.
-  const order = Array.from({ length: ids.size }, (_, i) => i).sort((a, b) => freq[a]! - freq[b]! || a - b);
-  const rank = new Int32Array(ids.size);
-  order.forEach((id, r) => (rank[id] = r));
-  const ranked = sets.map((set) => Int32Array.from(set.map((id) => rank[id]!)).sort());
+  const ranked = rankedSets(texts, config);
   const prefix = (n: number) => n - Math.ceil(threshold * n - 1e-9) + 1;
   const postings = new Map<number, number[]>();
   const seen = new Int32Array(texts.length).fill(-1);
@@ -99,6 +83,58 @@ export function exactDuplicates(texts: readonly string[], threshold: number, con
     }
   }
   return out;
+}
+
+/**
+ * Every pair of documents (i < j) whose exact Jaccard similarity is in [lo, hi), with it: the
+ * pairs near a threshold, where an estimator's bias and spread decide precision and recall.
+ * Prefix filtering at lo, as exactDuplicates.
+ */
+export function pairsInRange(texts: readonly string[], lo: number, hi: number, config: Pick<MinHashConfig, 'shingle' | 'shingleSize'>): Array<[number, number, number]> {
+  const ranked = rankedSets(texts, config);
+  const prefix = (n: number) => n - Math.ceil(lo * n - 1e-9) + 1;
+  const postings = new Map<number, number[]>();
+  const seen = new Int32Array(texts.length).fill(-1);
+  const out: Array<[number, number, number]> = [];
+  for (let q = 0; q < ranked.length; q++) {
+    const x = ranked[q]!;
+    const p = Math.min(prefix(x.length), x.length);
+    for (let i = 0; i < p; i++) {
+      for (const c of postings.get(x[i]!) ?? []) {
+        if (seen[c] === q) continue;
+        seen[c] = q;
+        const j = jaccard(x, ranked[c]!);
+        if (j >= lo && j < hi) out.push([c, q, j]);
+      }
+    }
+    for (let i = 0; i < p; i++) {
+      let list = postings.get(x[i]!);
+      if (list === undefined) postings.set(x[i]!, (list = []));
+      list.push(q);
+    }
+  }
+  return out;
+}
+
+/** Each text's shingle set as sorted ranks, rarest shingle first (the order prefix filtering needs). */
+function rankedSets(texts: readonly string[], config: Pick<MinHashConfig, 'shingle' | 'shingleSize'>): Int32Array[] {
+  const ids = new Map<string, number>();
+  const sets = texts.map((t) => {
+    const out: number[] = [];
+    for (const s of shingles(t, config)) {
+      let id = ids.get(s);
+      if (id === undefined) ids.set(s, (id = ids.size));
+      out.push(id);
+    }
+    return out;
+  });
+  const freq = new Int32Array(ids.size);
+  for (const set of sets) for (const id of set) freq[id]!++;
+  // Rank: rarest first, ties by id.
+  const order = Array.from({ length: ids.size }, (_, i) => i).sort((a, b) => freq[a]! - freq[b]! || a - b);
+  const rank = new Int32Array(ids.size);
+  order.forEach((id, r) => (rank[id] = r));
+  return sets.map((set) => Int32Array.from(set.map((id) => rank[id]!)).sort());
 }
 
 /** Precision and recall of predicted duplicate flags against the exact ones. */

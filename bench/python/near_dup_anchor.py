@@ -68,6 +68,27 @@ def run_datasketch(texts, args, seed):
     return time.process_time() - start, flags
 
 
+def pair_estimates(texts, pairs, args, seed):
+    """The estimated Jaccard of each (i, j) pair under one seed (not timed: the bench's bias check)."""
+    if args.impl == "rensa":
+        from rensa import RMinHash
+
+        def sketch(t):
+            m = RMinHash(num_perm=args.perm, seed=seed)
+            m.update(shingles(t, args.k))
+            return m
+    else:
+        from datasketch import MinHash
+
+        def sketch(t):
+            m = MinHash(num_perm=args.perm, seed=seed)
+            m.update_batch([s.encode("utf8") for s in shingles(t, args.k)])
+            return m
+
+    sketches = {i: sketch(texts[i]) for i in sorted({i for p in pairs for i in p[:2]})}
+    return [sketches[i].jaccard(sketches[j]) for i, j in pairs]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("docs")
@@ -78,6 +99,7 @@ def main():
     p.add_argument("--bands", type=int, default=16)
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--seeds", default="1", help="comma-separated seeds, one per pass (cycled)")
+    p.add_argument("--pairs", help="JSON file of [i, j] document pairs: their estimates under each pass's seed are printed too")
     args = p.parse_args()
     with open(args.docs, encoding="utf8") as f:
         texts = [json.loads(line)["text"] for line in f if line.strip()]
@@ -89,9 +111,14 @@ def main():
         s, f = run(texts, args, seeds[i % len(seeds)])
         seconds.append(s)
         flags.append([int(x) for x in f])
+    estimates = []
+    if args.pairs:
+        with open(args.pairs, encoding="utf8") as f:
+            pairs = [(p[0], p[1]) for p in json.load(f)]
+        estimates = [pair_estimates(texts, pairs, args, seeds[i % len(seeds)]) for i in range(args.passes)]
     import importlib.metadata as md
 
-    json.dump({"impl": args.impl, "version": md.version(args.impl), "docs": len(texts), "seconds": seconds, "seeds": [seeds[i % len(seeds)] for i in range(args.passes)], "duplicates": flags}, sys.stdout)
+    json.dump({"impl": args.impl, "version": md.version(args.impl), "docs": len(texts), "seconds": seconds, "seeds": [seeds[i % len(seeds)] for i in range(args.passes)], "duplicates": flags, "pair_estimates": estimates}, sys.stdout)
 
 
 if __name__ == "__main__":
