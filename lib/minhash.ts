@@ -26,7 +26,8 @@ import { fmix32, mixBlock } from '../contracts/murmur3.ts';
  *    that cuts the estimate's variance by a third against rounds of equal rank, and its bias from
  *    +0.005 to +0.002 (standard deviation of the 32-bit rows 0.025 against 0.031; k independent
  *    permutations: 0.035), at the same cost; every bin's minimum is still a uniformly random member of
- *    the expanded union, so the estimate stays unbiased. The expanded sets have the same Jaccard
+ *    the expanded union, so the estimate is unbiased up to the multiply-shift family's own small
+ *    bias (the +0.002). The expanded sets have the same Jaccard
  *    similarity as the shingle sets, and 8·|shingles| elements fill the bins of short texts that
  *    one round would leave mostly empty. An empty bin takes the value of the first non-empty bin
  *    along its own pseudo-random probe sequence
