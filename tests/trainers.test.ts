@@ -106,6 +106,15 @@ describe('RecursiveRidge is exactly the batch ridge solution', () => {
     const loaded = new RecursiveRidge({ dim, lambda: 2, forgetting: 0.97 }, { P, w, examples: 200 });
     expect(loaded.priorWeight).toBe(1);
     expect(maxAbsDiff(loaded.linearWeights().weights, fixed.weights) / maxAbs(fixed.weights)).toBeLessThan(1e-7);
+    // A checkpoint mid-interval (arrays + state(): priorWeight, sinceRestore) resumes exactly.
+    const half = new RecursiveRidge({ dim, lambda: 2, forgetting: 0.97 });
+    rows.slice(0, 105).forEach((r, i) => half.update(r, y[i]!, weights[i]!));
+    const saved = decodeCheckpoint(encodeCheckpoint({ group: 'g', savedAt: 0, offsets: [], state: half.state(), arrays: half.arrays(), admission: null }));
+    const resumed = new RecursiveRidge({ dim, lambda: 2, forgetting: 0.97 }, { ...(saved.state as ReturnType<typeof half.state>), P: saved.arrays.P as Float64Array, w: saved.arrays.w as Float64Array });
+    expect(resumed.priorWeight).toBe(half.priorWeight);
+    rows.slice(105).forEach((r, i) => resumed.update(r, y[105 + i]!, weights[105 + i]!));
+    resumed.restorePrior();
+    expect(maxAbsDiff(resumed.linearWeights().weights, rls.linearWeights().weights)).toBeLessThan(1e-12);
     expect(() => new RecursiveRidge({ dim, lambda: 2, forgetting: 0.97, priorRestoreEvery: 0 })).toThrow(/priorRestoreEvery/);
   });
 
