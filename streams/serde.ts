@@ -11,7 +11,6 @@ import {
 import type { Connections } from './connections.ts';
 import { FlywheelError, RecordError, UnavailableError } from './errors.ts';
 import { decisionSchema, labelSchema, modelUpdateSchema, rolloutSchema, type Decision, type Label, type ModelUpdate, type Rollout } from '../contracts/records.ts';
-import { BodyError, compileDecoder, compileEncoder, Unsupported, type Decoder, type Encoder } from './avro-codec.ts';
 
 type AvroType = avsc.Type;
 type Resolver = ReturnType<AvroType['createResolver']>;
@@ -121,11 +120,8 @@ export function registryUnavailable(err: unknown): boolean {
 /** Writer schemas remembered per serde; negative entries are bounded (ids come from input bytes). */
 const MAX_UNKNOWN_IDS = 10_000;
 
-/**
- * What a writer schema id decodes with (`same`: the writer schema is the reader's own), or why it
- * cannot.
- */
-type WriterEntry = { decode: Decoder<unknown>; same: boolean } | { error: string };
+/** What a writer schema id decodes with, or why it cannot. */
+type WriterEntry = { resolver: Resolver | undefined } | { error: string };
 
 /**
  * Registers `schema` under `<topic>-value` (idempotent: the registry returns the existing id),
@@ -146,15 +142,14 @@ export async function topicSerde<T>(client: SchemaRegistryClient, topic: string,
   // (timestamp-millis stays a number of ms), unions unwrapped when unambiguous ('auto').
   const reader = avsc.Type.forSchema(schema as AvroSchema);
   const typeName = reader.name ?? reader.typeName;
-  const own = decoderFor(reader, reader, undefined);
-  const writers = new Map<number, WriterEntry>([[schemaId, { decode: own, same: true }]]);
+  const writers = new Map<number, WriterEntry>([[schemaId, { resolver: undefined }]]);
   const pending = new Map<number, Promise<void>>();
   let unknown = 0;
 
   const learn = async (id: number): Promise<void> => {
     let entry: WriterEntry;
     try {
-      entry = await writerEntry(client, subject, id, reader, typeName, own);
+      entry = await writerEntry(client, subject, id, reader, typeName);
     } catch (err) {
       if (registryUnavailable(err)) throw new UnavailableError('schema registry', client.config().baseURLs.join(','), `looking up writer schema ${id}: ${(err as Error).message}`, { cause: err });
       entry = { error: `writer schema ${id} is not in the registry: ${(err as Error).message}` };
@@ -174,10 +169,21 @@ export async function topicSerde<T>(client: SchemaRegistryClient, topic: string,
 
   const header = Buffer.alloc(5);
   header.writeInt32BE(schemaId, 1);
+  let scratch = Buffer.alloc(64 * 1024);
+  header.copy(scratch);
+  /** Makes `scratch` at least `size` bytes, header kept. */
+  const grow = (size: number) => {
+    const grown = Buffer.alloc(Math.max(scratch.length * 2, size));
+    header.copy(grown);
+    scratch = grown;
+  };
+  /** One copy out of the scratch buffer, as `toBuffer` makes, with the header included. */
+  const copyOut = (end: number) => {
+    const out = Buffer.allocUnsafe(end);
+    scratch.copy(out, 0, 0, end);
+    return out;
+  };
   const head = headAndTail(schema);
-  const encodeReader = encoderFor<T>(reader);
-  const encodeTail = head === undefined ? undefined : encoderFor<T>(head.tail);
-  const encodeFailed = (value: T, err: unknown) => new RecordError(`cannot encode ${typeName}: ${invalidPath(reader, value) ?? (err as Error).message}`);
 
   const serde: TopicSerde<T> = {
     topic,
@@ -207,34 +213,53 @@ export async function topicSerde<T>(client: SchemaRegistryClient, topic: string,
       const entry = writers.get(id);
       if (entry === undefined) throw new Error(`schema id ${id} was not prepared: call prepare() with the batch before decode()`);
       if ('error' in entry) throw new RecordError(entry.error);
+      let decoded: { value: unknown; offset: number };
       try {
-        return entry.decode(payload, 5) as T;
+        decoded = reader.decode(payload, 5, entry.resolver);
       } catch (err) {
-        if (err instanceof BodyError && err.kind === 'truncated') throw new RecordError(`the body is truncated: it ends before the ${typeName} (writer schema ${id}) does`);
-        if (err instanceof BodyError) throw new RecordError(`${err.extra} bytes of trailing data after the ${typeName} (writer schema ${id})`);
         throw new RecordError(`the body does not decode as ${typeName} (writer schema ${id}): ${(err as Error).message}`);
       }
+      if (decoded.offset < 0) throw new RecordError(`the body is truncated: it ends before the ${typeName} (writer schema ${id}) does`);
+      if (decoded.offset !== payload.length) throw new RecordError(`${payload.length - decoded.offset} bytes of trailing data after the ${typeName} (writer schema ${id})`);
+      return decoded.value as T;
     },
     encode(value) {
+      let end: number;
       try {
-        return encodeReader(value, header);
+        end = reader.encode(value, scratch, 5);
+        if (end < 0) {
+          // Too small by -end bytes: grow (and keep the header), then write again.
+          grow(scratch.length - end);
+          end = reader.encode(value, scratch, 5);
+        }
       } catch (err) {
-        throw encodeFailed(value, err);
+        throw new RecordError(`cannot encode ${typeName}: ${invalidPath(reader, value) ?? (err as Error).message}`);
       }
+      return copyOut(end);
     },
     readerBody(payload) {
       if (payload.length < 5 || payload[0] !== 0) return undefined;
       const entry = writers.get(payload.readInt32BE(1));
-      return entry !== undefined && 'same' in entry && entry.same ? payload.subarray(5) : undefined;
+      return entry !== undefined && 'resolver' in entry && entry.resolver === undefined ? payload.subarray(5) : undefined;
     },
     headFingerprint: head?.fingerprint,
     encodeWithHead(value, body) {
-      if (encodeTail === undefined) return serde.encode(value);
+      if (head === undefined) return serde.encode(value);
+      const start = 5 + body.length;
+      let end: number;
       try {
-        return encodeTail(value, header, body);
+        if (scratch.length < start + 1) grow(start + 1024);
+        body.copy(scratch, 5);
+        end = head.tail.encode(value, scratch, start);
+        if (end < 0) {
+          grow(scratch.length - end);
+          body.copy(scratch, 5);
+          end = head.tail.encode(value, scratch, start);
+        }
       } catch (err) {
-        throw encodeFailed(value, err);
+        throw new RecordError(`cannot encode ${typeName}: ${invalidPath(reader, value) ?? (err as Error).message}`);
       }
+      return copyOut(end);
     },
     serialize: async (value) => serde.encode(value),
     deserialize: async (payload) => {
@@ -274,53 +299,7 @@ export function wireFormatProblem(payload: Buffer | null): string | undefined {
   return undefined;
 }
 
-/**
- * The decoder of `writer` bodies as `reader` values: generated for the pair (streams/avro-codec.ts),
- * or avsc's `decode` with `resolver` for a schema the generator leaves to avsc.
- */
-function decoderFor(writer: AvroType, reader: AvroType, resolver: Resolver | undefined): Decoder<unknown> {
-  try {
-    return compileDecoder(writer, reader);
-  } catch (err) {
-    if (!(err instanceof Unsupported)) throw err;
-  }
-  return (buf, start) => {
-    const decoded = reader.decode(buf, start, resolver);
-    if (decoded.offset < 0) throw new BodyError('truncated');
-    if (decoded.offset !== buf.length) throw new BodyError('trailing', buf.length - decoded.offset);
-    return decoded.value;
-  };
-}
-
-/**
- * The encoder of `type`: generated, or avsc's `encode` into a reused buffer (one copy out) for a
- * schema the generator leaves to avsc. Both write the same bytes.
- */
-function encoderFor<T>(type: AvroType): Encoder<T> {
-  try {
-    return compileEncoder<T>(type);
-  } catch (err) {
-    if (!(err instanceof Unsupported)) throw err;
-  }
-  let scratch = Buffer.alloc(64 * 1024);
-  return (value, before, middle) => {
-    const start = before.length + (middle?.length ?? 0);
-    if (scratch.length < start + 1024) scratch = Buffer.alloc(Math.max(scratch.length * 2, start + 1024));
-    let end = type.encode(value, scratch, start);
-    if (end < 0) {
-      // Too small by -end bytes: grow, then write again.
-      scratch = Buffer.alloc(scratch.length - end);
-      end = type.encode(value, scratch, start);
-    }
-    before.copy(scratch, 0);
-    middle?.copy(scratch, before.length);
-    const out = Buffer.allocUnsafe(end);
-    scratch.copy(out, 0, 0, end);
-    return out;
-  };
-}
-
-async function writerEntry(client: SchemaRegistryClient, subject: string, id: number, reader: AvroType, typeName: string, own: Decoder<unknown>): Promise<WriterEntry> {
+async function writerEntry(client: SchemaRegistryClient, subject: string, id: number, reader: AvroType, typeName: string): Promise<WriterEntry> {
   const info = await client.getBySubjectAndId(subject, id);
   if (info.schemaType !== undefined && info.schemaType !== 'AVRO') return { error: `writer schema ${id} is a ${info.schemaType} schema, not Avro` };
   const referenced = await referencedSchemas(client, info);
@@ -333,16 +312,14 @@ async function writerEntry(client: SchemaRegistryClient, subject: string, id: nu
     return { error: `writer schema ${id} is not a usable Avro schema: ${(err as Error).message}` };
   }
   // The same schema under another id (e.g. registered elsewhere): nothing to resolve.
-  if (reader.equals(writer)) return { decode: own, same: true };
-  let resolver: Resolver;
+  if (reader.equals(writer)) return { resolver: undefined };
   try {
-    resolver = reader.createResolver(writer);
+    return { resolver: reader.createResolver(writer) };
   } catch (err) {
     const where = resolutionPath(reader, writer);
     const subjects = await subjectsOf(client, id);
     return { error: `writer schema ${id} (${subjects}) cannot be resolved to ${typeName}: ${where === undefined ? '' : `${where}: `}${(err as Error).message}` };
   }
-  return { decode: decoderFor(writer, reader, resolver), same: false };
 }
 
 /** The schemas `info` references (by subject and version), innermost first, so each compiles before its users. */
