@@ -26,6 +26,12 @@ are) and ``commit`` is called with the last trained one. Use the same ``num_work
 restarts or not: positions are per partition, so any split resumes exactly. Admission here is
 staleness only (``staleness=``); the replay buffer and the starvation signal are per reader:
 use ``TrainerClient`` (one reader) for them.
+
+librdkafka is not fork-safe: a DataLoader forks its workers (Linux's default start method), and
+a worker that opens a Kafka client in a child of a process holding one (a producer, a
+``TrainerClient``) can crash. The dataset itself holds no client between calls (``commit`` opens
+and closes one); close the others before iterating, or pass
+``multiprocessing_context="spawn"`` to the DataLoader.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ resuming from the checkpoint train every record exactly once; the features arriv
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import torch
@@ -43,6 +44,9 @@ def test_dataloader_workers_read_every_record_once_across_a_restart(tmp_path: Pa
     producer = AvroProducer()
     producer.send(catalog.accepted, "decision", ((r["group_id"], decision(r, run)) for r in rows))
     producer.flush()
+    # Gone before the DataLoader forks its workers: librdkafka is not fork-safe (see dataset.py).
+    del producer
+    gc.collect()
     checkpoint = tmp_path / "ds.ckpt"
 
     state: dict[str, int] = {}
