@@ -73,8 +73,8 @@ export function similarityOf(kind: SimilarityKind, textDims: number): Similarity
  */
 export function errorCompensate(config: ErrorCompensateConfig, memory: ErrorMemory, vectorOf: (s: Sample) => Vector, textDims: number): Curator {
   const similarity = similarityOf(config.similarity, textDims);
-  const shrinkage = config.shrinkage ?? errorCompensateDefaults.shrinkage;
-  const assessment = (config.calibrate ?? errorCompensateDefaults.calibrate) ? memory.assess({ k: config.k, minSimilarity: config.minSimilarity, similarity, shrinkage }) : undefined;
+  const { shrinkage } = config;
+  const assessment = config.calibrate ? memory.assess({ k: config.k, minSimilarity: config.minSimilarity, similarity, shrinkage }) : undefined;
   return mapSamples('error-compensate', (sample) => {
     const raw = sample.scores[config.score];
     if (raw === undefined) return sample;
