@@ -11,9 +11,18 @@ export interface FeatureConfig {
   /**
    * Verifier rewards copied into the numeric tail, in this order (a missing reward is 0). May
    * name the group-relative rewards the group filter derives (`groupRewardNames`), e.g.
-   * `["correct", "correct.group_delta", "correct.group_rank"]`.
+   * `["correct", "correct.group_delta", "correct.group_rank"]`, or the group-relative length
+   * (`groupLengthNames`).
    */
   rewardNames: string[];
+  /**
+   * Rewards of `rewardNames` that are probabilities and enter the tail as their logit,
+   * log(p / (1 − p)) with p clamped to [`LOGIT_EPSILON`, 1 − `LOGIT_EPSILON`], instead of raw:
+   * a linear scorer adds log-odds, so a calibrated probability reward is worth its log-odds, and
+   * the raw value squashes exactly the confident end of the scale. Their layout name is
+   * `reward_logit:<name>`. Each must be listed in `rewardNames`. Empty: every reward raw.
+   */
+  logitRewards: string[];
   /** Only this many leading characters of the text are hashed, so cost per sample is bounded. */
   maxChars: number;
 }
@@ -23,8 +32,15 @@ export const featureDefaults: FeatureConfig = {
   wordNgrams: [1, 2],
   charNgrams: [3],
   rewardNames: [],
+  logitRewards: [],
   maxChars: 20_000,
 };
+
+/**
+ * The clamp of a `logitRewards` probability: p is taken as min(max(p, ε), 1 − ε) before
+ * log(p / (1 − p)), so 0, 1 (and values outside [0, 1]) give ∓/± 13.8155… rather than ±∞.
+ */
+export const LOGIT_EPSILON = 1e-6;
 
 /**
  * Names of the numeric features that follow the `dims` hashed buckets, in vector order. A
@@ -35,7 +51,7 @@ export function featureLayout(config: FeatureConfig): string[] {
   return [
     'log_chars',
     'log_tokens',
-    ...config.rewardNames.map((name) => `reward:${name}`),
+    ...config.rewardNames.map((name) => (config.logitRewards.includes(name) ? `reward_logit:${name}` : `reward:${name}`)),
     'logprob_mean',
     'logprob_min',
     'logprob_std',
@@ -46,14 +62,34 @@ export function featureLayout(config: FeatureConfig): string[] {
 /**
  * The names under which the group filter (`relative: [reward]`) writes a sample's place in its
  * prompt group into `rollout.rewards` when the group is released: `delta` = the reward minus
- * the group's mean, `rank` = the share of the group's other samples with a lower reward (ties
- * count half; 0.5 alone). Being rewards, they reach every featurizer (the Python port too) by
- * `rewardNames`, with no change to the layout's arithmetic.
+ * the group's mean, `z` = that delta over the group's (population) standard deviation, i.e.
+ * GRPO's normalised advantage (0 when the group's values are all equal), `rank` = the share of
+ * the group's other samples with a lower reward (ties count half; 0.5 alone). Being rewards,
+ * they reach every featurizer (the Python port too) by `rewardNames`, with no change to the
+ * layout's arithmetic.
  *
- *   groupRewardNames('correct')  // → { delta: 'correct.group_delta', rank: 'correct.group_rank' }
+ *   groupRewardNames('correct')  // → { delta: 'correct.group_delta', z: 'correct.group_z', rank: 'correct.group_rank' }
  */
-export function groupRewardNames(reward: string): { delta: string; rank: string } {
-  return { delta: `${reward}.group_delta`, rank: `${reward}.group_rank` };
+export function groupRewardNames(reward: string): { delta: string; z: string; rank: string } {
+  return { delta: `${reward}.group_delta`, z: `${reward}.group_z`, rank: `${reward}.group_rank` };
+}
+
+/**
+ * The reserved reward names under which the group filter (`relativeLength: true`) writes a
+ * sample's response length relative to its prompt group, the same way as `groupRewardNames`:
+ * `z` = (ℓ − mean ℓ) / sd ℓ over the group, ℓ = log1p(UTF-16 length of `responseText`) (0 when
+ * the lengths are all equal), `rank` = the share of the group's other samples with a shorter
+ * response (ties count half; 0.5 alone). Why: reward models and LLM judges favour longer
+ * answers (the best-known proxy bias), and a prompt's answers differ in length far less than
+ * answers to different prompts, so the absolute `log_chars` mostly encodes the prompt; the
+ * value within the group is what a scorer needs to learn (or unlearn) a length preference. The
+ * `group.` prefix cannot collide with a `groupRewardNames` value (those end in `.group_*`).
+ *
+ *   groupLengthNames()  // → { z: 'group.length_z', rank: 'group.length_rank' }
+ *   features: { rewardNames: ['proxy', 'group.length_z'] }
+ */
+export function groupLengthNames(): { z: string; rank: string } {
+  return { z: 'group.length_z', rank: 'group.length_rank' };
 }
 
 /** Length of the vectors `featurize` returns. */
@@ -94,7 +130,9 @@ export function responseText(r: Rollout): string {
  * 5. The numeric tail, in `featureLayout` order, computed in float64 and stored as float32:
  *    log1p of the length of prompt + "\n" + response before the cut, in UTF-16 code units
  *    (Python: `len(text.encode('utf-16-le')) // 2`), and of max(0, `token_count`); each reward
- *    (own properties only; missing → 0); then the log-probs' mean (sum in order / count), min,
+ *    (own properties only; missing → 0), or for a reward in `logitRewards` (present and
+ *    finite) with p = min(max(value, 1e-6), 1 − 1e-6) the value log(p / (1 − p)) (Python:
+ *    `math.log(p / (1 - p))`; missing → 0, the logit of 0.5); then the log-probs' mean (sum in order / count), min,
  *    population standard deviation (sqrt(Σ(lp − mean)² / count)) and 1 — or four zeros when the
  *    rollout kept no log-probs.
  * Throws on a non-finite reward or log-prob, so the caller can dead-letter the sample.
@@ -201,6 +239,12 @@ export function murmur3(values: ArrayLike<number>, seed: number): number {
 
 // ---- implementation ----------------------------------------------------------------------
 
+/** log(p / (1 − p)) of p clamped to [LOGIT_EPSILON, 1 − LOGIT_EPSILON] (step 5). */
+function logit(value: number): number {
+  const p = Math.min(Math.max(value, LOGIT_EPSILON), 1 - LOGIT_EPSILON);
+  return Math.log(p / (1 - p));
+}
+
 /** Seeds of step 1 and 2: 'w' and 'c' in the top byte, n in the low byte. */
 const WORD_SEED = 0x77000000;
 const CHAR_SEED = 0x63000000;
@@ -217,6 +261,8 @@ interface Plan {
   size: number;
   maxChars: number;
   rewardNames: readonly string[];
+  /** Per entry of rewardNames: 1 when it is taken as a logit (`logitRewards`). */
+  rewardLogit: Uint8Array;
   wordNs: Int32Array;
   charNs: Int32Array;
   /**
@@ -246,12 +292,14 @@ function planOf(config: FeatureConfig): Plan {
   const { dims } = config;
   if (!Number.isInteger(dims) || dims < 1) throw new RangeError(`features.dims must be a positive integer, got ${dims}`);
   for (const n of [...config.wordNgrams, ...config.charNgrams]) if (!Number.isInteger(n) || n < 1) throw new RangeError(`features n-gram sizes must be positive integers, got ${n}`);
+  for (const name of config.logitRewards) if (!config.rewardNames.includes(name)) throw new RangeError(`features.logitRewards names "${name}", which is not in features.rewardNames`);
   plan = {
     dims,
     mask: (dims & (dims - 1)) === 0 ? dims - 1 : -1,
     size: featureSize(config),
     maxChars: config.maxChars,
     rewardNames: [...config.rewardNames],
+    rewardLogit: Uint8Array.from(config.rewardNames, (name) => (config.logitRewards.includes(name) ? 1 : 0)),
     wordNs: Int32Array.from(config.wordNgrams),
     charNs: Int32Array.from(config.charNgrams),
     words: new Int32Array(64),
@@ -271,10 +319,15 @@ function writeFeatures(rollout: Rollout, plan: Plan, out: Float32Array, offset: 
   let i = offset + plan.dims;
   out[i++] = Math.log1p(rollout.prompt.length + 1 + response.length);
   out[i++] = Math.log1p(Math.max(0, rollout.token_count));
-  for (const name of plan.rewardNames) {
-    const value = Object.hasOwn(rollout.rewards, name) ? rollout.rewards[name]! : 0;
+  for (let k = 0; k < plan.rewardNames.length; k++) {
+    const name = plan.rewardNames[k]!;
+    if (!Object.hasOwn(rollout.rewards, name)) {
+      i++;
+      continue;
+    }
+    const value = rollout.rewards[name]!;
     if (!Number.isFinite(value)) throw new Error(`reward ${name} is not finite (${value})`);
-    out[i++] = value;
+    out[i++] = plan.rewardLogit[k] === 1 ? logit(value) : value;
   }
   const logprobs = rollout.logprobs;
   if (logprobs === null || logprobs.length === 0) return;

@@ -170,10 +170,17 @@ export const pipelineConfigSchema = z.strictObject({
       wordNgrams: z.array(z.number().int().min(1).max(5)).optional(),
       charNgrams: z.array(z.number().int().min(1).max(8)).optional(),
       rewardNames: z.array(z.string()).optional(),
+      /** Rewards of rewardNames taken as log(p / (1 − p)), clamped (see FeatureConfig.logitRewards). */
+      logitRewards: z.array(z.string()).optional(),
       maxChars: z.number().int().positive().optional(),
     })
     .default({})
-    .transform((f) => ({ ...featureDefaults, ...f })),
+    .transform((f) => ({ ...featureDefaults, ...f }))
+    .superRefine((f, ctx) => {
+      f.logitRewards.forEach((reward, i) => {
+        if (!f.rewardNames.includes(reward)) ctx.addIssue({ code: 'custom', path: ['logitRewards', i], message: `"${reward}" is not in features.rewardNames: list it there to take it as a logit` });
+      });
+    }),
   /** Verified labels: how long a score waits for its label, and the error memory's size. */
   labels: z
     .strictObject({

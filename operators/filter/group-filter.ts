@@ -1,5 +1,5 @@
 import type { Rollout } from '../../contracts/records.ts';
-import { groupRewardNames } from '../../contracts/features.ts';
+import { groupLengthNames, groupRewardNames, responseText } from '../../contracts/features.ts';
 import type { KeyValueStore } from '../../streams/state-store.ts';
 import { deadLetter, defaultMaxSkewMs, deserializeSample, eventTimeOf, isRejected, serializeSample, type Curator, type Envelope, type Sample } from '../../lib/envelope.ts';
 import { ratioText, sessionCurator } from '../../lib/filters-internals.ts';
@@ -27,10 +27,15 @@ export interface GroupFilterConfig {
   maxGroupSize: number;
   /**
    * Rewards whose group-relative values are written into each released sample's rewards
-   * (`groupRewardNames`: `<reward>.group_delta`, `<reward>.group_rank`), for the feature layout
-   * to name; empty: none.
+   * (`groupRewardNames`: `<reward>.group_delta`, `<reward>.group_z`, `<reward>.group_rank`),
+   * for the feature layout to name; empty: none.
    */
   relative: string[];
+  /**
+   * Also write the response's length relative to its group (`groupLengthNames`:
+   * `group.length_z`, `group.length_rank`), for the feature layout to name.
+   */
+  relativeLength: boolean;
 }
 
 export const groupFilterDefaults: GroupFilterConfig = {
@@ -45,6 +50,7 @@ export const groupFilterDefaults: GroupFilterConfig = {
   maxOpenGroups: 10_000,
   maxGroupSize: 256,
   relative: [],
+  relativeLength: false,
 };
 
 /** Held samples and the open-group index (changelog-backed). */
@@ -92,11 +98,17 @@ const sampleKey = (group: string, i: number) => `s:${group}:${i}`;
  *    `group.release`. If at least `minVarianceSamples` such samples all have the same reward
  *    (all right or all wrong), every sample of the group gets `group:no_variance`; a group
  *    released early with fewer than `minSize` samples gets `group:incomplete` when
- *    `onIncomplete` is "reject". For each reward in `relative`, every sample carrying it gets
- *    `rewards[<reward>.group_delta]` = its reward − the mean over the group's not-yet-rejected
- *    samples carrying it, and `rewards[<reward>.group_rank]` = the share of those (itself
- *    excluded) with a lower reward, ties counting half (0.5 when it has none to compare with);
- *    a scorer after this operator sees them through `features.rewardNames`.
+ *    `onIncomplete` is "reject". For each reward in `relative`, every sample carrying it is
+ *    placed against the reference = the group's not-yet-rejected samples carrying it:
+ *    `rewards[<reward>.group_delta]` = its reward − the reference's mean,
+ *    `rewards[<reward>.group_z]` = that delta / the reference's population standard deviation
+ *    (0 when the reference's values are all equal; |z| ≤ √(n − 1) for n values), and
+ *    `rewards[<reward>.group_rank]` = the share of the reference (itself excluded) with a
+ *    lower reward, ties counting half (0.5 when it has none to compare with). With
+ *    `relativeLength`, every sample gets the same z and rank of ℓ = log1p(UTF-16 length of
+ *    its `responseText`) against the group's not-yet-rejected samples, as
+ *    `rewards['group.length_z']` and `rewards['group.length_rank']` (`groupLengthNames`). A
+ *    scorer after this operator sees them through `features.rewardNames`.
  * 4. A sample of a group already released opens a new group with the same id; in event time, a
  *    sample older than the newest event time − maxWaitMs is released at once.
  *
@@ -112,7 +124,8 @@ const sampleKey = (group: string, i: number) => `s:${group}:${i}`;
  *   // in:  a1 b1 a2 b2          (a1, a2 of group a; rewards.correct 1 and 0)
  *   // out: a1 a2 b1 b2          annotated { 'group.size': '2', 'group.release': 'complete', 'group.mean_reward': '0.5' }
  *   // a group whose two samples are both correct → each gets reasons ['group:no_variance']
- *   // with relative: ['correct'], a1 also gets rewards { 'correct.group_delta': 0.5, 'correct.group_rank': 1 }
+ *   // with relative: ['correct'], a1 also gets rewards { 'correct.group_delta': 0.5, 'correct.group_z': 1, 'correct.group_rank': 1 }
+ *   // with relativeLength, a response "4" against "four" gets { 'group.length_z': -1, 'group.length_rank': 0 }
  */
 export function groupFilter(config: GroupFilterConfig, store: KeyValueStore): Curator {
   const eventTime = config.timeBasis !== 'processing';
@@ -211,24 +224,53 @@ function judgeGroup(samples: Sample[], how: Release, config: GroupFilterConfig):
   const annotations: Record<string, string> = { 'group.size': String(samples.length), 'group.release': how };
   if (rewards.length > 0) annotations['group.mean_reward'] = ratioText(rewards.reduce((a, b) => a + b, 0) / rewards.length);
   const judged = samples.map((s) => ({ ...s, reasons: [...s.reasons, ...reasons], annotations: { ...s.annotations, ...annotations } }));
-  return config.relative.length === 0 ? judged : judged.map((s, i) => withGroupRewards(s, samples, i, config.relative));
+  return config.relative.length === 0 && !config.relativeLength ? judged : judged.map((s, i) => withGroupRewards(s, samples, i, config));
 }
 
-/** `sample` (the i-th of its group) with the group-relative rewards of `relative` added. */
-function withGroupRewards(sample: Sample, group: readonly Sample[], i: number, relative: readonly string[]): Sample {
+/** `sample` (the i-th of its group) with the group-relative rewards of `relative` (and the length's) added. */
+function withGroupRewards(sample: Sample, group: readonly Sample[], i: number, config: GroupFilterConfig): Sample {
   const added: Record<string, number> = {};
-  for (const reward of relative) {
+  for (const reward of config.relative) {
     const own = sample.rollout.rewards[reward];
     if (own === undefined) continue;
     // The reference: the group's samples not yet rejected that carry the reward.
     const reference = group.flatMap((s, j) => (isRejected(s) || s.rollout.rewards[reward] === undefined ? [] : [{ j, value: s.rollout.rewards[reward]! }]));
     if (reference.length === 0) continue;
-    const mean = reference.reduce((sum, r) => sum + r.value, 0) / reference.length;
-    const others = reference.filter((r) => r.j !== i);
-    const below = others.reduce((sum, r) => sum + (r.value < own ? 1 : r.value === own ? 0.5 : 0), 0);
+    const place = placeInGroup(own, i, reference);
     const names = groupRewardNames(reward);
-    added[names.delta] = own - mean;
-    added[names.rank] = others.length === 0 ? 0.5 : below / others.length;
+    added[names.delta] = place.delta;
+    added[names.z] = place.z;
+    added[names.rank] = place.rank;
+  }
+  if (config.relativeLength) {
+    const reference = group.flatMap((s, j) => (isRejected(s) ? [] : [{ j, value: logLength(s) }]));
+    if (reference.length > 0) {
+      const place = placeInGroup(logLength(sample), i, reference);
+      const names = groupLengthNames();
+      added[names.z] = place.z;
+      added[names.rank] = place.rank;
+    }
   }
   return { ...sample, rollout: { ...sample.rollout, rewards: { ...sample.rollout.rewards, ...added } } };
+}
+
+/** ℓ of `relativeLength`: log1p of the response's length in UTF-16 code units (as `log_chars` counts). */
+function logLength(sample: Sample): number {
+  return Math.log1p(responseText(sample.rollout).length);
+}
+
+/**
+ * `own` (of the group's j-th sample, `self`) against a non-empty `reference` of the group's
+ * values: minus the mean, over the population sd (0 when all are equal), and the share of the
+ * others (`j !== self`) below it, ties half (0.5 with none).
+ */
+function placeInGroup(own: number, self: number, reference: ReadonlyArray<{ j: number; value: number }>): { delta: number; z: number; rank: number } {
+  const mean = reference.reduce((sum, r) => sum + r.value, 0) / reference.length;
+  const delta = own - mean;
+  // Exactly equal values leave only rounding in (x − mean): z is 0, not noise.
+  const equal = reference.every((r) => r.value === reference[0]!.value);
+  const sd = Math.sqrt(reference.reduce((sum, r) => sum + (r.value - mean) ** 2, 0) / reference.length);
+  const others = reference.filter((r) => r.j !== self);
+  const below = others.reduce((sum, r) => sum + (r.value < own ? 1 : r.value === own ? 0.5 : 0), 0);
+  return { delta, z: equal || !(sd > 0) ? 0 : delta / sd, rank: others.length === 0 ? 0.5 : below / others.length };
 }

@@ -33,11 +33,14 @@ __all__ = [
     "text_features",
     "murmur3",
     "response_text",
+    "LOGIT_EPSILON",
 ]
 
 _M32 = 0xFFFFFFFF
 WORD_SEED = 0x77000000
 CHAR_SEED = 0x63000000
+LOGIT_EPSILON = 1e-6
+"""The clamp of a ``logit_rewards`` probability (``LOGIT_EPSILON`` in contracts/features.ts)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,14 @@ class FeatureConfig:
     word_ngrams: Sequence[int] = (1, 2)
     char_ngrams: Sequence[int] = (3,)
     reward_names: Sequence[str] = field(default_factory=tuple)
+    #: Rewards of ``reward_names`` taken as log(p / (1 - p)), p clamped to [1e-6, 1 - 1e-6].
+    logit_rewards: Sequence[str] = field(default_factory=tuple)
     max_chars: int = 20_000
+
+    def __post_init__(self) -> None:
+        for name in self.logit_rewards:
+            if name not in self.reward_names:
+                raise ValueError(f'features.logitRewards names "{name}", which is not in features.rewardNames')
 
     @staticmethod
     def from_json(block: Mapping[str, Any] | None) -> "FeatureConfig":
@@ -60,6 +70,7 @@ class FeatureConfig:
             word_ngrams=tuple(b.get("wordNgrams", d.word_ngrams)),
             char_ngrams=tuple(b.get("charNgrams", d.char_ngrams)),
             reward_names=tuple(b.get("rewardNames", d.reward_names)),
+            logit_rewards=tuple(b.get("logitRewards", d.logit_rewards)),
             max_chars=int(b.get("maxChars", d.max_chars)),
         )
 
@@ -69,6 +80,7 @@ class FeatureConfig:
             "wordNgrams": list(self.word_ngrams),
             "charNgrams": list(self.char_ngrams),
             "rewardNames": list(self.reward_names),
+            "logitRewards": list(self.logit_rewards),
             "maxChars": self.max_chars,
         }
 
@@ -78,7 +90,7 @@ def feature_layout(config: FeatureConfig) -> list[str]:
     return [
         "log_chars",
         "log_tokens",
-        *(f"reward:{n}" for n in config.reward_names),
+        *(f"reward_logit:{n}" if n in config.logit_rewards else f"reward:{n}" for n in config.reward_names),
         "logprob_mean",
         "logprob_min",
         "logprob_std",
@@ -245,9 +257,15 @@ def featurize(rollout: Mapping[str, Any], config: FeatureConfig) -> np.ndarray:
     i += 2
     rewards = rollout.get("rewards") or {}
     for name in config.reward_names:
-        value = float(rewards.get(name, 0.0))
+        if name not in rewards:
+            i += 1  # missing: 0, raw or as a logit (that of 0.5)
+            continue
+        value = float(rewards[name])
         if not math.isfinite(value):
             raise ValueError(f"reward {name} is not finite ({value})")
+        if name in config.logit_rewards:
+            p = min(max(value, LOGIT_EPSILON), 1 - LOGIT_EPSILON)
+            value = math.log(p / (1 - p))
         with np.errstate(over="ignore"):  # beyond float32's range: ±inf, as a Float32Array stores it
             out[i] = value
         i += 1

@@ -14,7 +14,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from conftest import REGISTRY, VECTORS
 from flywheel_trainer.admission import ReplayBuffer, ReplayConfig, SeededRandom, StarvationConfig, StarvationMonitor
-from flywheel_trainer.features import FeatureConfig, featurize, murmur3, text_features
+from flywheel_trainer.features import LOGIT_EPSILON, FeatureConfig, feature_layout, featurize, murmur3, text_features
 from flywheel_trainer.records import DECISION_SCHEMA, LABEL_SCHEMA, MODEL_UPDATE_SCHEMA, ROLLOUT_SCHEMA, decode, deserializer, registry_client, serializer
 
 CONFIGS = {name: FeatureConfig.from_json(c) for name, c in VECTORS["configs"].items()}
@@ -44,6 +44,20 @@ def test_vectors_are_not_trivial():
     # A fixture of zero vectors would match anything that returns zeros.
     nonzero = [c for c in VECTORS["features"] if np.any(np.frombuffer(bytes.fromhex(c["vector"]), dtype="<f4")[:64] != 0)]
     assert len(nonzero) > len(VECTORS["features"]) // 2
+
+
+def test_logit_rewards_are_covered_and_checked():
+    # The vectors take rewards as logits (inside (0, 1), clamped, missing) next to raw ones.
+    cfg = CONFIGS["logit"]
+    assert cfg.logit_rewards and set(cfg.logit_rewards) < set(cfg.reward_names)
+    assert any(c["config"] == "logit" and c["rollout"] == "probs" for c in VECTORS["features"])
+    assert feature_layout(cfg)[2:4] == ["reward_logit:correct", "reward_logit:format"]
+    v = featurize(ROLLOUTS["probs"], cfg)
+    tail = v[cfg.dims + 2 :]
+    assert tail[0] == np.float32(np.log(13 / 3)) and tail[1] == np.float32(np.log(LOGIT_EPSILON / (1 - LOGIT_EPSILON)))
+    assert tail[6] == np.float32(-1.2345678) and tail[7] == 0  # raw, and missing
+    with pytest.raises(ValueError, match="logitRewards"):
+        FeatureConfig.from_json({"rewardNames": ["a"], "logitRewards": ["b"]})
 
 
 def test_text_features_match():
