@@ -21,7 +21,13 @@
  * and printed). proxy = σ(logit). A held-out candidate keeps its noise and takes each round's shift.
  *
  * Arms, each through the project's own pipeline (bench/efficacy/flywheel-efficacy.json, derived
- * from deploy/flywheel-demo.json) on the real services, with the reference trainer in process:
+ * from deploy/flywheel-demo.json) on the real services, with the reference trainer in process.
+ * Its layout (`features`): 256 hashed word 1–2-grams, then the proxy as a logit (`logitRewards`),
+ * its group delta and rank (`relative`), and the response's log length standardised in its group
+ * (`relativeLength` → `group.length_z`). Note the last mirrors the proxy's own length term: the
+ * linear scorer can learn to subtract it exactly here, which a real reward model's length bias
+ * (not of this exact form) would allow only approximately. `--config <file>` runs another
+ * pipeline config in the same harness (a baseline, an ablation). The arms:
  * - `memory`: onnx-score → error-compensate → acceptance-control (rate 0.25 on `model`);
  * - `no memory`: the same config without error-compensate;
  * - `static`: no loop; per round the top N candidates by proxy, N = the loop arm's accepted
