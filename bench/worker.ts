@@ -19,7 +19,7 @@
 // First, as pipeline/run.ts does: kafkajs must load with the linear producer grouping.
 import '../streams/kafkajs-producer.ts';
 import { join } from 'node:path';
-import { Kafka, type ConsumerConfig } from 'kafkajs';
+import { Kafka, type ConsumerConfig, type ProducerConfig } from 'kafkajs';
 import { parseConfig } from '../pipeline/config.ts';
 import { startPipeline, type PipelineProgress } from '../pipeline/run.ts';
 import { connectionsFromEnv } from '../streams/connections.ts';
@@ -103,6 +103,31 @@ Kafka.prototype.consumer = function (this: Kafka, options: ConsumerConfig) {
   return consumer;
 };
 
+/**
+ * FLYWHEEL_BENCH_TRACE=1: a line on stderr per committed batch and per sink INSERT (with its
+ * time since ready), and every 5 s each producer request type's count and mean / max duration
+ * (kafkajs REQUEST events): where a record's latency goes (FLYWHEEL_BENCH_VERBOSE=1 shows it).
+ */
+const trace = process.env.FLYWHEEL_BENCH_TRACE === '1';
+if (trace) {
+  const requests = new Map<string, { count: number; ms: number; max: number }>();
+  const makeProducer = Kafka.prototype.producer;
+  Kafka.prototype.producer = function (this: Kafka, options?: ProducerConfig) {
+    const producer = makeProducer.call(this, options);
+    producer.on(producer.events.REQUEST, ({ payload }) => {
+      const r = requests.get(payload.apiName) ?? { count: 0, ms: 0, max: 0 };
+      r.count++;
+      r.ms += payload.duration;
+      r.max = Math.max(r.max, payload.duration);
+      requests.set(payload.apiName, r);
+    });
+    return producer;
+  };
+  setInterval(() => {
+    const line = [...requests].map(([api, r]) => `${api} ${r.count}× mean ${(r.ms / r.count).toFixed(1)} max ${r.max} ms`).join(' | ');
+    process.stderr.write(`requests: ${line}\n`);
+  }, 5000).unref();
+}
 process.on('message', (message: { type: string }) => {
   if (message.type === 'go') void run();
 });
@@ -126,6 +151,12 @@ async function run(): Promise<void> {
   try {
     const pipeline = await startPipeline(config, connections, { inputTopic: job.inputTopic });
     const progress: PipelineProgress = pipeline.progress;
+    if (trace) {
+      const t0 = now();
+      const log = (line: string) => process.stderr.write(`${(now() - t0).toFixed(1)} ms: ${line}\n`);
+      pipeline.events.on('batch.commit', ({ payload: p }) => log(`p${p.partition} committed ${p.records} records, ${p.outputs} outputs in ${p.durationMs.toFixed(1)} ms (transaction ${p.commitMs.toFixed(1)} ms)`));
+      pipeline.events.on('sink.insert', ({ payload: p }) => log(`sink ${p.table}: ${p.rows} rows in ${p.durationMs.toFixed(1)} ms`));
+    }
     let reported = job.expect <= 0;
     watch(progress, 'processed', (processed) => {
       send({ type: 'commit', t: now(), processed });

@@ -213,6 +213,12 @@ export const pipelineConfigSchema = z.strictObject({
       /** The server's database for Flywheel's tables (created when missing). */
       database: name.optional(),
       /**
+       * At most this long (ms) a decision waits in Kafka for more to join it in one INSERT
+       * (the sink's `flushIntervalMs`): at a low rate the sink inserts about once per interval
+       * per partition instead of once per few records; at a high rate nothing waits.
+       */
+      flushIntervalMs: z.number().int().min(0).max(3000).default(1000),
+      /**
        * The HTTP endpoint a worker serves its embedded store on (sinks/clickhouse/http-endpoint.ts):
        * 127.0.0.1 and read-only (SELECT-like statements only) unless these say otherwise. It has
        * no authentication: another host or writes are for a trusted network only.
@@ -224,7 +230,7 @@ export const pipelineConfigSchema = z.strictObject({
         })
         .optional(),
     })
-    .default({ path: '.flywheel/clickhouse' }),
+    .default({ path: '.flywheel/clickhouse', flushIntervalMs: 1000 }),
   /**
    * The worker's ops HTTP server (/metrics, /healthz, /readyz, the dashboard; see ops/server.ts).
    * `port: 0` picks a free port (the worker prints the URL), `port: null` runs none;

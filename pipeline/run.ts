@@ -220,6 +220,7 @@ export async function startTopology(topology: Topology, connections: Connections
     trainerProgressTopic: catalog.trainerProgress,
     labels,
     events,
+    flushIntervalMs: config.clickhouse.flushIntervalMs,
   });
   events.on('sink.insert', ({ payload: { table, rows, ok } }) => {
     if (ok && (table === 'samples' || table === 'dead_letters')) progress.stored[table] += rows;
