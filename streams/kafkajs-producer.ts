@@ -16,9 +16,9 @@
  *   its own (after spreading the message into a new object), concatenated them into a batch
  *   body grown by doubling, computed the batch's CRC32C a byte at a time, then copied the
  *   batch into the partition's, the topic's and the request's Encoders. Here (no compression):
- *   every size first, then one buffer, each record written in place, the CRC32C slice-by-8
- *   over the body. With compression kafkajs's own request builds the body. The request's
- *   framing (`protocol/request.js`: size, api key and version, correlation id, client id) is
+ *   every size first, then one buffer, each record written in place, the CRC32C over the body
+ *   native (slice-by-8 in JS where the native binary does not load). With compression
+ *   kafkajs's own request builds the body. The request's framing (`protocol/request.js`: size, api key and version, correlation id, client id) is
  *   likewise written into one exact buffer instead of two doubling ones.
  *
  * kafkajs reads these modules once, when they load, so this must run before the first import
@@ -153,7 +153,20 @@ export const fastRecords: boolean = require.cache[producePath] === undefined;
 if (fastRecords) require.cache[recordPath]!.exports = fastRecordEncoder;
 
 // ---------------------------------------------------------------------------------------------
-// CRC32C (Castagnoli), slice-by-8: the checksum of a record batch's body.
+// CRC32C (Castagnoli): the checksum of a record batch's body. @node-rs/crc32's, which uses the
+// CPU's CRC32 instruction, where its prebuilt binary loads (10× the slice-by-8 below here:
+// 4,100 against 420 MB/s; the demo worker spent 6 % of its CPU in the JS one); else slice-by-8.
+
+const nativeCrc32c: ((input: Buffer, initialState?: number) => number) | undefined = (() => {
+  try {
+    return (require('@node-rs/crc32') as { crc32c(input: Buffer, initialState?: number): number }).crc32c;
+  } catch {
+    return undefined;
+  }
+})();
+
+/** Whether `crc32c` runs the native checksum. */
+export const nativeChecksum: boolean = nativeCrc32c !== undefined;
 
 const CRC_TABLES: Int32Array[] = (() => {
   const t0 = new Int32Array(256);
@@ -174,6 +187,12 @@ const CRC_TABLES: Int32Array[] = (() => {
 
 /** CRC32C of `buf[start, end)`, as an unsigned 32-bit number (kafkajs's crc32C gives the same). */
 export function crc32c(buf: Uint8Array, start = 0, end = buf.length): number {
+  if (nativeCrc32c === undefined) return crc32cPortable(buf, start, end);
+  return nativeCrc32c(Buffer.from(buf.buffer, buf.byteOffset + start, end - start)) >>> 0;
+}
+
+/** `crc32c` in JS, slice-by-8: where the native binary is not available. */
+export function crc32cPortable(buf: Uint8Array, start = 0, end = buf.length): number {
   const [t0, t1, t2, t3, t4, t5, t6, t7] = CRC_TABLES as [Int32Array, Int32Array, Int32Array, Int32Array, Int32Array, Int32Array, Int32Array, Int32Array];
   let crc = -1;
   let i = start;
