@@ -441,16 +441,55 @@ function dot(a: Vector, b: Vector, dims = a.length): number {
   return sum;
 }
 
-/** A vector as little-endian float32 bytes in base64: the form keys travel in on topics and snapshots. */
+/**
+ * A vector as text, the form keys travel in on topics and snapshots, in whichever of two forms
+ * is shorter (hashed text features are mostly zeros):
+ * - dense: base64 of every value as little-endian float32;
+ * - sparse (only for at most 65,536 values): "~" (outside base64's alphabet, so the forms cannot
+ *   be confused) + base64 of the length (uint32 LE), then per non-zero value its index (uint16
+ *   LE) and the value (float32 LE), indices ascending.
+ * Both give back the same float32 values; dense texts written before the sparse form existed
+ * read as before.
+ *
+ *   encodeVector(Float32Array.of(0, 0, 0, 0, 0, 1.5))  // '~BgAAAAUAAADAPw==' (sparse: 1 of 6 non-zero)
+ */
 export function encodeVector(v: Vector): string {
-  const bytes = Buffer.alloc(v.length * 4);
-  v.forEach((x, i) => bytes.writeFloatLE(x, i * 4));
-  return bytes.toString('base64');
+  let nonZero = 0;
+  for (let i = 0; i < v.length; i++) if (v[i] !== 0) nonZero++;
+  if (v.length <= SPARSE_MAX && 4 + 6 * nonZero < 4 * v.length) {
+    const bytes = Buffer.allocUnsafe(4 + 6 * nonZero);
+    bytes.writeUInt32LE(v.length, 0);
+    let at = 4;
+    for (let i = 0; i < v.length; i++) {
+      if (v[i] === 0) continue;
+      bytes.writeUInt16LE(i, at);
+      bytes.writeFloatLE(v[i]!, at + 2);
+      at += 6;
+    }
+    return SPARSE_MARK + bytes.toString('base64');
+  }
+  const dense = Float32Array.from(v);
+  return Buffer.from(dense.buffer, dense.byteOffset, dense.byteLength).toString('base64');
 }
 
+const SPARSE_MARK = '~';
+const SPARSE_MAX = 65_536;
+
+/** The vector `encodeVector` wrote (either form). Throws on a sparse form that is cut or out of range. */
 export function decodeVector(text: string): Vector {
+  if (text.startsWith(SPARSE_MARK)) {
+    const bytes = Buffer.from(text.slice(1), 'base64');
+    if (bytes.length < 4 || (bytes.length - 4) % 6 !== 0) throw new Error(`sparse vector of ${bytes.length} bytes: not a length and whole (index, value) pairs`);
+    const v = new Float32Array(bytes.readUInt32LE(0));
+    for (let at = 4; at < bytes.length; at += 6) {
+      const i = bytes.readUInt16LE(at);
+      if (i >= v.length) throw new Error(`sparse vector: index ${i} outside its length ${v.length}`);
+      v[i] = bytes.readFloatLE(at + 2);
+    }
+    return v;
+  }
   const bytes = Buffer.from(text, 'base64');
-  const v = new Float32Array(bytes.length / 4);
+  const v = new Float32Array(bytes.length >> 2);
   for (let i = 0; i < v.length; i++) v[i] = bytes.readFloatLE(i * 4);
   return v;
 }

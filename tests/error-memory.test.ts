@@ -94,6 +94,19 @@ describe('ErrorMemory', () => {
     const restored = ErrorMemory.fromJSON(JSON.parse(JSON.stringify(memory)));
     expect(restored.toJSON()).toEqual(memory.toJSON());
     expect(decodeVector(encodeVector(vec(0.1, -2.5, 1e-8)))).toEqual(vec(0.1, -2.5, 1e-8));
+    // Mostly zeros (hashed text features): the sparse form, shorter, the same values back.
+    const sparse = new Float32Array(1030);
+    sparse[3] = 0.25;
+    sparse[700] = -1e-7;
+    sparse[1029] = 6.5;
+    const text = encodeVector(sparse);
+    expect(text.startsWith('~')).toBe(true);
+    expect(text.length).toBeLessThan(40);
+    expect(decodeVector(text)).toEqual(sparse);
+    // A dense text written before the sparse form existed reads as before.
+    expect(decodeVector(Buffer.from(Float32Array.of(1, 0, -2).buffer).toString('base64'))).toEqual(vec(1, 0, -2));
+    expect(() => decodeVector('~' + Buffer.from([2, 0, 0, 0, 5, 0, 0, 0, 0, 0]).toString('base64'))).toThrow(/index 5 outside its length 2/);
+    expect(() => decodeVector('~AAA=')).toThrow(/not a length and whole/);
     expect(restored.compensation(vec(1, 0.35, -0.5), 2, 0)).toEqual(memory.compensation(vec(1, 0.35, -0.5), 2, 0));
     expect(restored.add(entry(vec(1, 0, 0), 1, 'v2'))).toBe(false);
     restored.add(entry(vec(0, 1, 0), 1, 'v5'));
