@@ -1,6 +1,7 @@
 import type { KeyValueStore } from '../../streams/state-store.ts';
-import { isRejected, type Curator, type Envelope, type Sample } from '../../lib/envelope.ts';
-import { flatMapEnvelopes, labelOf, numericOf, readJson, writeJson, type LabelRef, type NumericRef } from '../../lib/balance-internals.ts';
+import { deadLetter, isRejected, type Curator, type Envelope, type Sample } from '../../lib/envelope.ts';
+import { sessionCurator } from '../../lib/filters-internals.ts';
+import { labelOf, numericOf, readJson, writeJson, type LabelRef, type NumericRef } from '../../lib/balance-internals.ts';
 
 /**
  * One axis of the grid. Numeric: bin i holds edges[i-1] <= value < edges[i] (edges ascending,
@@ -100,23 +101,47 @@ export function qdArchive(config: QdArchiveConfig, store: KeyValueStore): Curato
     return { kind: 'emit', output: 'control', key: 'qd-coverage', value };
   };
 
-  return flatMapEnvelopes('qd-archive', (envelope) => {
-    if (envelope.kind !== 'sample' && envelope.kind !== 'tick') return [envelope];
-    const cells = readJson<Record<string, Elite>>(store, 'cells', {});
-    const pending = readJson<number>(store, 'pending', 0);
-    if (envelope.kind === 'tick') {
-      if (pending === 0) return [envelope];
-      writeJson(store, 'pending', 0);
-      return [report(cells), envelope];
-    }
-    const decided = place(envelope, cellOf(envelope), cells, config);
-    writeJson(store, 'cells', cells);
-    if (pending + 1 < config.reportEvery) {
-      writeJson(store, 'pending', pending + 1);
-      return [decided];
-    }
-    writeJson(store, 'pending', 0);
-    return [decided, report(cells)];
+  // The cells and the report counter are read once per batch and written back when its input
+  // completes (the changelog keeps a key's last value per transaction anyway): per sample they
+  // were parsed and serialised whole, O(cells) of JSON for each sample.
+  return sessionCurator(() => {
+    let cells: Record<string, Elite> | undefined;
+    let pending = 0;
+    const loaded = (): Record<string, Elite> => {
+      if (cells === undefined) {
+        cells = readJson<Record<string, Elite>>(store, 'cells', {});
+        pending = readJson<number>(store, 'pending', 0);
+      }
+      return cells;
+    };
+    return {
+      next(envelope, out) {
+        if (envelope.kind !== 'sample' && envelope.kind !== 'tick') return void out.push(envelope);
+        const archive = loaded();
+        if (envelope.kind === 'tick') {
+          if (pending === 0) return void out.push(envelope);
+          pending = 0;
+          return void out.push(report(archive), envelope);
+        }
+        let decided: Envelope;
+        try {
+          decided = place(envelope, cellOf(envelope), archive, config);
+        } catch (err) {
+          return void out.push(deadLetter(envelope, 'qd-archive', (err as Error).message));
+        }
+        pending += 1;
+        out.push(decided);
+        if (pending >= config.reportEvery) {
+          pending = 0;
+          out.push(report(archive));
+        }
+      },
+      complete() {
+        if (cells === undefined) return;
+        writeJson(store, 'cells', cells);
+        writeJson(store, 'pending', pending);
+      },
+    };
   });
 }
 
