@@ -20,7 +20,7 @@ import type { Decision } from '../contracts/records.ts';
 import { produceRollouts } from '../streams/rollout-producer.ts';
 import { decisionSerde, registryClient, rolloutSerde, type TopicSerde } from '../streams/serde.ts';
 import { topicCatalog, topicOffsets } from '../streams/topics.ts';
-import { rollout } from './helpers/envelopes.ts';
+import { decision } from './helpers/envelopes.ts';
 import { expectedOutcome } from './helpers/expected.ts';
 import { connections, consumeTopic, createCatalogTopics, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
 import { exited, startWorker } from './helpers/workers.ts';
@@ -124,20 +124,10 @@ function startChildSink(env: Record<string, string>, log: string[]): ChildProces
 let n = 0;
 function decisionOf(prefix: string): Decision {
   n += 1;
-  return {
-    rollout: rollout({ id: `${prefix}-${n}`, response: `answer ${n}`, rewards: { correct: n % 2 } }),
-    scores: { rule: (n % 7) / 7 },
-    duplicate_of: null,
-    dedupe_method: null,
-    reasons: [],
-    decision: 'accepted',
-    reason: 'accepted',
-    config_hash: 'h',
-    scorer_version: null,
-    annotations: {},
-    pipeline_run: prefix,
-    source: { topic: `${prefix}.rollouts`, partition: n % 3, offset: String(n) },
-  };
+  return decision(
+    { id: `${prefix}-${n}`, response: `answer ${n}`, rewards: { correct: n % 2 } },
+    { scores: { rule: (n % 7) / 7 }, pipeline_run: prefix, source: { topic: `${prefix}.rollouts`, partition: n % 3, offset: String(n) } },
+  );
 }
 
 /** Produces decision records in small steps until stopped: records keep flowing during the faults. */

@@ -7,36 +7,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Instrumentation } from '../contracts/events.ts';
-import type { Decision } from '../contracts/records.ts';
 import { ClickHouseSink } from '../sinks/clickhouse-sink.ts';
 import { migrate } from '../sinks/clickhouse/schema.ts';
 import { openStore } from '../sinks/clickhouse/store.ts';
 import { decisionSerde, registryClient } from '../streams/serde.ts';
 import { topicCatalog } from '../streams/topics.ts';
-import { rollout } from './helpers/envelopes.ts';
+import { decision } from './helpers/envelopes.ts';
 import { connections, createCatalogTopics, testKafka, uniquePrefix, waitUntil } from './helpers/kafka.ts';
 
 const cleanup: Array<() => Promise<unknown> | void> = [];
 afterAll(async () => {
   for (const step of cleanup.reverse()) await step();
 });
-
-function decision(prefix: string, i: number): Decision {
-  return {
-    rollout: rollout({ id: `${prefix}-${i}`, response: `answer ${i}`, rewards: { correct: i % 2 } }),
-    scores: {},
-    duplicate_of: null,
-    dedupe_method: null,
-    reasons: [],
-    decision: 'accepted',
-    reason: 'accepted',
-    config_hash: 'h',
-    scorer_version: null,
-    annotations: {},
-    pipeline_run: prefix,
-    source: { topic: `${prefix}.rollouts`, partition: 0, offset: String(i) },
-  };
-}
 
 describe('ClickHouse sink flush interval', () => {
   it('stores records sent one at a time in a few blocks, all of them', async () => {
@@ -73,7 +55,7 @@ describe('ClickHouse sink flush interval', () => {
     // Without the wait each fetch would return one or two of them, each its own INSERT.
     const count = 12;
     for (let i = 0; i < count; i++) {
-      await producer.send({ topic: catalog.decisions, messages: [{ value: decisions.encode(decision(prefix, i)), partition: 0 }] });
+      await producer.send({ topic: catalog.decisions, messages: [{ value: decisions.encode(decision({ id: `${prefix}-${i}`, response: `answer ${i}` }, { pipeline_run: prefix, source: { topic: `${prefix}.rollouts`, partition: 0, offset: String(i) } })), partition: 0 }] });
       await new Promise((r) => setTimeout(r, 50));
     }
 

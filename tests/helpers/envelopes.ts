@@ -1,6 +1,6 @@
 import { from, lastValueFrom, toArray } from 'rxjs';
 import { newSample, type Curator, type Envelope, type Sample } from '../../lib/envelope.ts';
-import type { Rollout } from '../../contracts/records.ts';
+import type { Decision, Rollout } from '../../contracts/records.ts';
 
 export function rollout(overrides: Partial<Rollout> = {}): Rollout {
   return {
@@ -18,6 +18,25 @@ export function rollout(overrides: Partial<Rollout> = {}): Rollout {
     token_count: 5,
     created_at: 1_700_000_000_000,
     tags: {},
+    ...overrides,
+  };
+}
+
+/** An accepted Decision of `rollout(rolloutOverrides)`, as the sink reads them; `overrides` replace its fields. */
+export function decision(rolloutOverrides: Partial<Rollout> = {}, overrides: Partial<Decision> = {}): Decision {
+  return {
+    rollout: rollout(rolloutOverrides),
+    scores: {},
+    duplicate_of: null,
+    dedupe_method: null,
+    reasons: [],
+    decision: 'accepted',
+    reason: 'accepted',
+    config_hash: 'h',
+    scorer_version: null,
+    annotations: {},
+    pipeline_run: 'run',
+    source: { topic: 't', partition: 0, offset: '0' },
     ...overrides,
   };
 }
